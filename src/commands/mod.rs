@@ -1,0 +1,49 @@
+//! The headless subcommands. Each opens what it needs, checks it, and prints text or JSON.
+
+pub mod bench;
+pub mod spectrum;
+pub mod train;
+pub mod walk;
+
+use anyhow::{anyhow, Result};
+
+use dataleaf::data::Dataset;
+use dataleaf::model::Model;
+
+/// Open a model and a dataset and check they fit each other.
+pub fn open_pair(model: &str, dataset: &str) -> Result<(Model, Dataset)> {
+    let model = Model::open(model)?;
+    let data = Dataset::open(dataset)?;
+    model.check_dataset(&data).map_err(|m| anyhow!(m))?;
+    Ok((model, data))
+}
+
+/// Image `index` of the dataset, or a message saying the valid range.
+pub fn image_at<'a>(data: &'a Dataset, index: usize, what: &str) -> Result<&'a [f32]> {
+    data.image(index).ok_or_else(|| {
+        anyhow!(
+            "{what} {index} is out of range: {} has {} images (0..={})",
+            data.name,
+            data.len(),
+            data.len().saturating_sub(1)
+        )
+    })
+}
+
+pub fn evaluate(model: &str, dataset: &str, json: bool) -> Result<()> {
+    let (model, data) = open_pair(model, dataset)?;
+    let acc = model.accuracy(&data);
+    if json {
+        let out = serde_json::json!({"model": model.name(), "dataset": data.name, "count": data.len(), "accuracy": acc});
+        println!("{out}");
+    } else {
+        println!(
+            "{} on {} ({} images): {:.2} %",
+            model.name(),
+            data.name,
+            data.len(),
+            100.0 * acc
+        );
+    }
+    Ok(())
+}

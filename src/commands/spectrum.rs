@@ -1,0 +1,52 @@
+//! `dataleaf spectrum`: G's spectrum at one dataset image.
+
+use anyhow::Result;
+
+use dataleaf::geometry::LocalGeometry;
+
+use super::{image_at, open_pair};
+
+pub fn run(model: &str, dataset: &str, index: usize, json: bool) -> Result<()> {
+    let (model, data) = open_pair(model, dataset)?;
+    let x = image_at(&data, index, "--index")?;
+    let geo = LocalGeometry::at(&model.network, x);
+    let label = data.labels[index];
+    if json {
+        let out = serde_json::json!({
+            "index": index,
+            "label": label,
+            "prediction": geo.argmax(),
+            "probs": geo.probs,
+            "eigenvalues": geo.eigenvalues,
+            "rank": geo.rank,
+            "trace": geo.trace,
+        });
+        println!("{out}");
+        return Ok(());
+    }
+    let name = |k: usize| {
+        model
+            .arch
+            .classes
+            .get(k)
+            .cloned()
+            .unwrap_or_else(|| k.to_string())
+    };
+    println!(
+        "{} image {index}: label {}, predicted {} (p = {:.4})",
+        data.name,
+        name(label),
+        name(geo.argmax()),
+        geo.max_prob()
+    );
+    println!(
+        "rank {} (bound C - 1 = {}), trace {:.4e}",
+        geo.rank,
+        model.num_classes() - 1,
+        geo.trace
+    );
+    for (k, l) in geo.eigenvalues.iter().enumerate() {
+        println!("  lambda_{:<2} {:>12.4e}  log10 {:>7.2}", k + 1, l, l.log10());
+    }
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! `dataleaf train`: SGD on an MNIST architecture with a progress bar and a checkpoint per epoch.
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Context, Result};
+
+use dataleaf::data::Dataset;
+use dataleaf::model::{train, zoo};
+
+pub struct TrainArgs {
+    pub arch: String,
+    pub epochs: usize,
+    pub out: PathBuf,
+    pub seed: u64,
+    pub lr: f32,
+    pub batch: usize,
+    pub train_data: String,
+    pub test_data: String,
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    let arch = zoo::mnist_architecture(&args.arch).ok_or_else(|| {
+        anyhow!(
+            "unknown architecture {:?}; choose one of {}",
+            args.arch,
+            zoo::ARCHITECTURES.join(", ")
+        )
+    })?;
+    if args.batch == 0 || !(args.lr.is_finite() && args.lr > 0.0) {
+        return Err(anyhow!("--batch must be positive and --lr a positive number"));
+    }
+    let train_set = Dataset::open(&args.train_data).context("training data")?;
+    let test_set = Dataset::open(&args.test_data).context("test data")?;
+    let epochs = args.epochs;
+    let config = train::TrainConfig {
+        arch: args.arch,
+        epochs,
+        learning_rate: args.lr,
+        batch_size: args.batch,
+        seed: args.seed,
+        out_dir: args.out,
+    };
+    let bar = indicatif::ProgressBar::new(train_set.len().div_ceil(args.batch) as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "epoch {prefix} [{bar:30}] {pos}/{len} batches  {msg}  ({elapsed}, eta {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    train::train(&config, arch, &train_set, &test_set, |event| match event {
+        train::TrainEvent::Batch {
+            epoch,
+            batch,
+            loss,
+            running_accuracy,
+            ..
+        } => {
+            if batch == 1 {
+                bar.reset();
+                bar.set_prefix(format!("{epoch}/{epochs}"));
+            }
+            bar.set_position(batch as u64);
+            if batch % 10 == 0 {
+                bar.set_message(format!("loss {loss:.4}  acc {:.2} %", 100.0 * running_accuracy));
+            }
+        }
+        train::TrainEvent::Checkpoint { path, record } => bar.suspend(|| {
+            println!(
+                "epoch {:>2}: test accuracy {:.2} %, {:.1} s -> {}",
+                record.epoch,
+                100.0 * record.test_accuracy,
+                record.epoch_seconds,
+                path.display()
+            )
+        }),
+    })?;
+    bar.finish_and_clear();
+    Ok(())
+}

@@ -1,0 +1,168 @@
+//! `dataleaf walk`: a walk from a dataset image, as JSON, a strip of frames, or a GIF.
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Result};
+
+use dataleaf::export::{self, ImageShape, Labelled};
+use dataleaf::walk::{self, Mode, Step, Walk, WalkConfig};
+
+use super::{image_at, open_pair};
+
+pub struct WalkArgs {
+    pub model: String,
+    pub dataset: String,
+    pub mode: String,
+    pub start: usize,
+    pub target: Option<usize>,
+    pub flip_target: bool,
+    pub noise_steps: usize,
+    pub step: Option<f32>,
+    pub stop: Option<f32>,
+    pub max_steps: Option<usize>,
+    pub seed: u64,
+    pub json: bool,
+    pub strip: Option<PathBuf>,
+    pub gif: Option<PathBuf>,
+}
+
+pub fn run(args: WalkArgs) -> Result<()> {
+    let mode = Mode::parse(&args.mode)
+        .ok_or_else(|| anyhow!("unknown mode {:?}: choose leaf, kernel or free", args.mode))?;
+    let (model, data) = open_pair(&args.model, &args.dataset)?;
+    let mut config = WalkConfig::defaults(mode);
+    config.seed = args.seed;
+    if let Some(s) = args.step {
+        config.step = s;
+    }
+    if let Some(s) = args.stop {
+        config.stop = s;
+    }
+    if let Some(m) = args.max_steps {
+        config.max_steps = m;
+    }
+    if !(config.step.is_finite() && config.step > 0.0) {
+        return Err(anyhow!(
+            "--step must be a positive number of pixel units, got {}",
+            config.step
+        ));
+    }
+    if mode != Mode::Kernel && args.target.is_none() {
+        return Err(anyhow!("--mode {} needs --target", mode.name()));
+    }
+    if args.flip_target && args.target.is_none() {
+        return Err(anyhow!("--flip-target needs --target"));
+    }
+    let mut start = image_at(&data, args.start, "--start")?.to_vec();
+    let target = match args.target {
+        Some(t) => {
+            let image = image_at(&data, t, "--target")?;
+            Some(if args.flip_target {
+                walk::mirror(image, data.width)
+            } else {
+                image.to_vec()
+            })
+        }
+        None => None,
+    };
+    if args.noise_steps > 0 {
+        // The papers' noisy leaves: kernel steps from the start before the walk proper.
+        start = walk::noisy(
+            &model.network,
+            &start,
+            args.noise_steps,
+            config.step,
+            args.seed.wrapping_add(1),
+        )
+        .map_err(|m| anyhow!(m))?;
+    }
+    let mut walk = Walk::new(&model.network, config, start, target).map_err(|m| anyhow!(m))?;
+    let steps: Vec<Step> = walk.by_ref().collect();
+    let reached = walk.reached;
+    let first = steps.first().expect("a walk yields its start");
+    let last = steps.last().expect("a walk yields its start");
+    let class = |k: usize| {
+        model
+            .arch
+            .classes
+            .get(k)
+            .cloned()
+            .unwrap_or_else(|| k.to_string())
+    };
+
+    let shape = ImageShape {
+        channels: data.channels,
+        height: data.height,
+        width: data.width,
+    };
+    let frame = |s: &'_ Step| -> (Vec<f32>, String) {
+        (s.x.clone(), format!("{} ({:.2})", class(s.argmax), s.max_prob()))
+    };
+    if let Some(path) = &args.strip {
+        let picks = export::evenly_spaced(steps.len(), 9);
+        let owned: Vec<(Vec<f32>, String)> = picks.iter().map(|&i| frame(&steps[i])).collect();
+        let frames: Vec<Labelled> = owned
+            .iter()
+            .map(|(p, c)| Labelled {
+                pixels: p,
+                caption: c.clone(),
+            })
+            .collect();
+        export::write_strip(path, &frames, shape, 4).map_err(|m| anyhow!(m))?;
+    }
+    if let Some(path) = &args.gif {
+        let picks = export::evenly_spaced(steps.len(), steps.len().min(80));
+        let owned: Vec<(Vec<f32>, String)> = picks.iter().map(|&i| frame(&steps[i])).collect();
+        let frames: Vec<Labelled> = owned
+            .iter()
+            .map(|(p, c)| Labelled {
+                pixels: p,
+                caption: c.clone(),
+            })
+            .collect();
+        export::write_gif(path, &frames, shape, 4, 80).map_err(|m| anyhow!(m))?;
+    }
+    let mean_off_leaf = if steps.len() > 1 {
+        steps[1..].iter().map(|s| s.off_leaf as f64).sum::<f64>() / (steps.len() - 1) as f64
+    } else {
+        0.0
+    };
+    if args.json {
+        let out = serde_json::json!({
+            "mode": mode.name(),
+            "start": args.start,
+            "target": args.target,
+            "flip_target": args.flip_target,
+            "noise_steps": args.noise_steps,
+            "step": config.step,
+            "steps": steps.len() - 1,
+            "reached": reached,
+            "start_distance": first.distance,
+            "final_distance": last.distance,
+            "mean_off_leaf": mean_off_leaf,
+            "predictions": steps.iter().map(|s| s.argmax).collect::<Vec<_>>(),
+            "max_probs": steps.iter().map(|s| s.max_prob()).collect::<Vec<_>>(),
+            "distances": steps.iter().map(|s| s.distance).collect::<Vec<_>>(),
+        });
+        println!("{out}");
+    } else {
+        let to = if args.target.is_some() { "target" } else { "start" };
+        println!(
+            "{} walk: {} steps, distance to {to} {:.3} -> {:.3}{}",
+            mode.name(),
+            steps.len() - 1,
+            first.distance,
+            last.distance,
+            if reached { " (reached)" } else { "" }
+        );
+        println!(
+            "prediction {} ({:.3}) -> {} ({:.3}); mean fraction of each move off the leaf {:.3}",
+            class(first.argmax),
+            first.max_prob(),
+            class(last.argmax),
+            last.max_prob(),
+            mean_off_leaf
+        );
+    }
+    Ok(())
+}

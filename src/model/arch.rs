@@ -1,0 +1,313 @@
+//! The architecture JSON of a model file (shared/DESIGN.md, "Model files"), and shape inference over it.
+
+use serde::{Deserialize, Serialize};
+
+/// Input image shape the network expects (NCHW without N).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputShape {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl InputShape {
+    pub fn len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Per-channel normalisation the network applies to pixel inputs: (x - mean) / std.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Normalize {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+/// One layer. Layers with weights carry the PyTorch module name, so `<name>.weight` and `<name>.bias`
+/// are the safetensors keys of an `nn.Sequential` state dict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Layer {
+    Conv2d {
+        name: String,
+        #[serde(rename = "in")]
+        in_channels: usize,
+        #[serde(rename = "out")]
+        out_channels: usize,
+        kernel: usize,
+        #[serde(default = "one")]
+        stride: usize,
+        #[serde(default)]
+        padding: usize,
+    },
+    Linear {
+        name: String,
+        #[serde(rename = "in")]
+        in_features: usize,
+        #[serde(rename = "out")]
+        out_features: usize,
+    },
+    Relu,
+    Maxpool2d {
+        kernel: usize,
+        /// Defaults to the kernel size, as in PyTorch.
+        #[serde(default)]
+        stride: Option<usize>,
+    },
+    Avgpool2d {
+        kernel: usize,
+        #[serde(default)]
+        stride: Option<usize>,
+    },
+    Flatten,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// What training produced this checkpoint; written by `dataleaf train`, optional for imported models.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingRecord {
+    pub arch: String,
+    pub epoch: usize,
+    pub seed: u64,
+    pub learning_rate: f32,
+    pub batch_size: usize,
+    /// Accuracy on the full MNIST test set, in [0, 1].
+    pub test_accuracy: f32,
+    /// Wall time of this epoch's training, seconds.
+    #[serde(default)]
+    pub epoch_seconds: f32,
+}
+
+/// A model's architecture file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Architecture {
+    pub name: String,
+    pub input: InputShape,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalize: Option<Normalize>,
+    pub classes: Vec<String>,
+    pub layers: Vec<Layer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<TrainingRecord>,
+}
+
+/// The shape of the activation between layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// channels, height, width
+    Image(usize, usize, usize),
+    Flat(usize),
+}
+
+impl Shape {
+    pub fn len(&self) -> usize {
+        match *self {
+            Shape::Image(c, h, w) => c * h * w,
+            Shape::Flat(n) => n,
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl std::fmt::Display for Shape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Shape::Image(c, h, w) => write!(f, "{c}x{h}x{w}"),
+            Shape::Flat(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl Layer {
+    /// Output shape for an input shape, or why the layer cannot take it.
+    pub fn output_shape(&self, input: Shape) -> Result<Shape, String> {
+        match (self, input) {
+            (
+                Layer::Conv2d {
+                    in_channels,
+                    out_channels,
+                    kernel,
+                    stride,
+                    padding,
+                    ..
+                },
+                Shape::Image(c, h, w),
+            ) => {
+                if *in_channels != c {
+                    return Err(format!("expects {in_channels} input channels, gets {c}"));
+                }
+                if *kernel == 0 || *stride == 0 {
+                    return Err("kernel and stride must be positive".into());
+                }
+                let (hp, wp) = (h + 2 * padding, w + 2 * padding);
+                if hp < *kernel || wp < *kernel {
+                    return Err(format!("kernel {kernel} is larger than its {h}x{w} input"));
+                }
+                Ok(Shape::Image(
+                    *out_channels,
+                    (hp - kernel) / stride + 1,
+                    (wp - kernel) / stride + 1,
+                ))
+            }
+            (
+                Layer::Linear {
+                    in_features,
+                    out_features,
+                    ..
+                },
+                Shape::Flat(n),
+            ) => {
+                if *in_features != n {
+                    return Err(format!("expects {in_features} inputs, gets {n}"));
+                }
+                Ok(Shape::Flat(*out_features))
+            }
+            (Layer::Relu, s) => Ok(s),
+            (
+                Layer::Maxpool2d { kernel, stride } | Layer::Avgpool2d { kernel, stride },
+                Shape::Image(c, h, w),
+            ) => {
+                let s = stride.unwrap_or(*kernel);
+                if *kernel == 0 || s == 0 {
+                    return Err("kernel and stride must be positive".into());
+                }
+                if h < *kernel || w < *kernel {
+                    return Err(format!("kernel {kernel} is larger than its {h}x{w} input"));
+                }
+                Ok(Shape::Image(c, (h - kernel) / s + 1, (w - kernel) / s + 1))
+            }
+            (Layer::Flatten, s) => Ok(Shape::Flat(s.len())),
+            (Layer::Conv2d { .. } | Layer::Maxpool2d { .. } | Layer::Avgpool2d { .. }, Shape::Flat(n)) => {
+                Err(format!(
+                    "needs an image input but gets a flat vector of {n} (flatten comes too early?)"
+                ))
+            }
+            (Layer::Linear { .. }, s @ Shape::Image(..)) => Err(format!(
+                "needs a flat input but gets an image {s} (add a flatten layer before it)"
+            )),
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Layer::Conv2d { .. } => "conv2d",
+            Layer::Linear { .. } => "linear",
+            Layer::Relu => "relu",
+            Layer::Maxpool2d { .. } => "maxpool2d",
+            Layer::Avgpool2d { .. } => "avgpool2d",
+            Layer::Flatten => "flatten",
+        }
+    }
+
+    /// The PyTorch module name of a layer with weights.
+    pub fn param_name(&self) -> Option<&str> {
+        match self {
+            Layer::Conv2d { name, .. } | Layer::Linear { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+
+    /// Expected (weight, bias) shapes of a layer with weights, in PyTorch layout.
+    pub fn param_shapes(&self) -> Option<(Vec<usize>, Vec<usize>)> {
+        match *self {
+            Layer::Conv2d {
+                in_channels,
+                out_channels,
+                kernel,
+                ..
+            } => Some((
+                vec![out_channels, in_channels, kernel, kernel],
+                vec![out_channels],
+            )),
+            Layer::Linear {
+                in_features,
+                out_features,
+                ..
+            } => Some((vec![out_features, in_features], vec![out_features])),
+            _ => None,
+        }
+    }
+}
+
+impl Architecture {
+    pub fn num_classes(&self) -> usize {
+        self.classes.len()
+    }
+
+    /// Parse and check an architecture JSON text. `origin` names the file in messages.
+    pub fn from_json(text: &str) -> Result<Architecture, String> {
+        let arch: Architecture =
+            serde_json::from_str(text).map_err(|e| format!("not a valid model architecture: {e}"))?;
+        arch.validate()?;
+        Ok(arch)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("architecture serialises")
+    }
+
+    /// Shapes after each layer, starting with the input: `layers.len() + 1` entries.
+    pub fn shapes(&self) -> Result<Vec<Shape>, String> {
+        let i = self.input;
+        let mut shapes = vec![Shape::Image(i.channels, i.height, i.width)];
+        for (k, layer) in self.layers.iter().enumerate() {
+            let next = layer
+                .output_shape(shapes[k])
+                .map_err(|e| format!("layer {k} ({}): {e}", layer.kind()))?;
+            shapes.push(next);
+        }
+        Ok(shapes)
+    }
+
+    /// Check the architecture is self-consistent: shapes chain, the output has one logit per class,
+    /// normalisation has one mean/std per channel, weight names are unique.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.input.is_empty() {
+            return Err("input shape has a zero dimension".into());
+        }
+        if self.classes.len() < 2 {
+            return Err(format!("needs at least 2 classes, has {}", self.classes.len()));
+        }
+        if let Some(n) = &self.normalize {
+            let c = self.input.channels;
+            if n.mean.len() != c || n.std.len() != c {
+                return Err(format!(
+                    "normalize needs {c} mean and std values (one per channel), has {} and {}",
+                    n.mean.len(),
+                    n.std.len()
+                ));
+            }
+            if n.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) || n.mean.iter().any(|m| !m.is_finite()) {
+                return Err("normalize std must be positive and finite, mean finite".into());
+            }
+        }
+        let shapes = self.shapes()?;
+        let out = shapes[shapes.len() - 1];
+        if out != Shape::Flat(self.classes.len()) {
+            return Err(format!(
+                "the network outputs {out} values but there are {} classes",
+                self.classes.len()
+            ));
+        }
+        let mut names: Vec<&str> = self.layers.iter().filter_map(Layer::param_name).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!("two layers are both named {:?}", w[0]));
+        }
+        Ok(())
+    }
+
+    /// Whether every nonlinearity is piecewise linear (ReLU, max-pool), as the foliation theory assumes.
+    pub fn is_piecewise_linear(&self) -> bool {
+        true
+    }
+}

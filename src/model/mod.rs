@@ -1,0 +1,166 @@
+//! Models: the architecture file, the weights, and the two implementations of one network —
+//! `Classifier` on candle (the reference, with autograd) and `Network` on plain buffers (the fast
+//! forward and reverse passes that geometry and training use).
+
+pub mod arch;
+pub mod classifier;
+pub mod files;
+pub mod matmul;
+pub mod network;
+pub mod train;
+pub mod zoo;
+
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+pub use arch::{Architecture, InputShape, Layer};
+pub use classifier::Classifier;
+pub use files::ModelError;
+pub use network::{Network, Tensor32, Weights};
+
+use crate::data::Dataset;
+
+/// The model `dataleaf` opens when none is named.
+pub const DEFAULT_MODEL: &str = "mnist-medium-cnn";
+
+/// The folder of shipped models in the source tree.
+pub fn models_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models")
+}
+
+/// A loaded model: its architecture and both implementations over the same weights.
+pub struct Model {
+    pub arch: Architecture,
+    pub network: Network,
+    pub classifier: Classifier,
+    /// Where it was loaded from, for titles and messages.
+    pub source: PathBuf,
+}
+
+impl Model {
+    /// Build from an architecture and weights; `source` names the file in messages.
+    pub fn from_parts(arch: Architecture, weights: &Weights, source: &Path) -> Result<Model, ModelError> {
+        arch.validate().map_err(|m| ModelError::new(source, m))?;
+        let wpath = files::weights_path(source);
+        let network = Network::new(&arch, weights).map_err(|m| ModelError::new(&wpath, m))?;
+        let classifier =
+            Classifier::new(&arch, weights).map_err(|e| ModelError::new(&wpath, e.to_string()))?;
+        Ok(Model {
+            arch,
+            network,
+            classifier,
+            source: source.to_path_buf(),
+        })
+    }
+
+    /// Load `NAME.json` and the `NAME.safetensors` beside it.
+    pub fn load(json: &Path) -> Result<Model, ModelError> {
+        let arch = files::read_architecture(json)?;
+        let wpath = files::weights_path(json);
+        if !wpath.exists() {
+            return Err(ModelError::new(
+                &wpath,
+                format!("weights file not found (expected beside {})", json.display()),
+            ));
+        }
+        let weights = files::read_weights(&wpath)?;
+        Model::from_parts(arch, &weights, json)
+    }
+
+    /// Open a model by path, or by the name of a shipped model (`mnist-medium-cnn`, ...).
+    pub fn open(spec: &str) -> Result<Model, ModelError> {
+        let path = Path::new(spec);
+        let shipped = models_dir().join(format!("{spec}.json"));
+        if !path.exists() && !spec.contains(['/', '\\']) && shipped.exists() {
+            return Model::load(&shipped);
+        }
+        if path.is_dir() {
+            return Err(ModelError::new(path, "is a folder; name the model's .json file"));
+        }
+        if !path.exists() {
+            return Err(ModelError::new(
+                path,
+                format!(
+                    "no such file, and not a shipped model (those are in {})",
+                    models_dir().display()
+                ),
+            ));
+        }
+        if path.extension().is_some_and(|e| e == "safetensors") {
+            return Model::load(&path.with_extension("json"));
+        }
+        Model::load(path)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.arch.name
+    }
+
+    pub fn num_classes(&self) -> usize {
+        self.arch.num_classes()
+    }
+
+    /// Whether images of this dataset can go through the model; the message says what differs.
+    pub fn check_dataset(&self, data: &Dataset) -> Result<(), String> {
+        let i = self.arch.input;
+        if (data.channels, data.height, data.width) != (i.channels, i.height, i.width) {
+            return Err(format!(
+                "model {} takes {}x{}x{} images, dataset {} has {}x{}x{}",
+                self.arch.name,
+                i.channels,
+                i.height,
+                i.width,
+                data.name,
+                data.channels,
+                data.height,
+                data.width
+            ));
+        }
+        if data.num_classes() > self.num_classes() {
+            return Err(format!(
+                "dataset {} has {} classes, model {} only {}",
+                data.name,
+                data.num_classes(),
+                self.arch.name,
+                self.num_classes()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Predicted class of every image (fast path, all cores).
+    pub fn predict_all(&self, data: &Dataset) -> Vec<usize> {
+        let n = data.image_len();
+        let c = self.num_classes();
+        data.images
+            .par_chunks(n * 250)
+            .flat_map_iter(|chunk| {
+                let logits = self.network.logits(chunk, chunk.len() / n);
+                logits.chunks(c).map(argmax).collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Fraction of images classified as their label.
+    pub fn accuracy(&self, data: &Dataset) -> f64 {
+        let hits = self
+            .predict_all(data)
+            .iter()
+            .zip(&data.labels)
+            .filter(|(p, l)| p == l)
+            .count();
+        hits as f64 / data.len().max(1) as f64
+    }
+}
+
+/// Index of the largest value (the first on ties; NaN never wins).
+pub fn argmax(values: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in values.iter().enumerate() {
+        if v > values[best] || values[best].is_nan() {
+            best = i;
+        }
+    }
+    best
+}

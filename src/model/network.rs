@@ -1,0 +1,705 @@
+//! The network as plain f32 buffers with hand-written forward and reverse passes.
+//!
+//! A ReLU network is piecewise linear: at x, the Jacobian of the logits is the product of the
+//! layers' linear maps with the activation and pooling masks of x, J = W_L M_L ... M_1 W_1 / std.
+//! One forward pass that records those masks, then one reverse pass over many cotangents at once
+//! (the C rows of the identity for J, or the loss gradients of a batch for training), gives exact
+//! gradients with a handful of large matrix products. The same passes train the shipped models.
+
+use std::collections::BTreeMap;
+
+use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
+
+use super::arch::{Architecture, InputShape, Layer, Shape};
+use super::matmul::{matmul, Threads, View};
+
+/// A named weight tensor in PyTorch layout, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor32 {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// All weights of a model by their PyTorch names (`<layer>.weight`, `<layer>.bias`).
+pub type Weights = BTreeMap<String, Tensor32>;
+
+#[derive(Debug, Clone)]
+struct Conv {
+    name: String,
+    weight: Vec<f32>, // cout x (cin k k)
+    bias: Vec<f32>,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    hin: usize,
+    win: usize,
+    hout: usize,
+    wout: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Linear {
+    name: String,
+    weight: Vec<f32>, // nout x nin
+    bias: Vec<f32>,
+    nin: usize,
+    nout: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pool {
+    c: usize,
+    k: usize,
+    stride: usize,
+    hin: usize,
+    win: usize,
+    hout: usize,
+    wout: usize,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Conv(Conv),
+    Linear(Linear),
+    Relu,
+    MaxPool(Pool),
+    AvgPool(Pool),
+    Flatten,
+}
+
+/// The model as a sequence of ops on flat f32 buffers.
+#[derive(Debug, Clone)]
+pub struct Network {
+    input: InputShape,
+    mean: Vec<f32>,
+    std: Vec<f32>,
+    ops: Vec<Op>,
+    lens: Vec<usize>, // activation length before each op, and after the last
+}
+
+/// What the forward pass of a batch records for the reverse pass.
+pub struct Trace {
+    pub batch: usize,
+    /// acts[i] is the (normalised) input of op i for the whole batch; the last one holds the logits.
+    acts: Vec<Vec<f32>>,
+    /// For each max-pool op, the index in its input of the maximum behind each output.
+    argmax: Vec<Vec<u32>>,
+}
+
+impl Trace {
+    /// The logits, batch x classes, row-major.
+    pub fn logits(&self) -> &[f32] {
+        self.acts.last().expect("a trace has at least the input")
+    }
+}
+
+/// Gradients of the loss for every weight tensor, in `Network::weights` order.
+pub type Gradients = Vec<Vec<f32>>;
+
+fn pool_of(c: usize, h: usize, w: usize, kernel: usize, stride: Option<usize>) -> Pool {
+    let stride = stride.unwrap_or(kernel);
+    Pool {
+        c,
+        k: kernel,
+        stride,
+        hin: h,
+        win: w,
+        hout: (h - kernel) / stride + 1,
+        wout: (w - kernel) / stride + 1,
+    }
+}
+
+fn take_tensor(weights: &Weights, key: &str, shape: &[usize]) -> Result<Vec<f32>, String> {
+    let t = weights
+        .get(key)
+        .ok_or_else(|| format!("weight tensor {key:?} is missing"))?;
+    if t.shape != shape {
+        return Err(format!(
+            "weight tensor {key:?} has shape {:?}, the architecture needs {:?}",
+            t.shape, shape
+        ));
+    }
+    if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
+        return Err(format!(
+            "weight tensor {key:?} holds a non-finite value ({}) at flat index {i}",
+            t.data[i]
+        ));
+    }
+    Ok(t.data.clone())
+}
+
+impl Network {
+    /// Build from an architecture (already validated) and its weights.
+    pub fn new(arch: &Architecture, weights: &Weights) -> Result<Network, String> {
+        let shapes = arch.shapes()?;
+        let mut ops = Vec::with_capacity(arch.layers.len());
+        for (layer, &shape) in arch.layers.iter().zip(&shapes) {
+            let params = |name: &str| -> Result<(Vec<f32>, Vec<f32>), String> {
+                let (ws, bs) = layer.param_shapes().expect("layer with weights");
+                Ok((
+                    take_tensor(weights, &format!("{name}.weight"), &ws)?,
+                    take_tensor(weights, &format!("{name}.bias"), &bs)?,
+                ))
+            };
+            let op = match (layer, shape) {
+                (
+                    Layer::Conv2d {
+                        name,
+                        in_channels,
+                        out_channels,
+                        kernel,
+                        stride,
+                        padding,
+                    },
+                    Shape::Image(_, h, w),
+                ) => {
+                    let (weight, bias) = params(name)?;
+                    Op::Conv(Conv {
+                        name: name.clone(),
+                        weight,
+                        bias,
+                        cin: *in_channels,
+                        cout: *out_channels,
+                        k: *kernel,
+                        stride: *stride,
+                        pad: *padding,
+                        hin: h,
+                        win: w,
+                        hout: (h + 2 * padding - kernel) / stride + 1,
+                        wout: (w + 2 * padding - kernel) / stride + 1,
+                    })
+                }
+                (
+                    Layer::Linear {
+                        name,
+                        in_features,
+                        out_features,
+                    },
+                    _,
+                ) => {
+                    let (weight, bias) = params(name)?;
+                    Op::Linear(Linear {
+                        name: name.clone(),
+                        weight,
+                        bias,
+                        nin: *in_features,
+                        nout: *out_features,
+                    })
+                }
+                (Layer::Relu, _) => Op::Relu,
+                (Layer::Maxpool2d { kernel, stride }, Shape::Image(c, h, w)) => {
+                    Op::MaxPool(pool_of(c, h, w, *kernel, *stride))
+                }
+                (Layer::Avgpool2d { kernel, stride }, Shape::Image(c, h, w)) => {
+                    Op::AvgPool(pool_of(c, h, w, *kernel, *stride))
+                }
+                (Layer::Flatten, _) => Op::Flatten,
+                (layer, shape) => return Err(format!("{} cannot take input {shape}", layer.kind())),
+            };
+            ops.push(op);
+        }
+        let c = arch.input.channels;
+        let (mean, std) = match &arch.normalize {
+            Some(n) => (n.mean.clone(), n.std.clone()),
+            None => (vec![0.0; c], vec![1.0; c]),
+        };
+        Ok(Network {
+            input: arch.input,
+            mean,
+            std,
+            ops,
+            lens: shapes.iter().map(Shape::len).collect(),
+        })
+    }
+
+    /// Fresh weights with PyTorch's default initialisation (uniform in +-1/sqrt(fan_in) for
+    /// weights and biases), from a seed.
+    pub fn initial_weights(arch: &Architecture, seed: u64) -> Weights {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut weights = Weights::new();
+        for layer in &arch.layers {
+            if let (Some(name), Some((ws, bs))) = (layer.param_name(), layer.param_shapes()) {
+                let fan_in: usize = ws[1..].iter().product();
+                let bound = 1.0 / (fan_in as f32).sqrt();
+                let mut draw = |shape: Vec<usize>| {
+                    let n = shape.iter().product();
+                    let data = (0..n).map(|_| rng.random_range(-bound..bound)).collect();
+                    Tensor32 { shape, data }
+                };
+                weights.insert(format!("{name}.weight"), draw(ws));
+                weights.insert(format!("{name}.bias"), draw(bs));
+            }
+        }
+        weights
+    }
+
+    /// The current weights by PyTorch name.
+    pub fn weights(&self) -> Weights {
+        let mut out = Weights::new();
+        for op in &self.ops {
+            let (name, w, wshape, b) = match op {
+                Op::Conv(c) => (&c.name, &c.weight, vec![c.cout, c.cin, c.k, c.k], &c.bias),
+                Op::Linear(l) => (&l.name, &l.weight, vec![l.nout, l.nin], &l.bias),
+                _ => continue,
+            };
+            out.insert(
+                format!("{name}.weight"),
+                Tensor32 {
+                    shape: wshape,
+                    data: w.clone(),
+                },
+            );
+            out.insert(
+                format!("{name}.bias"),
+                Tensor32 {
+                    shape: vec![b.len()],
+                    data: b.clone(),
+                },
+            );
+        }
+        out
+    }
+
+    pub fn input_shape(&self) -> InputShape {
+        self.input
+    }
+
+    /// Values per input image.
+    pub fn input_len(&self) -> usize {
+        self.lens[0]
+    }
+
+    pub fn num_classes(&self) -> usize {
+        *self.lens.last().expect("at least one length")
+    }
+
+    /// Forward pass of `batch` images in pixel space [0, 1] (batch x input_len, NCHW), recording
+    /// what the reverse pass needs.
+    pub fn forward(&self, images: &[f32], batch: usize) -> Trace {
+        let n = self.input_len();
+        assert_eq!(images.len(), batch * n, "images buffer does not match batch size");
+        let plane = self.input.height * self.input.width;
+        // (x - mean) / std per channel, as the model file says.
+        let mut x: Vec<f32> = images
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let c = (i % n) / plane;
+                (v - self.mean[c]) / self.std[c]
+            })
+            .collect();
+        let mut acts = Vec::with_capacity(self.ops.len() + 1);
+        let mut argmax = Vec::new();
+        for (i, op) in self.ops.iter().enumerate() {
+            let out_len = self.lens[i + 1];
+            let mut y = vec![0.0f32; batch * out_len];
+            match op {
+                Op::Conv(c) => conv_forward(c, &x, &mut y, batch),
+                Op::Linear(l) => {
+                    matmul(
+                        &mut y,
+                        View::rows(&x, batch, l.nin),
+                        View::transposed(&l.weight, l.nout, l.nin),
+                        false,
+                        Threads::All,
+                    );
+                    for row in y.chunks_mut(l.nout) {
+                        row.iter_mut().zip(&l.bias).for_each(|(v, b)| *v += b);
+                    }
+                }
+                Op::Relu => y.iter_mut().zip(&x).for_each(|(o, &v)| *o = v.max(0.0)),
+                Op::MaxPool(p) => argmax.push(maxpool_forward(p, &x, &mut y, batch)),
+                Op::AvgPool(p) => avgpool_forward(p, &x, &mut y, batch),
+                Op::Flatten => y.copy_from_slice(&x),
+            }
+            acts.push(std::mem::replace(&mut x, y));
+        }
+        acts.push(x);
+        Trace { batch, acts, argmax }
+    }
+
+    /// Logits of a batch, batch x classes.
+    pub fn logits(&self, images: &[f32], batch: usize) -> Vec<f32> {
+        let mut trace = self.forward(images, batch);
+        trace.acts.pop().expect("logits")
+    }
+
+    /// Reverse pass: `cotangents` are `rows` vectors over the logits (rows x classes). When the trace
+    /// holds one image, every row is pulled back through that image's masks (rows = C gives J);
+    /// otherwise row r belongs to image r. Returns the gradients with respect to the pixel input
+    /// (rows x input_len) when `want_input` is set, and accumulates weight gradients into `grads`.
+    pub fn backward(
+        &self,
+        trace: &Trace,
+        cotangents: &[f32],
+        rows: usize,
+        want_input: bool,
+        mut grads: Option<&mut Gradients>,
+    ) -> Option<Vec<f32>> {
+        assert_eq!(cotangents.len(), rows * self.num_classes());
+        assert!(
+            trace.batch == 1 || trace.batch == rows,
+            "one cotangent row per image"
+        );
+        assert!(
+            grads.is_none() || trace.batch == rows,
+            "weight gradients need one image per row"
+        );
+        let mut g = cotangents.to_vec();
+        let mut pool_index = trace.argmax.len();
+        let mut grad_index = grads.as_ref().map_or(0, |g| g.len());
+        for (i, op) in self.ops.iter().enumerate().rev() {
+            let x = &trace.acts[i];
+            let in_len = self.lens[i];
+            let need_dx = i > 0 || want_input;
+            match op {
+                Op::Conv(c) => {
+                    if let Some(grads) = grads.as_deref_mut() {
+                        grad_index -= 2;
+                        let (gw, rest) = grads[grad_index..].split_at_mut(1);
+                        conv_weight_grad(c, x, &g, rows, &mut gw[0], &mut rest[0]);
+                    }
+                    if need_dx {
+                        g = conv_input_grad(c, &g, rows);
+                    }
+                }
+                Op::Linear(l) => {
+                    if let Some(grads) = grads.as_deref_mut() {
+                        grad_index -= 2;
+                        // dW += g^T X, db += column sums of g
+                        matmul(
+                            &mut grads[grad_index],
+                            View::transposed(&g, rows, l.nout),
+                            View::rows(x, rows, l.nin),
+                            true,
+                            Threads::All,
+                        );
+                        for row in g.chunks(l.nout) {
+                            grads[grad_index + 1]
+                                .iter_mut()
+                                .zip(row)
+                                .for_each(|(d, v)| *d += v);
+                        }
+                    }
+                    if need_dx {
+                        let mut dx = vec![0.0; rows * l.nin];
+                        matmul(
+                            &mut dx,
+                            View::rows(&g, rows, l.nout),
+                            View::rows(&l.weight, l.nout, l.nin),
+                            false,
+                            Threads::All,
+                        );
+                        g = dx;
+                    }
+                }
+                Op::Relu => {
+                    // PyTorch's convention: the derivative of ReLU at 0 is 0.
+                    for (r, row) in g.chunks_mut(in_len).enumerate() {
+                        let xs = sample(x, trace.batch, r, in_len);
+                        row.iter_mut().zip(xs).for_each(|(d, &v)| {
+                            if v <= 0.0 {
+                                *d = 0.0
+                            }
+                        });
+                    }
+                }
+                Op::MaxPool(_) => {
+                    pool_index -= 1;
+                    let idx = &trace.argmax[pool_index];
+                    let out_len = self.lens[i + 1];
+                    let mut dx = vec![0.0; rows * in_len];
+                    for r in 0..rows {
+                        let s = if trace.batch == 1 { 0 } else { r };
+                        let src = &g[r * out_len..(r + 1) * out_len];
+                        let dst = &mut dx[r * in_len..(r + 1) * in_len];
+                        for (o, &j) in idx[s * out_len..(s + 1) * out_len].iter().enumerate() {
+                            dst[j as usize] += src[o];
+                        }
+                    }
+                    g = dx;
+                }
+                Op::AvgPool(p) => g = avgpool_backward(p, &g, rows),
+                Op::Flatten => {}
+            }
+        }
+        if !want_input {
+            return None;
+        }
+        // d/dpixel = d/dnormalised / std
+        let plane = self.input.height * self.input.width;
+        let n = self.input_len();
+        g.iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v /= self.std[(i % n) / plane]);
+        Some(g)
+    }
+
+    /// Zeroed gradient buffers, one per weight tensor, in op order (weight then bias).
+    pub fn zero_gradients(&self) -> Gradients {
+        let mut out = Vec::new();
+        for op in &self.ops {
+            match op {
+                Op::Conv(Conv { weight, bias, .. }) | Op::Linear(Linear { weight, bias, .. }) => {
+                    out.push(vec![0.0; weight.len()]);
+                    out.push(vec![0.0; bias.len()]);
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Plain SGD: w <- w - lr * dw.
+    pub fn sgd_step(&mut self, grads: &Gradients, lr: f32) {
+        let mut k = 0;
+        for op in &mut self.ops {
+            if let Op::Conv(Conv { weight, bias, .. }) | Op::Linear(Linear { weight, bias, .. }) = op {
+                for (p, g) in [(weight, &grads[k]), (bias, &grads[k + 1])] {
+                    p.iter_mut().zip(g).for_each(|(w, d)| *w -= lr * d);
+                }
+                k += 2;
+            }
+        }
+    }
+}
+
+/// The slice of image r's activation, or the single image's when the batch holds one.
+fn sample(x: &[f32], batch: usize, r: usize, len: usize) -> &[f32] {
+    let s = if batch == 1 { 0 } else { r };
+    &x[s * len..(s + 1) * len]
+}
+
+/// Unfold one image into columns: cols[(ci k + ki) k + kj][oh wout + ow] = x[ci][oh s + ki - pad][ow s + kj - pad].
+fn im2col(c: &Conv, x: &[f32], cols: &mut [f32]) {
+    let hw = c.hout * c.wout;
+    for ci in 0..c.cin {
+        for ki in 0..c.k {
+            for kj in 0..c.k {
+                let row = &mut cols[((ci * c.k + ki) * c.k + kj) * hw..][..hw];
+                for oh in 0..c.hout {
+                    let ih = (oh * c.stride + ki) as isize - c.pad as isize;
+                    let out = &mut row[oh * c.wout..(oh + 1) * c.wout];
+                    if ih < 0 || ih >= c.hin as isize {
+                        out.fill(0.0);
+                        continue;
+                    }
+                    let src = &x[(ci * c.hin + ih as usize) * c.win..][..c.win];
+                    for (ow, o) in out.iter_mut().enumerate() {
+                        let iw = (ow * c.stride + kj) as isize - c.pad as isize;
+                        *o = if iw >= 0 && iw < c.win as isize {
+                            src[iw as usize]
+                        } else {
+                            0.0
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of im2col: add each column entry back onto the input pixel it came from.
+fn col2im(c: &Conv, cols: &[f32], dx: &mut [f32]) {
+    let hw = c.hout * c.wout;
+    for ci in 0..c.cin {
+        for ki in 0..c.k {
+            for kj in 0..c.k {
+                let row = &cols[((ci * c.k + ki) * c.k + kj) * hw..][..hw];
+                for oh in 0..c.hout {
+                    let ih = (oh * c.stride + ki) as isize - c.pad as isize;
+                    if ih < 0 || ih >= c.hin as isize {
+                        continue;
+                    }
+                    let dst = &mut dx[(ci * c.hin + ih as usize) * c.win..][..c.win];
+                    for ow in 0..c.wout {
+                        let iw = (ow * c.stride + kj) as isize - c.pad as isize;
+                        if iw >= 0 && iw < c.win as isize {
+                            dst[iw as usize] += row[oh * c.wout + ow];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How to split per-image work: across images when there are enough, else inside each product.
+fn split(rows: usize) -> Threads {
+    if rows >= 2 * rayon::current_num_threads() {
+        Threads::One
+    } else {
+        Threads::All
+    }
+}
+
+fn conv_forward(c: &Conv, x: &[f32], y: &mut [f32], batch: usize) {
+    let (in_len, hw) = (c.cin * c.hin * c.win, c.hout * c.wout);
+    let ckk = c.cin * c.k * c.k;
+    let threads = split(batch);
+    let one = |(xb, yb): (&[f32], &mut [f32])| {
+        let mut cols = vec![0.0; ckk * hw];
+        im2col(c, xb, &mut cols);
+        // y = W cols + b
+        matmul(
+            yb,
+            View::rows(&c.weight, c.cout, ckk),
+            View::rows(&cols, ckk, hw),
+            false,
+            threads,
+        );
+        for (row, b) in yb.chunks_mut(hw).zip(&c.bias) {
+            row.iter_mut().for_each(|v| *v += b);
+        }
+    };
+    let pairs = x.chunks(in_len).zip(y.chunks_mut(c.cout * hw));
+    if threads == Threads::One {
+        pairs.par_bridge().for_each(one);
+    } else {
+        pairs.for_each(one);
+    }
+}
+
+/// dx_r = col2im(W^T g_r) for each cotangent row.
+fn conv_input_grad(c: &Conv, g: &[f32], rows: usize) -> Vec<f32> {
+    let (in_len, hw) = (c.cin * c.hin * c.win, c.hout * c.wout);
+    let ckk = c.cin * c.k * c.k;
+    let mut dx = vec![0.0; rows * in_len];
+    let threads = if rows >= 2 { Threads::One } else { Threads::All };
+    let one = |(gr, dxr): (&[f32], &mut [f32])| {
+        let mut dcols = vec![0.0; ckk * hw];
+        matmul(
+            &mut dcols,
+            View::transposed(&c.weight, c.cout, ckk),
+            View::rows(gr, c.cout, hw),
+            false,
+            threads,
+        );
+        col2im(c, &dcols, dxr);
+    };
+    let pairs = g.chunks(c.cout * hw).zip(dx.chunks_mut(in_len));
+    if threads == Threads::One {
+        pairs.par_bridge().for_each(one);
+    } else {
+        pairs.for_each(one);
+    }
+    dx
+}
+
+/// dW += sum_r g_r cols_r^T, db += sum_r sum over positions of g_r.
+fn conv_weight_grad(c: &Conv, x: &[f32], g: &[f32], rows: usize, dw: &mut [f32], db: &mut [f32]) {
+    let (in_len, hw) = (c.cin * c.hin * c.win, c.hout * c.wout);
+    let ckk = c.cin * c.k * c.k;
+    let (w, b) = (0..rows)
+        .into_par_iter()
+        .fold(
+            || {
+                (
+                    vec![0.0f32; c.cout * ckk],
+                    vec![0.0f32; c.cout],
+                    vec![0.0f32; ckk * hw],
+                )
+            },
+            |(mut w, mut b, mut cols), r| {
+                im2col(c, &x[r * in_len..(r + 1) * in_len], &mut cols);
+                let gr = &g[r * c.cout * hw..(r + 1) * c.cout * hw];
+                matmul(
+                    &mut w,
+                    View::rows(gr, c.cout, hw),
+                    View::transposed(&cols, ckk, hw),
+                    true,
+                    Threads::One,
+                );
+                for (bo, row) in b.iter_mut().zip(gr.chunks(hw)) {
+                    *bo += row.iter().sum::<f32>();
+                }
+                (w, b, cols)
+            },
+        )
+        .map(|(w, b, _)| (w, b))
+        .reduce(
+            || (vec![0.0; c.cout * ckk], vec![0.0; c.cout]),
+            |(mut w1, mut b1), (w2, b2)| {
+                w1.iter_mut().zip(&w2).for_each(|(a, b)| *a += b);
+                b1.iter_mut().zip(&b2).for_each(|(a, b)| *a += b);
+                (w1, b1)
+            },
+        );
+    dw.iter_mut().zip(&w).for_each(|(a, b)| *a += b);
+    db.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+}
+
+fn maxpool_forward(p: &Pool, x: &[f32], y: &mut [f32], batch: usize) -> Vec<u32> {
+    let (in_len, out_len) = (p.c * p.hin * p.win, p.c * p.hout * p.wout);
+    let mut idx = vec![0u32; batch * out_len];
+    for b in 0..batch {
+        let xb = &x[b * in_len..(b + 1) * in_len];
+        for c in 0..p.c {
+            for oh in 0..p.hout {
+                for ow in 0..p.wout {
+                    // The first maximum in the window wins and NaN propagates, as in PyTorch.
+                    let first = (c * p.hin + oh * p.stride) * p.win + ow * p.stride;
+                    let mut best = (xb[first], first);
+                    for ki in 0..p.k {
+                        for kj in 0..p.k {
+                            let j = first + ki * p.win + kj;
+                            if xb[j] > best.0 || xb[j].is_nan() && !best.0.is_nan() {
+                                best = (xb[j], j);
+                            }
+                        }
+                    }
+                    let o = b * out_len + (c * p.hout + oh) * p.wout + ow;
+                    y[o] = best.0;
+                    idx[o] = best.1 as u32;
+                }
+            }
+        }
+    }
+    idx
+}
+
+fn avgpool_forward(p: &Pool, x: &[f32], y: &mut [f32], batch: usize) {
+    let (in_len, out_len) = (p.c * p.hin * p.win, p.c * p.hout * p.wout);
+    let scale = 1.0 / (p.k * p.k) as f32;
+    for b in 0..batch {
+        for c in 0..p.c {
+            for oh in 0..p.hout {
+                for ow in 0..p.wout {
+                    let mut s = 0.0;
+                    for ki in 0..p.k {
+                        for kj in 0..p.k {
+                            s +=
+                                x[b * in_len + (c * p.hin + oh * p.stride + ki) * p.win + ow * p.stride + kj];
+                        }
+                    }
+                    y[b * out_len + (c * p.hout + oh) * p.wout + ow] = s * scale;
+                }
+            }
+        }
+    }
+}
+
+fn avgpool_backward(p: &Pool, g: &[f32], rows: usize) -> Vec<f32> {
+    let (in_len, out_len) = (p.c * p.hin * p.win, p.c * p.hout * p.wout);
+    let scale = 1.0 / (p.k * p.k) as f32;
+    let mut dx = vec![0.0; rows * in_len];
+    for r in 0..rows {
+        for c in 0..p.c {
+            for oh in 0..p.hout {
+                for ow in 0..p.wout {
+                    let d = g[r * out_len + (c * p.hout + oh) * p.wout + ow] * scale;
+                    for ki in 0..p.k {
+                        for kj in 0..p.k {
+                            dx[r * in_len + (c * p.hin + oh * p.stride + ki) * p.win + ow * p.stride + kj] +=
+                                d;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    dx
+}
