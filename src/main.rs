@@ -72,6 +72,10 @@ enum Command {
         /// Seed of the kernel walk's random direction.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Leaf walk: weight of the transverse part of each step, 0 to 1 (0 = strictly on the leaf;
+        /// default 1/sqrt(n - rank), the papers' effective walk).
+        #[arg(long, allow_negative_numbers = true)]
+        transverse: Option<f32>,
         #[arg(long)]
         json: bool,
         /// Write 9 evenly spaced frames, labelled, side by side as a PNG.
@@ -93,7 +97,7 @@ enum Command {
         out: PathBuf,
         #[arg(long, default_value_t = 42)]
         seed: u64,
-        #[arg(long, default_value_t = 0.01)]
+        #[arg(long, default_value_t = 0.01, allow_negative_numbers = true)]
         lr: f32,
         #[arg(long, default_value_t = 60)]
         batch: usize,
@@ -123,7 +127,19 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help and version print in full; a usage error is one line, as every other error.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let text = e.render().to_string();
+            // clap's message is the first paragraph; the usage block after it is left out.
+            let message: Vec<&str> = text.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+            let message = message.join(" ");
+            eprintln!("error: {} (see `dataleaf --help`)", message.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -136,9 +152,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     let Some(command) = cli.command else {
-        return Err(anyhow!(
-            "the desktop app is not built yet; see `dataleaf --help` for the commands"
-        ));
+        return Err(anyhow!("the desktop app is not built yet; see `dataleaf --help` for the commands"));
     };
     match command {
         Command::Spectrum { inputs, index, json } => {
@@ -155,6 +169,7 @@ fn run(cli: Cli) -> Result<()> {
             stop,
             max_steps,
             seed,
+            transverse,
             json,
             strip,
             gif,
@@ -170,6 +185,7 @@ fn run(cli: Cli) -> Result<()> {
             stop,
             max_steps,
             seed,
+            transverse,
             json,
             strip,
             gif,

@@ -20,14 +20,19 @@ pub fn open_pair(model: &str, dataset: &str) -> Result<(Model, Dataset)> {
 
 /// Image `index` of the dataset, or a message saying the valid range.
 pub fn image_at<'a>(data: &'a Dataset, index: usize, what: &str) -> Result<&'a [f32]> {
-    data.image(index).ok_or_else(|| {
-        anyhow!(
-            "{what} {index} is out of range: {} has {} images (0..={})",
-            data.name,
-            data.len(),
-            data.len().saturating_sub(1)
-        )
-    })
+    // Check the index itself first: `Dataset::image` multiplies it by the image size, which wraps
+    // for huge indices (2^60 * 784 == 0 mod 2^64) and would hand back image 0.
+    (index < data.len())
+        .then(|| data.image(index))
+        .flatten()
+        .ok_or_else(|| {
+            anyhow!(
+                "{what} {index} is out of range: {} has {} images (0..={})",
+                data.name,
+                data.len(),
+                data.len().saturating_sub(1)
+            )
+        })
 }
 
 pub fn evaluate(model: &str, dataset: &str, json: bool) -> Result<()> {

@@ -26,9 +26,19 @@ pub fn run(args: TrainArgs) -> Result<()> {
             zoo::ARCHITECTURES.join(", ")
         )
     })?;
-    if args.batch == 0 || !(args.lr.is_finite() && args.lr > 0.0) {
-        return Err(anyhow!("--batch must be positive and --lr a positive number"));
+    if args.batch == 0 {
+        return Err(anyhow!("--batch must be a positive number of images, got 0"));
     }
+    if !(args.lr.is_finite() && args.lr > 0.0) {
+        return Err(anyhow!("--lr must be a positive number, got {}", args.lr));
+    }
+    // Before the data is read and scored: a bad folder should not cost a pass over the test set.
+    std::fs::create_dir_all(&args.out).with_context(|| {
+        format!(
+            "--out {}: cannot create the checkpoint folder",
+            args.out.display()
+        )
+    })?;
     let train_set = Dataset::open(&args.train_data).context("training data")?;
     let test_set = Dataset::open(&args.test_data).context("test data")?;
     let epochs = args.epochs;

@@ -21,6 +21,7 @@ pub struct WalkArgs {
     pub stop: Option<f32>,
     pub max_steps: Option<usize>,
     pub seed: u64,
+    pub transverse: Option<f32>,
     pub json: bool,
     pub strip: Option<PathBuf>,
     pub gif: Option<PathBuf>,
@@ -29,9 +30,9 @@ pub struct WalkArgs {
 pub fn run(args: WalkArgs) -> Result<()> {
     let mode = Mode::parse(&args.mode)
         .ok_or_else(|| anyhow!("unknown mode {:?}: choose leaf, kernel or free", args.mode))?;
-    let (model, data) = open_pair(&args.model, &args.dataset)?;
     let mut config = WalkConfig::defaults(mode);
     config.seed = args.seed;
+    config.transverse = args.transverse;
     if let Some(s) = args.step {
         config.step = s;
     }
@@ -47,12 +48,20 @@ pub fn run(args: WalkArgs) -> Result<()> {
             config.step
         ));
     }
+    if !(config.stop.is_finite() && config.stop >= 0.0) {
+        return Err(anyhow!(
+            "--stop must be a non-negative number of pixel units, got {}",
+            config.stop
+        ));
+    }
     if mode != Mode::Kernel && args.target.is_none() {
         return Err(anyhow!("--mode {} needs --target", mode.name()));
     }
     if args.flip_target && args.target.is_none() {
         return Err(anyhow!("--flip-target needs --target"));
     }
+    // The arguments are checked before any file is read, so their errors come first.
+    let (model, data) = open_pair(&args.model, &args.dataset)?;
     let mut start = image_at(&data, args.start, "--start")?.to_vec();
     let target = match args.target {
         Some(t) => {
@@ -135,6 +144,7 @@ pub fn run(args: WalkArgs) -> Result<()> {
             "flip_target": args.flip_target,
             "noise_steps": args.noise_steps,
             "step": config.step,
+            "transverse": config.transverse,
             "steps": steps.len() - 1,
             "reached": reached,
             "start_distance": first.distance,

@@ -69,6 +69,9 @@ impl Dataset {
 
     /// Image `i` as a flat NCHW slice, or None when out of range.
     pub fn image(&self, i: usize) -> Option<&[f32]> {
+        if i >= self.len() {
+            return None;
+        }
         let n = self.image_len();
         self.images.get(i * n..(i + 1) * n)
     }

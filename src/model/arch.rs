@@ -107,6 +107,13 @@ pub enum Shape {
 }
 
 impl Shape {
+    /// Values in the activation, or None when that overflows `usize` (a nonsense architecture).
+    pub fn checked_len(&self) -> Option<usize> {
+        match *self {
+            Shape::Image(c, h, w) => c.checked_mul(h)?.checked_mul(w),
+            Shape::Flat(n) => Some(n),
+        }
+    }
     pub fn len(&self) -> usize {
         match *self {
             Shape::Image(c, h, w) => c * h * w,
@@ -148,7 +155,10 @@ impl Layer {
                 if *kernel == 0 || *stride == 0 {
                     return Err("kernel and stride must be positive".into());
                 }
-                let (hp, wp) = (h + 2 * padding, w + 2 * padding);
+                let padded = |n: usize| padding.checked_mul(2).and_then(|p| p.checked_add(n));
+                let (Some(hp), Some(wp)) = (padded(h), padded(w)) else {
+                    return Err(format!("padding {padding} is too large"));
+                };
                 if hp < *kernel || wp < *kernel {
                     return Err(format!("kernel {kernel} is larger than its {h}x{w} input"));
                 }
@@ -258,11 +268,21 @@ impl Architecture {
     /// Shapes after each layer, starting with the input: `layers.len() + 1` entries.
     pub fn shapes(&self) -> Result<Vec<Shape>, String> {
         let i = self.input;
-        let mut shapes = vec![Shape::Image(i.channels, i.height, i.width)];
+        let input = Shape::Image(i.channels, i.height, i.width);
+        if input.checked_len().is_none() {
+            return Err(format!("input shape {input} is too large"));
+        }
+        let mut shapes = vec![input];
         for (k, layer) in self.layers.iter().enumerate() {
             let next = layer
                 .output_shape(shapes[k])
                 .map_err(|e| format!("layer {k} ({}): {e}", layer.kind()))?;
+            if next.checked_len().is_none() {
+                return Err(format!(
+                    "layer {k} ({}): output {next} is too large",
+                    layer.kind()
+                ));
+            }
             shapes.push(next);
         }
         Ok(shapes)
@@ -271,6 +291,11 @@ impl Architecture {
     /// Check the architecture is self-consistent: shapes chain, the output has one logit per class,
     /// normalisation has one mean/std per channel, weight names are unique.
     pub fn validate(&self) -> Result<(), String> {
+        let i = self.input;
+        let input = Shape::Image(i.channels, i.height, i.width);
+        if input.checked_len().is_none() {
+            return Err(format!("input shape {input} is too large"));
+        }
         if self.input.is_empty() {
             return Err("input shape has a zero dimension".into());
         }

@@ -94,7 +94,7 @@ impl Classifier {
                 CandleLayer::Conv(c) => c.forward(&x)?,
                 CandleLayer::Linear(l) => l.forward(&x)?,
                 CandleLayer::Relu => x.relu()?,
-                CandleLayer::MaxPool { kernel, stride } => x.max_pool2d_with_stride(*kernel, *stride)?,
+                CandleLayer::MaxPool { kernel, stride } => max_pool(&x, *kernel, *stride)?,
                 CandleLayer::AvgPool { kernel, stride } => x.avg_pool2d_with_stride(*kernel, *stride)?,
                 CandleLayer::Flatten => x.flatten_from(1)?,
             };
@@ -117,5 +117,17 @@ impl Classifier {
             &Device::Cpu,
         )?;
         self.forward(&x)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1()
+    }
+}
+
+/// Max-pooling whose gradient is right: candle 0.11's max_pool2d backward scales each window's
+/// gradient by (number of maxima) / k^2 instead of passing it to the maximum. When windows tile the
+/// input, pool as two reductions over reshaped axes instead, whose backward is exact (without ties).
+fn max_pool(x: &Tensor, kernel: usize, stride: usize) -> candle_core::Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    if kernel == stride && h % kernel == 0 && w % kernel == 0 {
+        x.reshape((b, c, h / kernel, kernel, w / kernel, kernel))?.max(5)?.max(3)
+    } else {
+        x.max_pool2d_with_stride(kernel, stride)
     }
 }

@@ -12,8 +12,6 @@ pub mod zoo;
 
 use std::path::{Path, PathBuf};
 
-use rayon::prelude::*;
-
 pub use arch::{Architecture, InputShape, Layer};
 pub use classifier::Classifier;
 pub use files::ModelError;
@@ -131,27 +129,24 @@ impl Model {
 
     /// Predicted class of every image (fast path, all cores).
     pub fn predict_all(&self, data: &Dataset) -> Vec<usize> {
-        let n = data.image_len();
-        let c = self.num_classes();
-        data.images
-            .par_chunks(n * 250)
-            .flat_map_iter(|chunk| {
-                let logits = self.network.logits(chunk, chunk.len() / n);
-                logits.chunks(c).map(argmax).collect::<Vec<_>>()
-            })
-            .collect()
+        self.network.predict(&data.images)
     }
 
     /// Fraction of images classified as their label.
     pub fn accuracy(&self, data: &Dataset) -> f64 {
-        let hits = self
-            .predict_all(data)
-            .iter()
-            .zip(&data.labels)
-            .filter(|(p, l)| p == l)
-            .count();
-        hits as f64 / data.len().max(1) as f64
+        accuracy(&self.network, data)
     }
+}
+
+/// Fraction of a dataset's images that the network classifies as their label.
+pub fn accuracy(network: &Network, data: &Dataset) -> f64 {
+    let hits = network
+        .predict(&data.images)
+        .iter()
+        .zip(&data.labels)
+        .filter(|(p, l)| p == l)
+        .count();
+    hits as f64 / data.len().max(1) as f64
 }
 
 /// Index of the largest value (the first on ties; NaN never wins).

@@ -310,7 +310,11 @@ impl Network {
                         row.iter_mut().zip(&l.bias).for_each(|(v, b)| *v += b);
                     }
                 }
-                Op::Relu => y.iter_mut().zip(&x).for_each(|(o, &v)| *o = v.max(0.0)),
+                // NaN propagates, as in PyTorch (f32::max would turn it into 0).
+                Op::Relu => y
+                    .iter_mut()
+                    .zip(&x)
+                    .for_each(|(o, &v)| *o = if v > 0.0 || v.is_nan() { v } else { 0.0 }),
                 Op::MaxPool(p) => argmax.push(maxpool_forward(p, &x, &mut y, batch)),
                 Op::AvgPool(p) => avgpool_forward(p, &x, &mut y, batch),
                 Op::Flatten => y.copy_from_slice(&x),
@@ -325,6 +329,19 @@ impl Network {
     pub fn logits(&self, images: &[f32], batch: usize) -> Vec<f32> {
         let mut trace = self.forward(images, batch);
         trace.acts.pop().expect("logits")
+    }
+
+    /// Predicted class of each image in a flat buffer of whole images, in parallel chunks.
+    pub fn predict(&self, images: &[f32]) -> Vec<usize> {
+        let n = self.input_len();
+        let c = self.num_classes();
+        images
+            .par_chunks(n * 250)
+            .flat_map_iter(|chunk| {
+                let logits = self.logits(chunk, chunk.len() / n);
+                logits.chunks(c).map(super::argmax).collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// Reverse pass: `cotangents` are `rows` vectors over the logits (rows x classes). When the trace
@@ -473,6 +490,13 @@ fn sample(x: &[f32], batch: usize, r: usize, len: usize) -> &[f32] {
     &x[s * len..(s + 1) * len]
 }
 
+/// Output columns ow whose input column ow * stride + kj - pad lies inside the image.
+fn valid_columns(c: &Conv, kj: usize) -> std::ops::Range<usize> {
+    let first = c.pad.saturating_sub(kj).div_ceil(c.stride);
+    let last = (c.win + c.pad).saturating_sub(kj).div_ceil(c.stride).min(c.wout);
+    first.min(last)..last
+}
+
 /// Unfold one image into columns: cols[(ci k + ki) k + kj][oh wout + ow] = x[ci][oh s + ki - pad][ow s + kj - pad].
 fn im2col(c: &Conv, x: &[f32], cols: &mut [f32]) {
     let hw = c.hout * c.wout;
@@ -480,6 +504,7 @@ fn im2col(c: &Conv, x: &[f32], cols: &mut [f32]) {
         for ki in 0..c.k {
             for kj in 0..c.k {
                 let row = &mut cols[((ci * c.k + ki) * c.k + kj) * hw..][..hw];
+                let valid = valid_columns(c, kj);
                 for oh in 0..c.hout {
                     let ih = (oh * c.stride + ki) as isize - c.pad as isize;
                     let out = &mut row[oh * c.wout..(oh + 1) * c.wout];
@@ -488,13 +513,15 @@ fn im2col(c: &Conv, x: &[f32], cols: &mut [f32]) {
                         continue;
                     }
                     let src = &x[(ci * c.hin + ih as usize) * c.win..][..c.win];
-                    for (ow, o) in out.iter_mut().enumerate() {
-                        let iw = (ow * c.stride + kj) as isize - c.pad as isize;
-                        *o = if iw >= 0 && iw < c.win as isize {
-                            src[iw as usize]
-                        } else {
-                            0.0
-                        };
+                    out[..valid.start].fill(0.0);
+                    out[valid.end..].fill(0.0);
+                    let iw0 = valid.start * c.stride + kj - c.pad;
+                    if c.stride == 1 {
+                        out[valid.clone()].copy_from_slice(&src[iw0..iw0 + valid.len()]);
+                    } else {
+                        for (o, ow) in out[valid.clone()].iter_mut().zip(0..) {
+                            *o = src[iw0 + ow * c.stride];
+                        }
                     }
                 }
             }
@@ -509,16 +536,23 @@ fn col2im(c: &Conv, cols: &[f32], dx: &mut [f32]) {
         for ki in 0..c.k {
             for kj in 0..c.k {
                 let row = &cols[((ci * c.k + ki) * c.k + kj) * hw..][..hw];
+                let valid = valid_columns(c, kj);
+                if valid.is_empty() {
+                    continue;
+                }
+                let iw0 = valid.start * c.stride + kj - c.pad;
                 for oh in 0..c.hout {
                     let ih = (oh * c.stride + ki) as isize - c.pad as isize;
                     if ih < 0 || ih >= c.hin as isize {
                         continue;
                     }
                     let dst = &mut dx[(ci * c.hin + ih as usize) * c.win..][..c.win];
-                    for ow in 0..c.wout {
-                        let iw = (ow * c.stride + kj) as isize - c.pad as isize;
-                        if iw >= 0 && iw < c.win as isize {
-                            dst[iw as usize] += row[oh * c.wout + ow];
+                    let src = &row[oh * c.wout + valid.start..oh * c.wout + valid.end];
+                    if c.stride == 1 {
+                        dst[iw0..iw0 + src.len()].iter_mut().zip(src).for_each(|(d, v)| *d += v);
+                    } else {
+                        for (ow, v) in src.iter().enumerate() {
+                            dst[iw0 + ow * c.stride] += v;
                         }
                     }
                 }

@@ -9,7 +9,7 @@ use rand::SeedableRng;
 
 use super::arch::{Architecture, TrainingRecord};
 use super::files::{write_model, ModelError};
-use super::{argmax, Model, Network};
+use super::{accuracy, argmax, Network};
 use crate::data::Dataset;
 
 #[derive(Debug, Clone)]
@@ -58,14 +58,14 @@ pub fn cross_entropy(logits: &[f32], labels: &[usize], classes: usize) -> (f32, 
 }
 
 /// Train from fresh weights; writes `<out>/<name>-eNN.{json,safetensors}` for epoch 0 (the
-/// initial weights) and after every epoch. Returns the checkpoint paths.
+/// initial weights) and after every epoch. Returns the checkpoint paths and the trained network.
 pub fn train(
     config: &TrainConfig,
     arch: Architecture,
     train_set: &Dataset,
     test_set: &Dataset,
     mut on_event: impl FnMut(TrainEvent),
-) -> Result<Vec<PathBuf>, ModelError> {
+) -> Result<(Vec<PathBuf>, Network), ModelError> {
     let weights = Network::initial_weights(&arch, config.seed);
     let mut net = Network::new(&arch, &weights).map_err(|m| ModelError::new(&config.out_dir, m))?;
     let classes = arch.num_classes();
@@ -104,14 +104,13 @@ pub fn train(
         }
         let epoch_seconds = started.elapsed().as_secs_f32();
         let mut checkpoint = arch.clone();
-        let model = Model::from_parts(arch.clone(), &net.weights(), &config.out_dir)?;
         checkpoint.training = Some(TrainingRecord {
             arch: config.arch.clone(),
             epoch,
             seed: config.seed,
             learning_rate: config.learning_rate,
             batch_size: config.batch_size,
-            test_accuracy: model.accuracy(test_set) as f32,
+            test_accuracy: accuracy(&net, test_set) as f32,
             epoch_seconds,
         });
         let path = config.out_dir.join(format!("{}-e{epoch:02}.json", arch.name));
@@ -122,5 +121,5 @@ pub fn train(
         });
         paths.push(path);
     }
-    Ok(paths)
+    Ok((paths, net))
 }

@@ -56,6 +56,11 @@ pub struct WalkConfig {
     pub max_steps: usize,
     /// Seed of the kernel walk's random direction.
     pub seed: u64,
+    /// Leaf walks only: weight w of the transverse part, displacement ~ P_leaf d + w P_kernel d.
+    /// 0 keeps the walk strictly on the leaf, where it can stall at a local minimum of the distance
+    /// to the target. `None` uses w = 1 / sqrt(n - rank), the size of the one extra direction that
+    /// the papers' float32 least squares over all C gradient columns spans besides D_x (see README).
+    pub transverse: Option<f32>,
 }
 
 impl WalkConfig {
@@ -70,6 +75,7 @@ impl WalkConfig {
                 _ => DEFAULT_LEAF_MAX_STEPS,
             },
             seed: 0,
+            transverse: None,
         }
     }
 }
@@ -131,6 +137,9 @@ impl<'a> Walk<'a> {
         if !(config.step.is_finite() && config.step > 0.0) {
             return Err(format!("step must be a positive number, got {}", config.step));
         }
+        if config.transverse.is_some_and(|w| !(0.0..=1.0).contains(&w)) {
+            return Err("the transverse weight must be between 0 and 1".into());
+        }
         if !(config.stop.is_finite() && config.stop >= 0.0) {
             return Err(format!(
                 "stop distance must be a non-negative number, got {}",
@@ -171,7 +180,15 @@ impl<'a> Walk<'a> {
             (None, None) => return vec![0.0; self.x.len()],
         };
         let d = match self.config.mode {
-            Mode::Leaf => geo.project_leaf(&toward),
+            Mode::Leaf => {
+                let leaf = geo.project_leaf(&toward);
+                let w = match self.config.transverse {
+                    Some(w) => w as f64,
+                    None => 1.0 / ((geo.n - geo.rank).max(1) as f64).sqrt(),
+                };
+                // P_leaf d + w P_kernel d = (1 - w) P_leaf d + w d
+                leaf.iter().zip(&toward).map(|(l, &t)| (1.0 - w) * l + w * t as f64).collect()
+            }
             Mode::Kernel => geo.project_kernel(&toward),
             Mode::Free => toward.iter().map(|&v| v as f64).collect(),
         };
