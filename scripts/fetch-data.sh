@@ -29,5 +29,7 @@ unzip -q -o foolbox-3.3.4-py3-none-any.whl 'foolbox/data/cifar10_*.png'
 cp foolbox/data/cifar10_*.png "$root/assets/data/cifar10-samples/"
 
 cd "$root"
+# The same 20 images as a CIFAR-10 binary batch (needs pillow: pip install pillow).
+python3 scripts/make_cifar_batch.py || echo "note: pillow missing, test_batch.bin not rebuilt" >&2
 sha256sum assets/data/*/* > assets/data/SHA256SUMS
 echo "assets/data regenerated; checksums in assets/data/SHA256SUMS"

@@ -230,9 +230,10 @@ fn grad_log_p(geo: &LocalGeometry) -> Vec<Vec<f64>> {
     let (c, n) = (geo.num_classes(), geo.n);
     let mut mean = vec![0.0f64; n];
     for k in 0..c {
-        for i in 0..n {
-            mean[i] += geo.probs[k] * geo.jacobian[k * n + i] as f64;
-        }
+        let row = &geo.jacobian[k * n..(k + 1) * n];
+        mean.iter_mut()
+            .zip(row)
+            .for_each(|(m, &j)| *m += geo.probs[k] * j as f64);
     }
     (0..c)
         .map(|k| (0..n).map(|i| geo.jacobian[k * n + i] as f64 - mean[i]).collect())
@@ -541,11 +542,7 @@ fn g_is_psd_with_rank_and_trace_identities() {
         let c = geo.num_classes();
         let top = geo.eigenvalues[0];
         assert!(top > 0.0, "{what} {index}: G = 0");
-        assert!(
-            geo.rank >= 1 && geo.rank <= c - 1,
-            "{what} {index}: rank {}",
-            geo.rank
-        );
+        assert!(geo.rank >= 1 && geo.rank < c, "{what} {index}: rank {}", geo.rank);
         assert_eq!(geo.leaf_basis.len(), geo.rank);
         for w in geo.eigenvalues.windows(2) {
             assert!(w[0] >= w[1], "eigenvalues not descending: {:?}", geo.eigenvalues);

@@ -24,14 +24,7 @@ pub fn run(model: &str, dataset: &str, index: usize, json: bool) -> Result<()> {
         println!("{out}");
         return Ok(());
     }
-    let name = |k: usize| {
-        model
-            .arch
-            .classes
-            .get(k)
-            .cloned()
-            .unwrap_or_else(|| k.to_string())
-    };
+    let name = |k: usize| model.class_name(k);
     println!(
         "{} image {index}: label {}, predicted {} (p = {:.4})",
         data.name,

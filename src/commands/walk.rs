@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, Result};
 
-use dataleaf::export::{self, ImageShape, Labelled};
+use dataleaf::export::{self, ImageShape};
 use dataleaf::walk::{self, Mode, Step, Walk, WalkConfig};
 
 use super::{image_at, open_pair};
@@ -90,45 +90,18 @@ pub fn run(args: WalkArgs) -> Result<()> {
     let reached = walk.reached;
     let first = steps.first().expect("a walk yields its start");
     let last = steps.last().expect("a walk yields its start");
-    let class = |k: usize| {
-        model
-            .arch
-            .classes
-            .get(k)
-            .cloned()
-            .unwrap_or_else(|| k.to_string())
-    };
-
+    let class = |k: usize| model.class_name(k);
     let shape = ImageShape {
         channels: data.channels,
         height: data.height,
         width: data.width,
     };
-    let frame = |s: &'_ Step| -> (Vec<f32>, String) {
-        (s.x.clone(), format!("{} ({:.2})", class(s.argmax), s.max_prob()))
-    };
     if let Some(path) = &args.strip {
-        let picks = export::evenly_spaced(steps.len(), 9);
-        let owned: Vec<(Vec<f32>, String)> = picks.iter().map(|&i| frame(&steps[i])).collect();
-        let frames: Vec<Labelled> = owned
-            .iter()
-            .map(|(p, c)| Labelled {
-                pixels: p,
-                caption: c.clone(),
-            })
-            .collect();
+        let frames = export::walk_frames(&steps, 9, &model.arch.classes);
         export::write_strip(path, &frames, shape, 4).map_err(|m| anyhow!(m))?;
     }
     if let Some(path) = &args.gif {
-        let picks = export::evenly_spaced(steps.len(), steps.len().min(80));
-        let owned: Vec<(Vec<f32>, String)> = picks.iter().map(|&i| frame(&steps[i])).collect();
-        let frames: Vec<Labelled> = owned
-            .iter()
-            .map(|(p, c)| Labelled {
-                pixels: p,
-                caption: c.clone(),
-            })
-            .collect();
+        let frames = export::walk_frames(&steps, 80, &model.arch.classes);
         export::write_gif(path, &frames, shape, 4, 80).map_err(|m| anyhow!(m))?;
     }
     let mean_off_leaf = if steps.len() > 1 {

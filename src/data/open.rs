@@ -1,9 +1,10 @@
-//! Opening a dataset from a spec: a built-in name, a directory, or an IDX images file.
+//! Opening a dataset from a spec: a built-in name, an IDX folder or images file, a CIFAR-10 binary
+//! batch or a folder of them, or an image folder (one sub-folder per class).
 
 use std::path::{Path, PathBuf};
 
 use super::idx::{idx_images_from_bytes, idx_labels_from_bytes, read_idx_images, read_idx_labels, IdxImages};
-use super::{DataError, Dataset};
+use super::{cifar, folder, DataError, Dataset};
 
 /// Datasets compiled into the binary; `Dataset::open` accepts these names anywhere.
 pub const EMBEDDED: &[&str] = &["mnist", "fashion-mnist"];
@@ -158,6 +159,16 @@ impl Dataset {
             ),
             _ => DataError::io(path, e),
         })?;
+        if meta.is_dir() {
+            if let Some(batches) = cifar::batches_in(path) {
+                return cifar::load_batches(&batches, display_name(path));
+            }
+            if folder::is_image_folder(path) {
+                return folder::load_folder(path, display_name(path));
+            }
+        } else if cifar::is_cifar_batch(path) {
+            return cifar::load_batches(&[path.to_path_buf()], display_name(path));
+        }
         let (images, labels, name) = if meta.is_dir() {
             let (images, labels) = find_pair_in_dir(path)?;
             (images, labels, display_name(path))

@@ -6,6 +6,8 @@ use std::path::Path;
 use ab_glyph::{Font, FontRef, PxScale, ScaleFont};
 use image::{Delay, Frame, Rgba, RgbaImage};
 
+use crate::walk::Step;
+
 /// DejaVu Sans, shipped in assets/fonts (see assets/ATTRIBUTION).
 pub const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 
@@ -13,6 +15,24 @@ pub const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 pub struct Labelled<'a> {
     pub pixels: &'a [f32],
     pub caption: String,
+}
+
+/// Up to `count` evenly spaced steps of a walk, captioned "class (max probability)" as the papers do.
+pub fn walk_frames<'a>(steps: &'a [Step], count: usize, classes: &[String]) -> Vec<Labelled<'a>> {
+    evenly_spaced(steps.len(), count)
+        .into_iter()
+        .map(|i| {
+            let s = &steps[i];
+            let class = classes
+                .get(s.argmax)
+                .cloned()
+                .unwrap_or_else(|| s.argmax.to_string());
+            Labelled {
+                pixels: &s.x,
+                caption: format!("{class} ({:.2})", s.max_prob()),
+            }
+        })
+        .collect()
 }
 
 /// Image geometry: channels x height x width, pixels in [0, 1].

@@ -126,7 +126,9 @@ impl Classifier {
 fn max_pool(x: &Tensor, kernel: usize, stride: usize) -> candle_core::Result<Tensor> {
     let (b, c, h, w) = x.dims4()?;
     if kernel == stride && h % kernel == 0 && w % kernel == 0 {
-        x.reshape((b, c, h / kernel, kernel, w / kernel, kernel))?.max(5)?.max(3)
+        x.reshape((b, c, h / kernel, kernel, w / kernel, kernel))?
+            .max(5)?
+            .max(3)
     } else {
         x.max_pool2d_with_stride(kernel, stride)
     }

@@ -99,6 +99,11 @@ impl Model {
         self.arch.num_classes()
     }
 
+    /// The name of class `k`, or its number when the model names fewer classes.
+    pub fn class_name(&self, k: usize) -> String {
+        self.arch.classes.get(k).cloned().unwrap_or_else(|| k.to_string())
+    }
+
     /// Whether images of this dataset can go through the model; the message says what differs.
     pub fn check_dataset(&self, data: &Dataset) -> Result<(), String> {
         let i = self.arch.input;

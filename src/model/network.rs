@@ -549,7 +549,10 @@ fn col2im(c: &Conv, cols: &[f32], dx: &mut [f32]) {
                     let dst = &mut dx[(ci * c.hin + ih as usize) * c.win..][..c.win];
                     let src = &row[oh * c.wout + valid.start..oh * c.wout + valid.end];
                     if c.stride == 1 {
-                        dst[iw0..iw0 + src.len()].iter_mut().zip(src).for_each(|(d, v)| *d += v);
+                        dst[iw0..iw0 + src.len()]
+                            .iter_mut()
+                            .zip(src)
+                            .for_each(|(d, v)| *d += v);
                     } else {
                         for (ow, v) in src.iter().enumerate() {
                             dst[iw0 + ow * c.stride] += v;

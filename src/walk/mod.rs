@@ -187,14 +187,17 @@ impl<'a> Walk<'a> {
                     None => 1.0 / ((geo.n - geo.rank).max(1) as f64).sqrt(),
                 };
                 // P_leaf d + w P_kernel d = (1 - w) P_leaf d + w d
-                leaf.iter().zip(&toward).map(|(l, &t)| (1.0 - w) * l + w * t as f64).collect()
+                leaf.iter()
+                    .zip(&toward)
+                    .map(|(l, &t)| (1.0 - w) * l + w * t as f64)
+                    .collect()
             }
             Mode::Kernel => geo.project_kernel(&toward),
             Mode::Free => toward.iter().map(|&v| v as f64).collect(),
         };
         let len = norm(&d);
-        // A direction with nothing left after projection (G = 0 for a leaf walk, say) stays put.
-        if !(len > 1e-12) {
+        // A direction with nothing left after projection (G = 0 for a leaf walk, say), or NaN, stays put.
+        if len.is_nan() || len <= 1e-12 {
             return vec![0.0; d.len()];
         }
         let scale = self.config.step as f64 / len;
