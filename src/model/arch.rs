@@ -98,6 +98,10 @@ pub struct Architecture {
     pub training: Option<TrainingRecord>,
 }
 
+/// Largest activation (values per image) a model may have: 2^28 f32 values, 1 GiB. An ImageNet
+/// VGG's largest is 3.2 million.
+pub const MAX_ACTIVATION: usize = 1 << 28;
+
 /// The shape of the activation between layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
@@ -107,12 +111,14 @@ pub enum Shape {
 }
 
 impl Shape {
-    /// Values in the activation, or None when that overflows `usize` (a nonsense architecture).
+    /// Values in the activation, or None when there are more than `MAX_ACTIVATION` (a nonsense
+    /// architecture, or one whose activations would exhaust memory).
     pub fn checked_len(&self) -> Option<usize> {
-        match *self {
-            Shape::Image(c, h, w) => c.checked_mul(h)?.checked_mul(w),
-            Shape::Flat(n) => Some(n),
-        }
+        let n = match *self {
+            Shape::Image(c, h, w) => c.checked_mul(h)?.checked_mul(w)?,
+            Shape::Flat(n) => n,
+        };
+        (n <= MAX_ACTIVATION).then_some(n)
     }
     pub fn len(&self) -> usize {
         match *self {
