@@ -22,6 +22,9 @@ use crate::data::Dataset;
 /// The model `dataleaf` opens when none is named.
 pub const DEFAULT_MODEL: &str = "mnist-medium-cnn";
 
+const EMBEDDED_JSON: &[u8] = include_bytes!("../../assets/models/mnist-medium-cnn.json");
+const EMBEDDED_WEIGHTS: &[u8] = include_bytes!("../../assets/models/mnist-medium-cnn.safetensors");
+
 /// The folder of shipped models in the source tree.
 pub fn models_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models")
@@ -66,8 +69,20 @@ impl Model {
         Model::from_parts(arch, &weights, json)
     }
 
+    /// The default model, compiled into the binary so it runs anywhere.
+    pub fn embedded_default() -> Result<Model, ModelError> {
+        let source = Path::new("embedded:mnist-medium-cnn.json");
+        let text = std::str::from_utf8(EMBEDDED_JSON).map_err(|_| ModelError::new(source, "not UTF-8"))?;
+        let arch = Architecture::from_json(text).map_err(|m| ModelError::new(source, m))?;
+        let weights = files::parse_weights(EMBEDDED_WEIGHTS, &files::weights_path(source))?;
+        Model::from_parts(arch, &weights, source)
+    }
+
     /// Open a model by path, or by the name of a shipped model (`mnist-medium-cnn`, ...).
     pub fn open(spec: &str) -> Result<Model, ModelError> {
+        if spec == DEFAULT_MODEL {
+            return Model::embedded_default();
+        }
         let path = Path::new(spec);
         let shipped = models_dir().join(format!("{spec}.json"));
         if !path.exists() && !spec.contains(['/', '\\']) && shipped.exists() {
