@@ -19,6 +19,36 @@ use dataleaf::model::DEFAULT_MODEL;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    #[command(flatten)]
+    app: AppArgs,
+}
+
+/// Options of the desktop app (no subcommand).
+#[derive(clap::Args)]
+struct AppArgs {
+    /// Model to open (default: the one used last, else the shipped mnist-medium-cnn).
+    #[arg(long)]
+    model: Option<String>,
+    /// Dataset to open (default: the one used last, else the embedded MNIST test set).
+    #[arg(long)]
+    dataset: Option<String>,
+    /// Play one of the papers' walks: its number (1-5) or a word of its title, e.g. 4185.
+    #[arg(long)]
+    preset: Option<String>,
+    /// Start walking at once.
+    #[arg(long)]
+    play: bool,
+    /// Save a PNG of the window once the walks have taken --screenshot-step steps, then quit.
+    #[arg(long, value_name = "FILE")]
+    screenshot: Option<PathBuf>,
+    #[arg(long, default_value_t = 150)]
+    screenshot_step: usize,
+    /// Start from the defaults; this run neither reads nor changes the state remembered between runs.
+    #[arg(long)]
+    fresh: bool,
+    /// Large type, for a lecture hall.
+    #[arg(long)]
+    lecture: bool,
 }
 
 /// Options every headless command takes.
@@ -124,6 +154,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run one of the papers' experiments: off-leaf, leaves, training, dataset-spectra, involutivity,
+    /// denoise or ood (README, "Experiments").
+    Experiment {
+        /// off-leaf, leaves, training, dataset-spectra, involutivity, denoise or ood.
+        name: String,
+        /// The experiment's main count (images, pairs or points); each has its own default.
+        #[arg(long)]
+        samples: Option<usize>,
+        #[arg(long)]
+        json: bool,
+        /// Write the experiment's figure as a PNG.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        /// The MNIST model under study (training always uses the shipped LeNet series).
+        #[arg(long, default_value = DEFAULT_MODEL)]
+        model: String,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -150,9 +199,30 @@ fn main() -> ExitCode {
     }
 }
 
+fn run_app(args: AppArgs) -> Result<()> {
+    let preset = match &args.preset {
+        Some(spec) => Some(
+            dataleaf::app::find_preset(spec)
+                .ok_or_else(|| anyhow!("no preset {spec:?}: give 1 to {}", dataleaf::app::PRESETS.len()))?,
+        ),
+        None => None,
+    };
+    dataleaf::app::run(dataleaf::app::AppOptions {
+        model: args.model,
+        dataset: args.dataset,
+        preset,
+        play: args.play,
+        screenshot: args.screenshot,
+        screenshot_step: args.screenshot_step,
+        fresh: args.fresh,
+        lecture: args.lecture,
+    })
+    .map_err(|m| anyhow!(m))
+}
+
 fn run(cli: Cli) -> Result<()> {
     let Some(command) = cli.command else {
-        return Err(anyhow!("the desktop app is not built yet; see `dataleaf --help` for the commands"));
+        return run_app(cli.app);
     };
     match command {
         Command::Spectrum { inputs, index, json } => {
@@ -213,5 +283,20 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench { inputs, runs, json } => {
             commands::bench::run(&inputs.model, &inputs.dataset, runs, json)
         }
+        Command::Experiment {
+            name,
+            samples,
+            json,
+            plot,
+            model,
+            seed,
+        } => commands::experiment::run(commands::experiment::ExperimentArgs {
+            name,
+            samples,
+            json,
+            plot,
+            model,
+            seed,
+        }),
     }
 }

@@ -249,12 +249,17 @@ fn empty_directory_says_what_was_looked_for() {
 #[test]
 fn file_with_a_foreign_name_is_refused() {
     let dir = temp_dir("foreign");
-    let path = dir.join("pictures.bin");
+    let path = dir.join("pictures.dat");
     write_images(&path, 1);
     let e = Dataset::open(path.to_str().unwrap())
         .unwrap_err()
         .to_string();
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(e.contains("pictures.bin"), "{e}");
+    assert!(e.contains("pictures.dat"), "{e}");
     assert!(e.contains("images-idx3-ubyte[.gz]"), "{e}");
+    // A .bin file is taken for a CIFAR-10 batch, and an IDX file is not one.
+    let bin = dir.join("pictures.bin");
+    write_images(&bin, 1);
+    let e = Dataset::open(bin.to_str().unwrap()).unwrap_err().to_string();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(e.contains("pictures.bin") && e.contains("not a CIFAR-10 binary batch"), "{e}");
 }

@@ -11,7 +11,12 @@ use dataleaf::model::{models_dir, zoo, Model};
 const ACCURACY_TOLERANCE: f64 = 0.001;
 
 fn recorded_accuracy(model: &Model) -> f64 {
-    model.arch.training.as_ref().expect("shipped models record their training").test_accuracy as f64
+    model
+        .arch
+        .training
+        .as_ref()
+        .expect("shipped models record their training")
+        .test_accuracy as f64
 }
 
 #[test]
@@ -32,7 +37,11 @@ fn shipped_medium_cnn_scores_its_recorded_accuracy() {
     let count = 500;
     let candle = model.classifier.logits(&data.images[..count * n], count).unwrap();
     let fast = model.network.logits(&data.images[..count * n], count);
-    let max_diff = candle.iter().zip(&fast).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let max_diff = candle
+        .iter()
+        .zip(&fast)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
     assert!(max_diff < 1e-3, "candle and fast logits differ by {max_diff}");
 }
 
@@ -51,7 +60,10 @@ fn lenet_training_series_scores_its_recorded_accuracies() {
     for path in &paths {
         let model = Model::load(path).unwrap();
         let record = model.arch.training.clone().unwrap();
-        assert!(last_epoch < Some(record.epoch), "epochs increase along the series");
+        assert!(
+            last_epoch < Some(record.epoch),
+            "epochs increase along the series"
+        );
         last_epoch = Some(record.epoch);
         let measured = model.accuracy(&data);
         assert!(
@@ -82,7 +94,11 @@ fn a_trained_lenet_checkpoint_reads_back_with_identical_logits() {
     let reloaded = Model::load(Path::new(&paths[1])).unwrap();
     let n = test_set.image_len();
     let images = &test_set.images[..64 * n];
-    assert_eq!(reloaded.network.logits(images, 64), trained.logits(images, 64), "bit-identical logits");
+    assert_eq!(
+        reloaded.network.logits(images, 64),
+        trained.logits(images, 64),
+        "bit-identical logits"
+    );
     let candle = reloaded.classifier.logits(images, 64).unwrap();
     let fast = trained.logits(images, 64);
     assert!(candle.iter().zip(&fast).all(|(a, b)| (a - b).abs() < 1e-4));

@@ -5,7 +5,10 @@ use dataleaf::model::Model;
 use dataleaf::walk::{l2, mirror, noisy, Mode, Step, Walk, WalkConfig, DEFAULT_STEP, DEFAULT_STOP};
 
 fn setup() -> (Model, Dataset) {
-    (Model::open("mnist-medium-cnn").unwrap(), Dataset::open("mnist").unwrap())
+    (
+        Model::open("mnist-medium-cnn").unwrap(),
+        Dataset::open("mnist").unwrap(),
+    )
 }
 
 fn run(model: &Model, config: WalkConfig, start: Vec<f32>, target: Option<Vec<f32>>) -> (Vec<Step>, bool) {
@@ -18,7 +21,12 @@ fn run(model: &Model, config: WalkConfig, start: Vec<f32>, target: Option<Vec<f3
 fn leaf_walk_4185_to_5874_reaches_its_target_and_becomes_a_five() {
     let (model, data) = setup();
     let (start, target) = (data.image(4185).unwrap(), data.image(5874).unwrap());
-    let (steps, reached) = run(&model, WalkConfig::defaults(Mode::Leaf), start.to_vec(), Some(target.to_vec()));
+    let (steps, reached) = run(
+        &model,
+        WalkConfig::defaults(Mode::Leaf),
+        start.to_vec(),
+        Some(target.to_vec()),
+    );
     assert!(reached, "final distance {}", steps.last().unwrap().distance);
     let last = steps.last().unwrap();
     assert!(last.distance <= DEFAULT_STOP);
@@ -29,7 +37,11 @@ fn leaf_walk_4185_to_5874_reaches_its_target_and_becomes_a_five() {
         assert!(l2(&pair[0].x, &pair[1].x) <= DEFAULT_STEP * 1.0001);
     }
     // Far from a stall the step lies almost entirely on the leaf.
-    assert!(steps[1].off_leaf < 0.2, "first step off-leaf fraction {}", steps[1].off_leaf);
+    assert!(
+        steps[1].off_leaf < 0.2,
+        "first step off-leaf fraction {}",
+        steps[1].off_leaf
+    );
 }
 
 #[test]
@@ -56,7 +68,11 @@ fn kernel_walk_6311_fills_with_noise_and_keeps_its_prediction() {
     let (steps, _) = run(&model, WalkConfig::defaults(Mode::Kernel), start.clone(), None);
     assert_eq!(steps.len(), 1001, "1000 steps after the start");
     let kept = steps.iter().filter(|s| s.argmax == steps[0].argmax).count();
-    assert!(kept as f64 >= 0.95 * steps.len() as f64, "kept on {kept} of {} steps", steps.len());
+    assert!(
+        kept as f64 >= 0.95 * steps.len() as f64,
+        "kept on {kept} of {} steps",
+        steps.len()
+    );
     // The image moves far (noise), each move across the leaves.
     assert!(steps.last().unwrap().distance > 5.0);
     let mean_off: f32 = steps[1..].iter().map(|s| s.off_leaf).sum::<f32>() / 1000.0;

@@ -1,6 +1,7 @@
 //! The headless subcommands. Each opens what it needs, checks it, and prints text or JSON.
 
 pub mod bench;
+pub mod experiment;
 pub mod spectrum;
 pub mod train;
 pub mod walk;

@@ -63,10 +63,25 @@ pub enum Layer {
         stride: Option<usize>,
     },
     Flatten,
+    /// Smooth activations (and leaky ReLU) beyond ReLU: the foliation theory assumes a piecewise
+    /// linear network, so with sigmoid, tanh or GELU the distribution D_x need not be involutive.
+    Sigmoid,
+    Tanh,
+    /// The exact GELU, x Phi(x) (PyTorch's `nn.GELU()` default, not the tanh approximation).
+    Gelu,
+    LeakyRelu {
+        #[serde(default = "leaky_slope")]
+        negative_slope: f32,
+    },
 }
 
 fn one() -> usize {
     1
+}
+
+/// PyTorch's default `nn.LeakyReLU` slope.
+fn leaky_slope() -> f32 {
+    0.01
 }
 
 /// What training produced this checkpoint; written by `dataleaf train`, optional for imported models.
@@ -188,6 +203,7 @@ impl Layer {
                 Ok(Shape::Flat(*out_features))
             }
             (Layer::Relu, s) => Ok(s),
+            (Layer::Sigmoid | Layer::Tanh | Layer::Gelu | Layer::LeakyRelu { .. }, s) => Ok(s),
             (
                 Layer::Maxpool2d { kernel, stride } | Layer::Avgpool2d { kernel, stride },
                 Shape::Image(c, h, w),
@@ -221,6 +237,10 @@ impl Layer {
             Layer::Maxpool2d { .. } => "maxpool2d",
             Layer::Avgpool2d { .. } => "avgpool2d",
             Layer::Flatten => "flatten",
+            Layer::Sigmoid => "sigmoid",
+            Layer::Tanh => "tanh",
+            Layer::Gelu => "gelu",
+            Layer::LeakyRelu { .. } => "leaky_relu",
         }
     }
 
@@ -337,8 +357,12 @@ impl Architecture {
         Ok(())
     }
 
-    /// Whether every nonlinearity is piecewise linear (ReLU, max-pool), as the foliation theory assumes.
+    /// Whether every nonlinearity is piecewise linear (ReLU, leaky ReLU, max-pool), as the foliation
+    /// theory assumes.
     pub fn is_piecewise_linear(&self) -> bool {
-        true
+        !self
+            .layers
+            .iter()
+            .any(|l| matches!(l, Layer::Sigmoid | Layer::Tanh | Layer::Gelu))
     }
 }

@@ -14,6 +14,10 @@ enum CandleLayer {
     MaxPool { kernel: usize, stride: usize },
     AvgPool { kernel: usize, stride: usize },
     Flatten,
+    Sigmoid,
+    Tanh,
+    Gelu,
+    LeakyRelu(f64),
 }
 
 /// A sequential classifier on candle tensors; outputs logits.
@@ -68,6 +72,10 @@ impl Classifier {
                     stride: stride.unwrap_or(*kernel),
                 },
                 Layer::Flatten => CandleLayer::Flatten,
+                Layer::Sigmoid => CandleLayer::Sigmoid,
+                Layer::Tanh => CandleLayer::Tanh,
+                Layer::Gelu => CandleLayer::Gelu,
+                Layer::LeakyRelu { negative_slope } => CandleLayer::LeakyRelu(*negative_slope as f64),
             });
         }
         let c = arch.input.channels;
@@ -97,6 +105,10 @@ impl Classifier {
                 CandleLayer::MaxPool { kernel, stride } => max_pool(&x, *kernel, *stride)?,
                 CandleLayer::AvgPool { kernel, stride } => x.avg_pool2d_with_stride(*kernel, *stride)?,
                 CandleLayer::Flatten => x.flatten_from(1)?,
+                CandleLayer::Sigmoid => candle_nn::ops::sigmoid(&x)?,
+                CandleLayer::Tanh => x.tanh()?,
+                CandleLayer::Gelu => x.gelu_erf()?,
+                CandleLayer::LeakyRelu(slope) => candle_nn::ops::leaky_relu(&x, *slope)?,
             };
         }
         Ok(x)

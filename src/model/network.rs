@@ -68,6 +68,82 @@ enum Op {
     MaxPool(Pool),
     AvgPool(Pool),
     Flatten,
+    Activation(Activation),
+}
+
+/// An elementwise activation other than ReLU (whose path above stays as it is). The reverse pass
+/// multiplies by the derivative at the op's stored input; the values are computed in f64.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Activation {
+    Sigmoid,
+    Tanh,
+    /// Exact GELU, x Phi(x), with candle's erf so both implementations agree.
+    Gelu,
+    LeakyRelu(f64),
+}
+
+impl Activation {
+    /// The activation a layer applies, for the layer types after ReLU.
+    pub fn of(layer: &Layer) -> Option<Activation> {
+        match layer {
+            Layer::Sigmoid => Some(Activation::Sigmoid),
+            Layer::Tanh => Some(Activation::Tanh),
+            Layer::Gelu => Some(Activation::Gelu),
+            Layer::LeakyRelu { negative_slope } => Some(Activation::LeakyRelu(*negative_slope as f64)),
+            _ => None,
+        }
+    }
+
+    pub fn value(self, x: f64) -> f64 {
+        match self {
+            Activation::Sigmoid => sigmoid(x),
+            Activation::Tanh => x.tanh(),
+            Activation::Gelu => x * normal_cdf(x),
+            Activation::LeakyRelu(slope) => {
+                if x > 0.0 || x.is_nan() {
+                    x
+                } else {
+                    slope * x
+                }
+            }
+        }
+    }
+
+    /// d value / dx; leaky ReLU takes the slope at 0, as PyTorch does.
+    pub fn derivative(self, x: f64) -> f64 {
+        match self {
+            Activation::Sigmoid => {
+                let s = sigmoid(x);
+                s * (1.0 - s)
+            }
+            Activation::Tanh => 1.0 - x.tanh().powi(2),
+            // Phi(x) + x phi(x)
+            Activation::Gelu => {
+                normal_cdf(x) + x * (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt()
+            }
+            Activation::LeakyRelu(slope) => {
+                if x > 0.0 {
+                    1.0
+                } else {
+                    slope
+                }
+            }
+        }
+    }
+}
+
+fn sigmoid(x: f64) -> f64 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// Phi(x) = (1 + erf(x / sqrt 2)) / 2.
+fn normal_cdf(x: f64) -> f64 {
+    0.5 * (1.0 + candle_core::cpu::erf::erf_f64(x * std::f64::consts::FRAC_1_SQRT_2))
 }
 
 /// The model as a sequence of ops on flat f32 buffers.
@@ -197,6 +273,9 @@ impl Network {
                     Op::AvgPool(pool_of(c, h, w, *kernel, *stride))
                 }
                 (Layer::Flatten, _) => Op::Flatten,
+                (Layer::Sigmoid | Layer::Tanh | Layer::Gelu | Layer::LeakyRelu { .. }, _) => {
+                    Op::Activation(Activation::of(layer).expect("an activation layer"))
+                }
                 (layer, shape) => return Err(format!("{} cannot take input {shape}", layer.kind())),
             };
             ops.push(op);
@@ -318,6 +397,10 @@ impl Network {
                 Op::MaxPool(p) => argmax.push(maxpool_forward(p, &x, &mut y, batch)),
                 Op::AvgPool(p) => avgpool_forward(p, &x, &mut y, batch),
                 Op::Flatten => y.copy_from_slice(&x),
+                Op::Activation(a) => y
+                    .iter_mut()
+                    .zip(&x)
+                    .for_each(|(o, &v)| *o = a.value(v as f64) as f32),
             }
             acts.push(std::mem::replace(&mut x, y));
         }
@@ -441,6 +524,14 @@ impl Network {
                 }
                 Op::AvgPool(p) => g = avgpool_backward(p, &g, rows),
                 Op::Flatten => {}
+                Op::Activation(a) => {
+                    for (r, row) in g.chunks_mut(in_len).enumerate() {
+                        let xs = sample(x, trace.batch, r, in_len);
+                        row.iter_mut()
+                            .zip(xs)
+                            .for_each(|(d, &v)| *d = (*d as f64 * a.derivative(v as f64)) as f32);
+                    }
+                }
             }
         }
         if !want_input {

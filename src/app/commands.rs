@@ -1,0 +1,174 @@
+//! Every user action with a name and, for some, a keyboard shortcut: menus, buttons and shortcuts
+//! are all built from this one list, so they cannot disagree.
+
+use egui::{Key, KeyboardShortcut, Modifiers};
+
+use super::state::PRESETS;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    PlayPause,
+    Step,
+    Reset,
+    LectureMode,
+    FullScreen,
+    Gallery,
+    RandomStart,
+    SwapStartTarget,
+    MirrorTarget,
+    OpenModel,
+    OpenDataset,
+    TypePaths,
+    ExportStrip,
+    ExportGif,
+    ExportCsv,
+    /// One of `state::PRESETS`, by position.
+    Preset(usize),
+    Quit,
+}
+
+impl Command {
+    /// The commands in menu order (presets included).
+    pub fn all() -> Vec<Command> {
+        let mut all = vec![
+            Command::PlayPause,
+            Command::Step,
+            Command::Reset,
+            Command::LectureMode,
+            Command::FullScreen,
+            Command::Gallery,
+            Command::RandomStart,
+            Command::SwapStartTarget,
+            Command::MirrorTarget,
+            Command::OpenModel,
+            Command::OpenDataset,
+            Command::TypePaths,
+            Command::ExportStrip,
+            Command::ExportGif,
+            Command::ExportCsv,
+        ];
+        all.extend((0..PRESETS.len()).map(Command::Preset));
+        all.push(Command::Quit);
+        all
+    }
+
+    pub fn name(self) -> String {
+        match self {
+            Command::PlayPause => "Play / pause".into(),
+            Command::Step => "Single step".into(),
+            Command::Reset => "Reset".into(),
+            Command::LectureMode => "Lecture mode".into(),
+            Command::FullScreen => "Full screen".into(),
+            Command::Gallery => "Show the gallery".into(),
+            Command::RandomStart => "Random start".into(),
+            Command::SwapStartTarget => "Swap start and target".into(),
+            Command::MirrorTarget => "Mirror the target".into(),
+            Command::OpenModel => "Open model…".into(),
+            Command::OpenDataset => "Open dataset…".into(),
+            Command::TypePaths => "Type a path…".into(),
+            Command::ExportStrip => "Export PNG strip".into(),
+            Command::ExportGif => "Export GIF".into(),
+            Command::ExportCsv => "Export CSV".into(),
+            Command::Preset(i) => PRESETS.get(i).map_or_else(String::new, |p| p.title.to_string()),
+            Command::Quit => "Quit".into(),
+        }
+    }
+
+    pub fn tooltip(self) -> &'static str {
+        match self {
+            Command::PlayPause => "Run both walks, or pause them",
+            Command::Step => "One step of each walk",
+            Command::Reset => "Back to the start, with the current settings",
+            Command::LectureMode => "Large type for a lecture hall",
+            Command::FullScreen => "Fill the screen",
+            Command::Gallery => "Show or hide the dataset panel (lecture mode hides it)",
+            Command::RandomStart => "A random image of the gallery as the start",
+            Command::SwapStartTarget => "Walk the other way",
+            Command::MirrorTarget => "Walk toward the target's mirror image, a symbol not in the data",
+            Command::OpenModel => "A model's .json file (its .safetensors beside it)",
+            Command::OpenDataset => "An IDX folder or images file",
+            Command::TypePaths => "Open a model or dataset by typing its path",
+            Command::ExportStrip => "Nine evenly spaced frames of both walks, as a PNG",
+            Command::ExportGif => "Both walks as an animated GIF",
+            Command::ExportCsv => "The plotted series, one row per step",
+            Command::Preset(i) => PRESETS.get(i).map_or("", |p| p.about),
+            Command::Quit => "Close dataleaf",
+        }
+    }
+
+    pub fn shortcut(self) -> Option<KeyboardShortcut> {
+        let key = |k| Some(KeyboardShortcut::new(Modifiers::NONE, k));
+        let ctrl = |k| Some(KeyboardShortcut::new(Modifiers::COMMAND, k));
+        match self {
+            Command::PlayPause => key(Key::Space),
+            Command::Step => key(Key::ArrowRight),
+            Command::Reset => key(Key::R),
+            Command::LectureMode => key(Key::L),
+            Command::FullScreen => key(Key::F),
+            Command::Gallery => key(Key::G),
+            Command::RandomStart => key(Key::N),
+            Command::SwapStartTarget => key(Key::S),
+            Command::MirrorTarget => key(Key::M),
+            Command::OpenModel => ctrl(Key::O),
+            Command::OpenDataset => ctrl(Key::D),
+            Command::TypePaths => ctrl(Key::L),
+            Command::ExportStrip => ctrl(Key::E),
+            Command::ExportGif => ctrl(Key::G),
+            Command::ExportCsv => ctrl(Key::T),
+            Command::Preset(i) => [Key::Num1, Key::Num2, Key::Num3, Key::Num4, Key::Num5]
+                .get(i)
+                .and_then(|&k| key(k)),
+            Command::Quit => ctrl(Key::Q),
+        }
+    }
+
+    /// The shortcut as the platform writes it, or "".
+    pub fn shortcut_text(self, ctx: &egui::Context) -> String {
+        self.shortcut()
+            .map_or_else(String::new, |s| ctx.format_shortcut(&s))
+    }
+
+    /// A menu entry (or button) for the command; true when it was clicked.
+    pub fn menu_item(self, ui: &mut egui::Ui) -> bool {
+        let button = egui::Button::new(self.name()).shortcut_text(self.shortcut_text(ui.ctx()));
+        let clicked = ui.add(button).on_hover_text(self.tooltip()).clicked();
+        if clicked {
+            ui.close();
+        }
+        clicked
+    }
+
+    /// Commands whose shortcut was pressed this frame (consumed, so widgets do not see them).
+    /// Shortcuts without a modifier are left alone while a text field has the keyboard.
+    pub fn pressed(ctx: &egui::Context) -> Vec<Command> {
+        let typing = ctx.text_edit_focused();
+        let mut pressed = Vec::new();
+        ctx.input_mut(|input| {
+            for command in Command::all() {
+                let Some(shortcut) = command.shortcut() else {
+                    continue;
+                };
+                if typing && shortcut.modifiers.is_none() {
+                    continue;
+                }
+                if input.consume_shortcut(&shortcut) {
+                    pressed.push(command);
+                }
+            }
+        });
+        pressed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shortcuts_are_unique() {
+        let all: Vec<_> = Command::all().into_iter().filter_map(Command::shortcut).collect();
+        for (i, a) in all.iter().enumerate() {
+            assert!(!all[i + 1..].contains(a), "{a:?} is bound twice");
+        }
+    }
+}

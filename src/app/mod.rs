@@ -1,0 +1,884 @@
+//! The desktop app: a gallery to choose a start and a target, two walks animated side by side
+//! (along the data leaf, across leaves), and live plots of G's spectrum, the probabilities and
+//! the series over steps. A background worker owns the model and runs the walks
+//! (`worker`); this thread only draws and sends commands. No mathematics lives here.
+
+mod commands;
+mod draw_pad;
+mod files;
+mod gallery;
+mod history;
+mod plots;
+mod state;
+mod style;
+mod walk_view;
+mod worker;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use egui::{Color32, RichText};
+
+pub use commands::Command;
+pub use history::{History, Series};
+pub use state::{find_preset, Choice, KernelDirection, Params, Preset, Settings, PRESETS};
+pub use walk_view::EXPLANATION;
+pub use worker::{Frame, Lane, ModelInfo};
+
+use crate::data::Dataset;
+use crate::walk;
+use worker::{Reply, Request, Setup, WorkerHandle};
+
+/// How the app is started (from the command line, or by a test).
+#[derive(Debug, Clone, Default)]
+pub struct AppOptions {
+    /// Model to open instead of the remembered one.
+    pub model: Option<String>,
+    /// Dataset to open instead of the remembered one.
+    pub dataset: Option<String>,
+    /// Load this preset (index into `PRESETS`) and play it.
+    pub preset: Option<usize>,
+    /// Start playing once loaded.
+    pub play: bool,
+    /// Save a screenshot of the window here once the leaf lane has `screenshot_step` steps (or
+    /// the walks have ended), then close.
+    pub screenshot: Option<PathBuf>,
+    pub screenshot_step: usize,
+    /// Start from the defaults; the run neither reads nor changes the remembered state.
+    pub fresh: bool,
+    pub lecture: bool,
+}
+
+/// Something a panel asks the app to do.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Command(Command),
+    SetStart(Choice),
+    SetTarget(Option<Choice>),
+    Load {
+        model: Option<String>,
+        dataset: Option<String>,
+    },
+    ParamsChanged,
+    Speed,
+    Scrub(Option<usize>),
+    Error(String),
+}
+
+/// A line in the status area: errors stay until dismissed, notes fade.
+struct Message {
+    text: String,
+    error: bool,
+    time: f64,
+}
+
+/// Seconds a note stays.
+const NOTE_SECONDS: f64 = 8.0;
+
+enum Shot {
+    Off,
+    Waiting(PathBuf),
+    Requested,
+}
+
+pub struct DataleafApp {
+    settings: Settings,
+    options: AppOptions,
+    worker: WorkerHandle,
+    model: Option<ModelInfo>,
+    data: Option<Arc<Dataset>>,
+    history: History,
+    session: u64,
+    playing: bool,
+    /// The scrubbed step; None follows the newest.
+    at: Option<usize>,
+    /// Parameters changed after the walks began.
+    stale: bool,
+    pending_preset: Option<usize>,
+    gallery: gallery::Gallery,
+    walk_view: walk_view::WalkView,
+    plots: plots::Plots,
+    draw_pad: draw_pad::DrawPad,
+    files: files::FilesWindow,
+    messages: Vec<Message>,
+    shot: Shot,
+    /// Recent UI frame times in milliseconds: the frame's work as eframe reports it (ui,
+    /// tessellation, painting; waiting for vsync excluded), or the work of `ui` alone in tests.
+    frame_ms: Vec<f32>,
+    /// Wall-clock milliseconds between recent frames.
+    intervals: Vec<f32>,
+    last_frame: Option<Instant>,
+}
+
+/// The app in a native window.
+pub fn run(options: AppOptions) -> Result<(), String> {
+    let native = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("dataleaf")
+            .with_app_id("dataleaf")
+            .with_inner_size([1600.0, 1000.0])
+            .with_min_inner_size([900.0, 600.0])
+            .with_drag_and_drop(true),
+        ..Default::default()
+    };
+    let native = if options.fresh {
+        // A fresh run reads none of the remembered state (window, panels, settings) and writes none.
+        eframe::NativeOptions {
+            persistence_path: Some(
+                std::env::temp_dir().join(format!("dataleaf-fresh-{}.ron", std::process::id())),
+            ),
+            persist_window: false,
+            ..native
+        }
+    } else {
+        native
+    };
+    eframe::run_native(
+        "dataleaf",
+        native,
+        Box::new(move |cc| Ok(Box::new(DataleafApp::new(cc, options)))),
+    )
+    .map_err(|e| format!("cannot open the window: {e}"))
+}
+
+impl DataleafApp {
+    pub fn new(cc: &eframe::CreationContext<'_>, options: AppOptions) -> DataleafApp {
+        style::install(&cc.egui_ctx);
+        let mut settings: Settings = if options.fresh {
+            Settings::default()
+        } else {
+            cc.storage
+                .and_then(|s| eframe::get_value(s, eframe::APP_KEY))
+                .unwrap_or_default()
+        };
+        if let Some(m) = &options.model {
+            settings.model = m.clone();
+        }
+        if let Some(d) = &options.dataset {
+            settings.dataset = d.clone();
+        }
+        if options.lecture {
+            settings.lecture = true;
+            settings.gallery = false;
+        }
+        cc.egui_ctx.set_zoom_factor(if settings.lecture {
+            style::LECTURE_ZOOM
+        } else {
+            1.0
+        });
+        let worker = WorkerHandle::spawn(
+            cc.egui_ctx.clone(),
+            settings.model.clone(),
+            settings.dataset.clone(),
+        );
+        worker.send(Request::Speed(settings.speed));
+        let shot = match &options.screenshot {
+            Some(path) => Shot::Waiting(path.clone()),
+            None => Shot::Off,
+        };
+        DataleafApp {
+            pending_preset: options.preset,
+            settings,
+            options,
+            worker,
+            model: None,
+            data: None,
+            history: History::default(),
+            session: 0,
+            playing: false,
+            at: None,
+            stale: false,
+            gallery: Default::default(),
+            walk_view: Default::default(),
+            plots: Default::default(),
+            draw_pad: Default::default(),
+            files: Default::default(),
+            messages: Vec::new(),
+            shot,
+            frame_ms: Vec::new(),
+            intervals: Vec::new(),
+            last_frame: None,
+        }
+    }
+
+    // What tests and the screenshot tool read.
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    pub fn model(&self) -> Option<&ModelInfo> {
+        self.model.as_ref()
+    }
+
+    pub fn dataset(&self) -> Option<&Dataset> {
+        self.data.as_deref()
+    }
+
+    pub fn is_playing(&self) -> bool {
+        self.playing
+    }
+
+    /// The errors shown in the window.
+    pub fn errors(&self) -> Vec<&str> {
+        self.messages
+            .iter()
+            .filter(|m| m.error)
+            .map(|m| m.text.as_str())
+            .collect()
+    }
+
+    /// Recent UI frame times in milliseconds.
+    pub fn frame_times(&self) -> &[f32] {
+        &self.frame_ms
+    }
+
+    fn note(&mut self, text: String, time: f64) {
+        self.messages.push(Message {
+            text,
+            error: false,
+            time,
+        });
+    }
+
+    fn error(&mut self, text: String, time: f64) {
+        // Logged as well as shown: the terminal keeps what the window forgets.
+        eprintln!("dataleaf: {text}");
+        self.messages.push(Message {
+            text,
+            error: true,
+            time,
+        });
+    }
+
+    fn shape(&self) -> Option<style::Shape> {
+        self.data.as_ref().map(|d| (d.channels, d.height, d.width))
+    }
+
+    fn classes(&self) -> Vec<String> {
+        match (&self.model, &self.data) {
+            // The dataset's names (Fashion-MNIST's, say) beat the model's digits when they agree in number.
+            (Some(m), Some(d)) if d.class_names.len() == m.classes.len() => d.class_names.clone(),
+            (Some(m), _) => m.classes.clone(),
+            (None, Some(d)) => d.class_names.clone(),
+            (None, None) => Vec::new(),
+        }
+    }
+
+    /// The pixels of a choice, if it fits the current dataset.
+    fn pixels(&self, choice: &Choice) -> Option<Vec<f32>> {
+        let data = self.data.as_ref()?;
+        match choice {
+            Choice::Index(i) if *i < data.len() => data.image(*i).map(<[f32]>::to_vec),
+            Choice::Index(_) => None,
+            Choice::Drawn(p) if p.len() == data.image_len() => Some(p.clone()),
+            Choice::Drawn(_) => None,
+        }
+    }
+
+    fn label_of(&self, choice: &Option<Choice>) -> Option<String> {
+        let data = self.data.as_ref()?;
+        match choice {
+            Some(Choice::Index(i)) => data
+                .labels
+                .get(*i)
+                .map(|&l| style::class_name(&data.class_names, l)),
+            _ => None,
+        }
+    }
+
+    /// Start new walks from the chosen start toward the chosen target, with the current settings.
+    fn restart(&mut self) {
+        self.session += 1;
+        self.at = None;
+        self.stale = false;
+        let start = self.settings.start.as_ref().and_then(|c| self.pixels(c));
+        let width = self.data.as_ref().map_or(1, |d| d.width);
+        let target = self
+            .settings
+            .target
+            .as_ref()
+            .and_then(|c| self.pixels(c))
+            .map(|t| {
+                if self.settings.mirror {
+                    walk::mirror(&t, width)
+                } else {
+                    t
+                }
+            });
+        self.history.reset(self.session, start.clone(), target.clone());
+        let Some(start) = start else { return };
+        if self.model.is_none() {
+            return;
+        }
+        self.worker.send(Request::Setup(Setup {
+            session: self.session,
+            start,
+            target,
+            params: self.settings.params.clone(),
+        }));
+    }
+
+    fn play(&mut self, on: bool) {
+        self.playing = on;
+        self.worker.send(if on { Request::Play } else { Request::Pause });
+    }
+
+    fn apply_preset(&mut self, index: usize, time: f64) {
+        let Some(p) = PRESETS.get(index) else { return };
+        let is_mnist = self.settings.dataset.eq_ignore_ascii_case("mnist");
+        if !is_mnist {
+            // The papers' indices are into the MNIST test set.
+            self.pending_preset = Some(index);
+            self.worker.send(Request::Load {
+                model: None,
+                dataset: Some("mnist".into()),
+            });
+            self.note("opening the MNIST test set for the preset".into(), time);
+            return;
+        }
+        self.settings.start = Some(Choice::Index(p.start));
+        self.settings.target = p.target.map(Choice::Index);
+        self.settings.mirror = p.mirror;
+        self.settings.params = Params {
+            noise_steps: p.noise_steps,
+            seed: p.seed,
+            ..Params::default()
+        };
+        self.gallery.reveal(p.start);
+        self.restart();
+        self.play(true);
+    }
+
+    /// Take in everything the worker sent since the last frame.
+    fn receive(&mut self, time: f64) {
+        while let Some(reply) = self.worker.try_recv() {
+            if self.history.absorb(&reply) {
+                continue;
+            }
+            match reply {
+                Reply::Loaded { model, dataset } => {
+                    let mut what = Vec::new();
+                    if let Some((spec, info)) = model {
+                        if !spec.eq_ignore_ascii_case(crate::model::DEFAULT_MODEL) {
+                            state::remember(&mut self.settings.recent_models, &spec);
+                        }
+                        what.push(format!("model {}", info.name));
+                        self.settings.model = spec;
+                        self.model = Some(info);
+                    }
+                    if let Some((spec, data)) = dataset {
+                        if !crate::data::BUILT_IN.contains(&spec.to_ascii_lowercase().as_str()) {
+                            state::remember(&mut self.settings.recent_datasets, &spec);
+                        }
+                        what.push(format!("dataset {} ({} images)", data.name, data.len()));
+                        self.settings.dataset = spec;
+                        self.gallery.set_dataset(data.clone());
+                        self.data = Some(data);
+                        for choice in [&mut self.settings.start, &mut self.settings.target] {
+                            let fits = match choice {
+                                Some(Choice::Index(i)) => *i < self.data.as_ref().map_or(0, |d| d.len()),
+                                Some(Choice::Drawn(p)) => {
+                                    p.len() == self.data.as_ref().map_or(0, |d| d.image_len())
+                                }
+                                None => true,
+                            };
+                            if !fits {
+                                *choice = None;
+                            }
+                        }
+                        if let Some(Choice::Index(i)) = self.settings.start {
+                            self.gallery.reveal(i);
+                        }
+                    }
+                    if !what.is_empty() {
+                        self.note(format!("opened {}", what.join(" and ")), time);
+                    }
+                    self.playing = false;
+                    self.worker.send(Request::Pause);
+                    if let Some(p) = self.pending_preset.take() {
+                        self.apply_preset(p, time);
+                    } else {
+                        self.restart();
+                        if std::mem::take(&mut self.options.play) || matches!(self.shot, Shot::Waiting(_)) {
+                            self.play(true);
+                        }
+                    }
+                }
+                Reply::Error(e) => self.error(e, time),
+                Reply::Playing(p) => self.playing = p,
+                _ => {}
+            }
+        }
+    }
+
+    fn apply(&mut self, action: Action, ctx: &egui::Context) {
+        let time = ctx.input(|i| i.time);
+        match action {
+            Action::Command(c) => self.run_command(c, ctx, time),
+            Action::SetStart(choice) => {
+                if let Choice::Index(i) = choice {
+                    self.gallery.focus = Some(i);
+                }
+                self.settings.start = Some(choice);
+                self.restart();
+            }
+            Action::SetTarget(choice) => {
+                self.settings.target = choice;
+                self.restart();
+            }
+            Action::Load { model, dataset } => {
+                let what = [model.as_deref(), dataset.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(" and ");
+                self.note(format!("opening {what}…"), time);
+                self.worker.send(Request::Load { model, dataset });
+            }
+            Action::ParamsChanged => {
+                if self.history.len() <= 1 {
+                    self.restart();
+                } else {
+                    self.stale = true;
+                }
+            }
+            Action::Speed => self.worker.send(Request::Speed(self.settings.speed)),
+            Action::Scrub(at) => self.at = at,
+            Action::Error(e) => self.error(e, time),
+        }
+    }
+
+    fn run_command(&mut self, command: Command, ctx: &egui::Context, time: f64) {
+        match command {
+            Command::PlayPause => {
+                if self.playing {
+                    self.play(false);
+                } else if self.settings.start.is_none() {
+                    self.error(
+                        "choose a start image first (click one in the gallery)".into(),
+                        time,
+                    );
+                } else {
+                    if self.history.finished() || self.stale {
+                        self.restart();
+                    }
+                    self.at = None;
+                    self.play(true);
+                }
+            }
+            Command::Step => {
+                if self.stale {
+                    self.restart();
+                }
+                self.playing = false;
+                self.at = None;
+                self.worker.send(Request::Step);
+            }
+            Command::Reset => {
+                self.play(false);
+                self.restart();
+            }
+            Command::LectureMode => {
+                self.settings.lecture = !self.settings.lecture;
+                self.settings.gallery = !self.settings.lecture;
+                ctx.set_zoom_factor(if self.settings.lecture {
+                    style::LECTURE_ZOOM
+                } else {
+                    1.0
+                });
+            }
+            Command::Gallery => self.settings.gallery = !self.settings.gallery,
+            Command::FullScreen => {
+                let full = ctx.input(|i| i.viewport().fullscreen.unwrap_or(false));
+                ctx.send_viewport_cmd(egui::ViewportCommand::Fullscreen(!full));
+            }
+            Command::RandomStart => {
+                if let Some(i) = self.gallery.random() {
+                    self.gallery.reveal(i);
+                    self.apply(Action::SetStart(Choice::Index(i)), ctx);
+                }
+            }
+            Command::SwapStartTarget => {
+                if self.settings.target.is_some() {
+                    std::mem::swap(&mut self.settings.start, &mut self.settings.target);
+                    self.restart();
+                }
+            }
+            Command::MirrorTarget => {
+                self.settings.mirror = !self.settings.mirror;
+                self.restart();
+            }
+            Command::OpenModel => self.files.pick(files::Kind::Model),
+            Command::OpenDataset => self.files.pick(files::Kind::Dataset),
+            Command::TypePaths => self.files.open = true,
+            Command::ExportStrip | Command::ExportGif | Command::ExportCsv => {
+                let Some(shape) = self.shape() else { return };
+                let classes = self.classes();
+                let describe = |c: &Option<Choice>| {
+                    c.as_ref()
+                        .map_or("none".into(), |c| c.describe().replace('#', ""))
+                };
+                let mut stem = format!(
+                    "{}-{}",
+                    describe(&self.settings.start),
+                    describe(&self.settings.target)
+                );
+                if self.settings.mirror {
+                    stem.push_str("-mirrored");
+                }
+                let dir = PathBuf::from(&self.settings.export_dir);
+                let input = files::ExportInput {
+                    history: &self.history,
+                    shape,
+                    classes: &classes,
+                    stem,
+                    dir: &dir,
+                };
+                let result = match command {
+                    Command::ExportStrip => files::write_strip(&input),
+                    Command::ExportGif => files::write_gif(&input),
+                    _ => files::write_csv(&input),
+                };
+                match result {
+                    Ok(path) => self.note(format!("wrote {}", path.display()), time),
+                    Err(e) => self.error(e, time),
+                }
+            }
+            Command::Preset(i) => self.apply_preset(i, time),
+            Command::Quit => ctx.send_viewport_cmd(egui::ViewportCommand::Close),
+        }
+    }
+
+    fn menu_bar(&mut self, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
+        egui::MenuBar::new().ui(ui, |ui| {
+            let mut item = |ui: &mut egui::Ui, c: Command| {
+                if c.menu_item(ui) {
+                    actions.push(Action::Command(c));
+                }
+            };
+            ui.menu_button("File", |ui| {
+                for c in [Command::OpenModel, Command::OpenDataset, Command::TypePaths] {
+                    item(ui, c);
+                }
+                ui.separator();
+                for c in [Command::ExportStrip, Command::ExportGif, Command::ExportCsv] {
+                    item(ui, c);
+                }
+                ui.separator();
+                item(ui, Command::Quit);
+            });
+            ui.menu_button("Walk", |ui| {
+                for c in [
+                    Command::PlayPause,
+                    Command::Step,
+                    Command::Reset,
+                    Command::RandomStart,
+                    Command::SwapStartTarget,
+                    Command::MirrorTarget,
+                ] {
+                    item(ui, c);
+                }
+            });
+            ui.menu_button("Presets", |ui| {
+                for i in 0..PRESETS.len() {
+                    item(ui, Command::Preset(i));
+                }
+            });
+            ui.menu_button("View", |ui| {
+                for c in [Command::LectureMode, Command::FullScreen, Command::Gallery] {
+                    item(ui, c);
+                }
+                ui.separator();
+                ui.label("Shortcuts");
+                for c in Command::all() {
+                    if let Some(s) = c.shortcut() {
+                        ui.weak(format!("{:>8}  {}", ui.ctx().format_shortcut(&s), c.name()));
+                    }
+                }
+            });
+            ui.separator();
+            let model = self
+                .model
+                .as_ref()
+                .map_or("no model".to_string(), |m| m.name.clone());
+            let data = self
+                .data
+                .as_ref()
+                .map_or("no dataset".to_string(), |d| d.name.clone());
+            ui.label(RichText::new(format!("{model}  ·  {data}")).strong())
+                .on_hover_text(self.model.as_ref().map_or(String::new(), |m| m.source.clone()));
+        });
+    }
+
+    fn presets_bar(&mut self, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
+        ui.horizontal_wrapped(|ui| {
+            ui.label(RichText::new("The papers' walks:").strong());
+            for i in 0..PRESETS.len() {
+                let c = Command::Preset(i);
+                let tip = format!("{} ({})", c.tooltip(), c.shortcut_text(ui.ctx()));
+                if ui.button(c.name()).on_hover_text(tip).clicked() {
+                    actions.push(Action::Command(c));
+                }
+            }
+        });
+    }
+
+    fn status_bar(&mut self, ui: &mut egui::Ui, time: f64) {
+        self.messages.retain(|m| m.error || time - m.time < NOTE_SECONDS);
+        if self.messages.iter().any(|m| !m.error) {
+            ui.ctx().request_repaint_after(std::time::Duration::from_secs(1));
+        }
+        // The newest three errors, each until dismissed, then the newest note.
+        let mut dismiss = None;
+        let errors: Vec<usize> = (0..self.messages.len())
+            .filter(|&i| self.messages[i].error)
+            .collect();
+        for &i in errors.iter().rev().take(3) {
+            ui.horizontal(|ui| {
+                ui.label(
+                    RichText::new(format!("⚠ {}", self.messages[i].text))
+                        .color(style::ERROR_COLOR)
+                        .strong(),
+                );
+                if ui.small_button("Dismiss").clicked() {
+                    dismiss = Some(i);
+                }
+            });
+        }
+        if errors.len() > 3 {
+            ui.horizontal(|ui| {
+                ui.label(format!("and {} earlier errors", errors.len() - 3));
+                if ui.small_button("Dismiss all").clicked() {
+                    self.messages.retain(|m| !m.error);
+                }
+            });
+        }
+        if let Some(m) = self.messages.iter().rev().find(|m| !m.error) {
+            ui.label(&m.text);
+        }
+        if let Some(i) = dismiss {
+            self.messages.remove(i);
+        }
+        ui.horizontal(|ui| {
+            let h = &self.history;
+            let state = if h.preparing.is_some() {
+                "making the noisy start".to_string()
+            } else if self.playing {
+                "walking".to_string()
+            } else if h.finished() {
+                if h.reached() {
+                    "done: the leaf walk reached its target".into()
+                } else {
+                    "done".into()
+                }
+            } else {
+                "paused".to_string()
+            };
+            ui.label(state);
+            ui.separator();
+            ui.label(format!("{} steps computed", h.len().saturating_sub(1)));
+            if !self.worker.is_alive() {
+                ui.separator();
+                ui.label(RichText::new("the worker stopped").color(style::ERROR_COLOR));
+            }
+            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                if let Some((median, max)) = median_max(&self.frame_ms) {
+                    ui.weak(format!("UI frame {median:.1} ms (max {max:.1})"))
+                        .on_hover_text(
+                            "Time the UI thread spent per frame, median and max of the last 120 frames",
+                        );
+                }
+                ui.weak("Space play · → step · R reset · L lecture · F full screen");
+            });
+        });
+    }
+
+    /// Take the screenshot asked for on the command line once the walks show enough.
+    fn screenshot(&mut self, ctx: &egui::Context) {
+        let Shot::Waiting(path) = &self.shot else { return };
+        let steps = self
+            .history
+            .lane(Lane::Leaf)
+            .len()
+            .max(self.history.lane(Lane::Kernel).len());
+        if steps <= self.options.screenshot_step && !self.history.finished() {
+            return;
+        }
+        let path = path.clone();
+        let times = self.frame_ms.clone();
+        let intervals = self.intervals.clone();
+        let viewport = ctx.clone();
+        ctx.request_screenshot(move |image| {
+            let rgba = image::RgbaImage::from_raw(
+                image.width() as u32,
+                image.height() as u32,
+                image.as_raw().to_vec(),
+            );
+            match rgba.map(|i| i.save(&path)) {
+                Some(Ok(())) => eprintln!("dataleaf: saved the window to {}", path.display()),
+                Some(Err(e)) => eprintln!("dataleaf: {}: cannot save the screenshot: {e}", path.display()),
+                None => eprintln!("dataleaf: the screenshot came back malformed"),
+            }
+            if let Some(summary) = frame_summary(&times) {
+                eprintln!("dataleaf: UI work per frame {summary}");
+            }
+            if let Some(summary) = frame_summary(&intervals) {
+                eprintln!("dataleaf: time between frames {summary}");
+            }
+            viewport.send_viewport_cmd(egui::ViewportCommand::Close);
+        });
+        self.shot = Shot::Requested;
+    }
+}
+
+fn median_max(times: &[f32]) -> Option<(f32, f32)> {
+    let mut sorted = times.to_vec();
+    sorted.sort_by(f32::total_cmp);
+    Some((*sorted.get(sorted.len() / 2)?, *sorted.last()?))
+}
+
+/// Median and maximum of frame times, for the log.
+fn frame_summary(times: &[f32]) -> Option<String> {
+    let (median, max) = median_max(times)?;
+    Some(format!(
+        "over the last {} frames: median {median:.1} ms, max {max:.1} ms",
+        times.len()
+    ))
+}
+
+impl eframe::App for DataleafApp {
+    fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
+        let began = Instant::now();
+        let ctx = ui.ctx().clone();
+        let time = ctx.input(|i| i.time);
+        self.receive(time);
+        let mut actions: Vec<Action> = Command::pressed(&ctx).into_iter().map(Action::Command).collect();
+        files::dropped(&ctx, &mut actions);
+        self.files.poll(&mut actions);
+
+        egui::Panel::top("menu").show(ui, |ui| {
+            self.menu_bar(ui, &mut actions);
+            self.presets_bar(ui, &mut actions);
+        });
+        egui::Panel::bottom("status").show(ui, |ui| self.status_bar(ui, time));
+        let shape = self.shape();
+        let start = match self.settings.start {
+            Some(Choice::Index(i)) => Some(i),
+            _ => None,
+        };
+        let target = match self.settings.target {
+            Some(Choice::Index(i)) => Some(i),
+            _ => None,
+        };
+        // Side panels take a share of the width, so the centre keeps room in lecture mode's zoom.
+        let width = ui.available_width();
+        let mut gallery = self.settings.gallery;
+        egui::Panel::left("gallery")
+            .resizable(true)
+            .default_size(330.0)
+            .size_range(180.0..=(width * 0.22).max(180.0))
+            .show_collapsible(ui, &mut gallery, |ui| {
+                egui::Panel::bottom("draw pad").show(ui, |ui| {
+                    egui::CollapsingHeader::new("Draw a target")
+                        .default_open(false)
+                        .show(ui, |ui| self.draw_pad.ui(ui, shape, &mut actions));
+                });
+                self.gallery.ui(ui, start, target, &mut actions);
+            });
+        self.settings.gallery = gallery;
+        let classes = self.classes();
+        egui::Panel::right("plots")
+            .resizable(true)
+            .default_size(440.0)
+            .size_range(240.0..=(width * 0.3).max(240.0))
+            .show(ui, |ui| {
+                egui::ScrollArea::vertical()
+                    .id_salt("plots scroll")
+                    .show(ui, |ui| {
+                        self.plots
+                            .ui(ui, &self.history, self.at, &classes, self.settings.params.stop);
+                    });
+            });
+        let shown = walk_view::Shown {
+            history: &self.history,
+            at: self.at,
+            shape,
+            classes: &classes,
+            playing: self.playing,
+            start_label: self.label_of(&self.settings.start),
+            target_label: self.label_of(&self.settings.target),
+            stale: self.stale,
+        };
+        egui::CentralPanel::default().show(ui, |ui| {
+            egui::ScrollArea::vertical()
+                .id_salt("centre scroll")
+                .show(ui, |ui| {
+                    self.walk_view.ui(ui, &shown, &mut self.settings, &mut actions);
+                });
+        });
+        self.files.ui(&ctx, &mut self.settings, &mut actions);
+        if ctx.input(|i| !i.raw.hovered_files.is_empty()) {
+            let painter = ctx.layer_painter(egui::LayerId::new(
+                egui::Order::Foreground,
+                egui::Id::unique("drop"),
+            ));
+            let rect = ctx.content_rect();
+            painter.rect_filled(rect, 0.0, Color32::from_black_alpha(160));
+            painter.text(
+                rect.center(),
+                egui::Align2::CENTER_CENTER,
+                "Drop a model (.json) or a dataset (IDX) to open it",
+                egui::FontId::proportional(28.0),
+                Color32::WHITE,
+            );
+        }
+        for action in actions {
+            self.apply(action, &ctx);
+        }
+        self.screenshot(&ctx);
+
+        let spent = frame
+            .info()
+            .cpu_usage
+            .map_or_else(|| began.elapsed().as_secs_f32(), |c| c.max(0.0));
+        self.frame_ms.push(spent * 1000.0);
+        if self.frame_ms.len() > 120 {
+            self.frame_ms.remove(0);
+        }
+        if let Some(last) = self.last_frame.replace(began) {
+            self.intervals
+                .push(began.duration_since(last).as_secs_f32() * 1000.0);
+            if self.intervals.len() > 120 {
+                self.intervals.remove(0);
+            }
+        }
+    }
+
+    fn persist_egui_memory(&self) -> bool {
+        !self.options.fresh
+    }
+
+    fn raw_input_hook(&mut self, _ctx: &egui::Context, raw_input: &mut egui::RawInput) {
+        // A screenshot shows the app, not whatever tooltip the idle pointer happens to raise.
+        if matches!(self.shot, Shot::Waiting(_) | Shot::Requested) {
+            raw_input
+                .events
+                .retain(|e| !matches!(e, egui::Event::PointerMoved(_)));
+            raw_input.events.push(egui::Event::PointerGone);
+        }
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        // Fresh and scripted screenshot runs leave the person's remembered state alone.
+        if self.options.fresh || self.options.screenshot.is_some() {
+            return;
+        }
+        eframe::set_value(storage, eframe::APP_KEY, &self.settings);
+    }
+}

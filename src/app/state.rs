@@ -1,0 +1,215 @@
+//! What the app remembers between runs, the walk parameters, and the papers' presets.
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::DEFAULT_DATASET;
+use crate::model::DEFAULT_MODEL;
+use crate::walk::{
+    Mode, WalkConfig, DEFAULT_KERNEL_STEPS, DEFAULT_LEAF_MAX_STEPS, DEFAULT_STEP, DEFAULT_STOP,
+};
+
+/// An image the walks start from or head to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Choice {
+    /// An image of the current dataset, by index.
+    Index(usize),
+    /// Drawn on the pad: pixels in [0, 1], the dataset's shape.
+    Drawn(Vec<f32>),
+}
+
+impl Choice {
+    pub fn describe(&self) -> String {
+        match self {
+            Choice::Index(i) => format!("#{i}"),
+            Choice::Drawn(_) => "drawn".into(),
+        }
+    }
+}
+
+/// Where the kernel lane heads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KernelDirection {
+    /// A fixed seeded Gaussian direction, as the papers do.
+    Random,
+    /// Toward the target, projected onto ker G.
+    TowardTarget,
+}
+
+/// The walks' parameters, in pixel units (shared/DESIGN.md "Images and units").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Params {
+    pub step: f32,
+    pub stop: f32,
+    pub leaf_max_steps: usize,
+    pub kernel_max_steps: usize,
+    pub seed: u64,
+    pub kernel_direction: KernelDirection,
+    /// Kernel steps taken from the start before the walks: a noisy start on another leaf.
+    pub noise_steps: usize,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            step: DEFAULT_STEP,
+            stop: DEFAULT_STOP,
+            leaf_max_steps: DEFAULT_LEAF_MAX_STEPS,
+            kernel_max_steps: DEFAULT_KERNEL_STEPS,
+            seed: 0,
+            kernel_direction: KernelDirection::Random,
+            noise_steps: 0,
+        }
+    }
+}
+
+impl Params {
+    pub fn leaf_config(&self) -> WalkConfig {
+        WalkConfig {
+            step: self.step,
+            stop: self.stop,
+            max_steps: self.leaf_max_steps,
+            seed: self.seed,
+            ..WalkConfig::defaults(Mode::Leaf)
+        }
+    }
+
+    pub fn kernel_config(&self) -> WalkConfig {
+        WalkConfig {
+            step: self.step,
+            stop: self.stop,
+            max_steps: self.kernel_max_steps,
+            seed: self.seed,
+            ..WalkConfig::defaults(Mode::Kernel)
+        }
+    }
+
+    /// The noisy start's seed: the CLI's `--noise-steps` uses the walk seed + 1, so the two agree.
+    pub fn noise_seed(&self) -> u64 {
+        self.seed.wrapping_add(1)
+    }
+}
+
+/// Everything persisted between runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// Model spec: a shipped model's name or a .json path.
+    pub model: String,
+    /// Dataset spec: a built-in name or a path.
+    pub dataset: String,
+    pub start: Option<Choice>,
+    pub target: Option<Choice>,
+    /// Walk toward the horizontal mirror of the target.
+    pub mirror: bool,
+    pub params: Params,
+    /// Steps per second per lane; `None` runs as fast as the worker can.
+    pub speed: Option<f32>,
+    pub lecture: bool,
+    /// The gallery panel is shown (lecture mode hides it to give the walks the room).
+    pub gallery: bool,
+    /// Folder the exports are written to.
+    pub export_dir: String,
+    pub recent_models: Vec<String>,
+    pub recent_datasets: Vec<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let first = &PRESETS[0];
+        Settings {
+            model: DEFAULT_MODEL.into(),
+            dataset: DEFAULT_DATASET.into(),
+            start: Some(Choice::Index(first.start)),
+            target: first.target.map(Choice::Index),
+            mirror: false,
+            params: Params::default(),
+            speed: Some(30.0),
+            lecture: false,
+            gallery: true,
+            export_dir: ".".into(),
+            recent_models: Vec::new(),
+            recent_datasets: Vec::new(),
+        }
+    }
+}
+
+/// Keep a short most-recent-first list of paths.
+pub fn remember(list: &mut Vec<String>, spec: &str) {
+    list.retain(|s| s != spec);
+    list.insert(0, spec.to_string());
+    list.truncate(8);
+}
+
+/// A walk from the papers (shared/REFERENCE.md section 3), on the MNIST test set.
+pub struct Preset {
+    pub title: &'static str,
+    pub about: &'static str,
+    pub start: usize,
+    /// None: a kernel walk only (the leaf lane has nothing to walk toward).
+    pub target: Option<usize>,
+    pub mirror: bool,
+    pub noise_steps: usize,
+    pub seed: u64,
+}
+
+pub const PRESETS: [Preset; 5] = [
+    Preset {
+        title: "4185 → 5874: a 1 becomes a 5",
+        about: "Data-leaf walk between two test digits (Grementieri & Fioresi)",
+        start: 4185,
+        target: Some(5874),
+        mirror: false,
+        noise_steps: 0,
+        seed: 0,
+    },
+    Preset {
+        title: "3898 → 9709",
+        about: "Data-leaf walk between two test digits",
+        start: 3898,
+        target: Some(9709),
+        mirror: false,
+        noise_steps: 0,
+        seed: 0,
+    },
+    Preset {
+        title: "Kernel walk from 6311",
+        about: "Across leaves along a random direction (seed 0): noise appears, the prediction stays",
+        start: 6311,
+        target: None,
+        mirror: false,
+        noise_steps: 0,
+        seed: 0,
+    },
+    Preset {
+        title: "Noisy 2386 → 7528",
+        about: "250 kernel steps make a noisy start on another leaf, then a leaf walk to a clean digit",
+        start: 2386,
+        target: Some(7528),
+        mirror: false,
+        noise_steps: 250,
+        seed: 0,
+    },
+    Preset {
+        title: "125 → mirrored 6349",
+        about: "Data-leaf walk toward a mirrored digit, a symbol not in MNIST",
+        start: 125,
+        target: Some(6349),
+        mirror: true,
+        noise_steps: 0,
+        seed: 0,
+    },
+];
+
+/// Find a preset by number (1-based) or a word of its title, for `--preset`.
+pub fn find_preset(spec: &str) -> Option<usize> {
+    if let Ok(n) = spec.parse::<usize>() {
+        if (1..=PRESETS.len()).contains(&n) {
+            return Some(n - 1);
+        }
+    }
+    let spec = spec.to_lowercase();
+    PRESETS
+        .iter()
+        .position(|p| p.title.to_lowercase().contains(&spec))
+}

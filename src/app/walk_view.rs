@@ -1,0 +1,506 @@
+//! The centre: start | the two lanes | target, the transport controls, the scrubber and the walk
+//! settings.
+
+use egui::{Color32, RichText, Sense, Stroke, Vec2};
+
+use super::commands::Command;
+use super::gallery::{START_COLOR, TARGET_COLOR};
+use super::history::History;
+use super::state::{KernelDirection, Settings};
+use super::style::{self, lane_color, ImageSlot, Shape};
+use super::worker::{Frame, Lane};
+use super::Action;
+
+pub struct WalkView {
+    start: ImageSlot,
+    target: ImageSlot,
+    lanes: [ImageSlot; 2],
+    /// The filmstrips: nine evenly spaced frames per lane, as the papers show walks.
+    strips: [Vec<ImageSlot>; 2],
+}
+
+/// Frames per filmstrip.
+const STRIP: usize = 9;
+
+impl Default for WalkView {
+    fn default() -> Self {
+        let strip = |name: &str| {
+            (0..STRIP)
+                .map(|k| ImageSlot::new(&format!("{name} {k}")))
+                .collect()
+        };
+        WalkView {
+            start: ImageSlot::new("start"),
+            target: ImageSlot::new("target"),
+            lanes: [ImageSlot::new("leaf lane"), ImageSlot::new("kernel lane")],
+            strips: [strip("leaf strip"), strip("kernel strip")],
+        }
+    }
+}
+
+/// What the centre shows besides the settings.
+pub struct Shown<'a> {
+    pub history: &'a History,
+    /// The scrubbed step, None = the latest.
+    pub at: Option<usize>,
+    pub shape: Option<Shape>,
+    pub classes: &'a [String],
+    pub playing: bool,
+    /// Dataset labels of the start and target, when they come from the dataset.
+    pub start_label: Option<String>,
+    pub target_label: Option<String>,
+    /// The parameters changed since the walks began.
+    pub stale: bool,
+}
+
+const BIG: f32 = 22.0;
+
+impl WalkView {
+    pub fn ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        shown: &Shown,
+        settings: &mut Settings,
+        actions: &mut Vec<Action>,
+    ) {
+        let gap = ui.spacing().item_spacing.x * 3.0;
+        let side = ((ui.available_width() - 3.0 * gap) / 4.0)
+            .min(ui.available_height() * 0.42)
+            .clamp(72.0, 340.0);
+        let column = |ui: &mut egui::Ui, add: &mut dyn FnMut(&mut egui::Ui)| {
+            ui.allocate_ui_with_layout(
+                Vec2::new(side, ui.available_height()),
+                egui::Layout::top_down(egui::Align::Center),
+                |ui| {
+                    ui.set_width(side);
+                    add(ui)
+                },
+            );
+        };
+        let h = shown.history;
+        let first = h
+            .frame(Lane::Leaf, Some(0))
+            .or_else(|| h.frame(Lane::Kernel, Some(0)));
+        let mut start_text = format!(
+            "Start {}",
+            settings.start.as_ref().map_or("—".into(), |c| c.describe())
+        );
+        if settings.params.noise_steps > 0 {
+            start_text.push_str(&format!(" + {} noise", settings.params.noise_steps));
+        }
+        let mut target_text = format!(
+            "Target {}",
+            settings.target.as_ref().map_or("—".into(), |c| c.describe())
+        );
+        if settings.mirror && settings.target.is_some() {
+            target_text.push_str(" mirrored");
+        }
+        // Titles get the same height in every column, so the four images line up.
+        let title_font = egui::FontId::proportional(BIG * 0.8);
+        let title_height = [
+            start_text.as_str(),
+            Lane::Leaf.title(),
+            Lane::Kernel.title(),
+            target_text.as_str(),
+        ]
+        .iter()
+        .map(|t| {
+            ui.ctx().fonts_mut(|f| {
+                f.layout(t.to_string(), title_font.clone(), Color32::BLACK, side)
+                    .size()
+                    .y
+            })
+        })
+        .fold(0.0, f32::max)
+            + 2.0;
+        let title = |ui: &mut egui::Ui, text: RichText| {
+            ui.allocate_ui_with_layout(
+                Vec2::new(side, title_height),
+                egui::Layout::bottom_up(egui::Align::Center),
+                |ui| {
+                    ui.set_min_size(Vec2::new(side, title_height));
+                    ui.label(text);
+                },
+            );
+        };
+        ui.horizontal_top(|ui| {
+            ui.spacing_mut().item_spacing.x = gap;
+            column(ui, &mut |ui| {
+                title(
+                    ui,
+                    RichText::new(&start_text)
+                        .size(BIG * 0.8)
+                        .color(START_COLOR)
+                        .strong(),
+                );
+                let key = (h.session, h.start_version, 0);
+                self.start
+                    .show(ui, key, h.start.as_deref(), shown.shape, side, START_COLOR);
+                if let Some((done, total)) = h.preparing {
+                    ui.label(format!("making the noisy start: {done} / {total} kernel steps"));
+                    ui.add(egui::ProgressBar::new(done as f32 / total.max(1) as f32).desired_width(side));
+                }
+                if let Some(l) = &shown.start_label {
+                    ui.label(format!("label {l}"));
+                }
+                if let Some(f) = first {
+                    ui.label(prediction(f, shown.classes));
+                }
+            });
+            for lane in Lane::BOTH {
+                let frame = h.frame(lane, shown.at);
+                column(ui, &mut |ui| {
+                    title(
+                        ui,
+                        RichText::new(lane.title())
+                            .size(BIG * 0.8)
+                            .color(lane_color(lane))
+                            .strong(),
+                    );
+                    let key = (h.session, lane as usize, frame.map_or(usize::MAX, |f| f.index));
+                    self.lanes[lane as usize].show(
+                        ui,
+                        key,
+                        frame.map(|f| f.image.as_slice()),
+                        shown.shape,
+                        side,
+                        lane_color(lane),
+                    );
+                    lane_facts(ui, lane, frame, shown, settings);
+                });
+            }
+            column(ui, &mut |ui| {
+                title(
+                    ui,
+                    RichText::new(&target_text)
+                        .size(BIG * 0.8)
+                        .color(TARGET_COLOR)
+                        .strong(),
+                );
+                let key = (h.session, h.start_version, 1);
+                self.target
+                    .show(ui, key, h.target.as_deref(), shown.shape, side, TARGET_COLOR);
+                if let Some(l) = &shown.target_label {
+                    ui.label(format!("label {l}"));
+                }
+                if settings.target.is_some() {
+                    let mut mirror = settings.mirror;
+                    if ui
+                        .checkbox(&mut mirror, "mirror it")
+                        .on_hover_text(Command::MirrorTarget.tooltip())
+                        .changed()
+                    {
+                        actions.push(Action::Command(Command::MirrorTarget));
+                    }
+                }
+                if settings.target.is_none() {
+                    ui.label("No target: the kernel lane walks alone.");
+                    ui.weak("Right-click an image to choose one.");
+                }
+            });
+        });
+        ui.add_space(6.0);
+        transport(ui, shown, settings, actions);
+        ui.add_space(4.0);
+        scrubber(ui, shown, actions);
+        ui.add_space(6.0);
+        self.filmstrips(ui, shown);
+        ui.add_space(4.0);
+        egui::CollapsingHeader::new("Walk settings")
+            .default_open(true)
+            .show(ui, |ui| walk_settings(ui, shown, settings, actions));
+        egui::CollapsingHeader::new("What you are looking at")
+            .default_open(false)
+            .show(ui, |ui| {
+                ui.label(EXPLANATION);
+            });
+    }
+}
+
+impl WalkView {
+    /// Nine evenly spaced frames of each lane computed so far, labelled like the papers' figures.
+    fn filmstrips(&mut self, ui: &mut egui::Ui, shown: &Shown) {
+        let h = shown.history;
+        let gap = ui.spacing().item_spacing.x;
+        // Nine frames as in the papers, fewer when the centre is narrow (lecture mode's zoom).
+        let room = ui.available_width() - 120.0;
+        let count = ((room / (48.0 + gap)).floor() as usize).clamp(3, STRIP);
+        let side = ((room - gap * count as f32) / count as f32).clamp(36.0, 110.0);
+        for lane in Lane::BOTH {
+            let frames = h.lane(lane);
+            if frames.is_empty() {
+                continue;
+            }
+            ui.horizontal(|ui| {
+                ui.add_sized(
+                    Vec2::new(110.0, side),
+                    egui::Label::new(RichText::new(lane.strip_title()).color(lane_color(lane)).strong()),
+                );
+                let picks = crate::export::evenly_spaced(frames.len(), count);
+                let caption_height = ui.text_style_height(&egui::TextStyle::Small) + 2.0;
+                for (slot, &i) in self.strips[lane as usize].iter_mut().zip(&picks) {
+                    let f = &frames[i];
+                    ui.allocate_ui_with_layout(
+                        Vec2::new(side, side + caption_height + 8.0),
+                        egui::Layout::top_down(egui::Align::Center),
+                        |ui| {
+                            slot.show(
+                                ui,
+                                (h.session, lane as usize, f.index),
+                                Some(&f.image),
+                                shown.shape,
+                                side,
+                                Color32::from_gray(200),
+                            );
+                            ui.add_space(2.0);
+                            let caption = format!(
+                                "{}: {} ({:.2})",
+                                f.index,
+                                style::class_name(shown.classes, f.argmax),
+                                f.max_prob()
+                            );
+                            ui.add(egui::Label::new(RichText::new(caption).small()).truncate());
+                        },
+                    );
+                }
+            });
+        }
+    }
+}
+
+/// A few lines for a student, also in the README.
+pub const EXPLANATION: &str = "At every image x the model defines the matrix G(x) = Jᵀ(diag p − ppᵀ)J, \
+where J is the Jacobian of its logits and p its probabilities. G has rank at most C − 1 (9 of the 784 \
+pixel directions): those directions, spanned by the gradients ∇log pᵢ, are the only ones the model sees. \
+Moving along them (the data leaf, blue) changes what the model thinks: walking toward a target morphs \
+one digit into another through images that still look like handwriting. Moving in the other directions \
+(ker G, across leaves, orange) changes nothing the model notices to first order: the image fills with \
+noise while the prediction holds for hundreds of steps. The spectrum plot shows G's eigenvalues on a \
+log scale, with the bound C − 1 marked; the other plots follow the probabilities, the distance to the \
+target and trace G over the steps.";
+
+fn prediction(f: &Frame, classes: &[String]) -> String {
+    format!(
+        "predicts {} (p = {:.2})",
+        style::class_name(classes, f.argmax),
+        f.max_prob()
+    )
+}
+
+fn lane_facts(ui: &mut egui::Ui, lane: Lane, frame: Option<&Frame>, shown: &Shown, settings: &Settings) {
+    if lane == Lane::Leaf && settings.target.is_none() {
+        ui.label("needs a target");
+        return;
+    }
+    let Some(f) = frame else {
+        ui.weak("no frames yet");
+        return;
+    };
+    ui.label(RichText::new(format!("step {}", f.index)).size(BIG).strong());
+    ui.label(
+        RichText::new(format!("predicts {}", style::class_name(shown.classes, f.argmax))).size(BIG * 0.9),
+    );
+    ui.label(RichText::new(format!("p = {:.2}", f.max_prob())).size(BIG * 0.8));
+    let what = if settings.target.is_some() {
+        "distance to target"
+    } else {
+        "distance from start"
+    };
+    ui.label(format!("{what} {:.3}", f.distance));
+    ui.weak(format!("last step {:.0} % off the leaf", 100.0 * f.off_leaf))
+        .on_hover_text("The part of the last move outside D_x, the data leaf's tangent space");
+    let status = if f.reached {
+        RichText::new("reached the target ✓").color(START_COLOR).strong()
+    } else if f.last {
+        RichText::new(format!("stopped after {} steps", f.index)).strong()
+    } else if shown.playing {
+        RichText::new("walking…")
+    } else {
+        RichText::new("paused")
+    };
+    ui.label(status);
+}
+
+fn transport(ui: &mut egui::Ui, shown: &Shown, settings: &mut Settings, actions: &mut Vec<Action>) {
+    ui.horizontal_wrapped(|ui| {
+        let play = if shown.playing { "❚❚ Pause" } else { "▶ Play" };
+        let big = |text: &str| {
+            egui::Button::new(RichText::new(text).size(BIG * 0.8)).min_size(Vec2::new(110.0, 36.0))
+        };
+        let ctx = ui.ctx().clone();
+        let tip = |c: Command| format!("{} ({})", c.tooltip(), c.shortcut_text(&ctx));
+        if ui.add(big(play)).on_hover_text(tip(Command::PlayPause)).clicked() {
+            actions.push(Action::Command(Command::PlayPause));
+        }
+        if ui.add(big("→ Step")).on_hover_text(tip(Command::Step)).clicked() {
+            actions.push(Action::Command(Command::Step));
+        }
+        if ui
+            .add(big("⟲ Reset"))
+            .on_hover_text(tip(Command::Reset))
+            .clicked()
+        {
+            actions.push(Action::Command(Command::Reset));
+        }
+        ui.separator();
+        let label = ui.label("Speed");
+        let mut fast = settings.speed.is_none();
+        let mut speed = settings.speed.unwrap_or(60.0);
+        let changed_speed = ui
+            .add_enabled(
+                !fast,
+                egui::Slider::new(&mut speed, 1.0..=120.0)
+                    .logarithmic(true)
+                    .suffix(" steps/s"),
+            )
+            .labelled_by(label.id)
+            .changed();
+        let changed_fast = ui.checkbox(&mut fast, "as fast as possible").changed();
+        if changed_speed || changed_fast {
+            settings.speed = (!fast).then_some(speed);
+            actions.push(Action::Speed);
+        }
+        if shown.stale {
+            ui.label(RichText::new("new settings apply on Reset").color(Color32::from_rgb(160, 90, 0)));
+        }
+    });
+}
+
+fn scrubber(ui: &mut egui::Ui, shown: &Shown, actions: &mut Vec<Action>) {
+    let len = shown.history.len();
+    ui.horizontal(|ui| {
+        let label = ui.label("Frames");
+        let last = len.saturating_sub(1);
+        let mut at = shown.at.unwrap_or(last).min(last);
+        let width = (ui.available_width() - 160.0).max(100.0);
+        ui.spacing_mut().slider_width = width;
+        let response = ui
+            .add_enabled(len > 1, egui::Slider::new(&mut at, 0..=last.max(1)).integer())
+            .labelled_by(label.id)
+            .on_hover_text("Look back at any step computed so far");
+        if response.changed() {
+            actions.push(Action::Scrub(Some(at)));
+        }
+        let live = shown.at.is_none();
+        if ui
+            .selectable_label(live, "live")
+            .on_hover_text("Follow the newest step")
+            .clicked()
+        {
+            actions.push(Action::Scrub(None));
+        }
+    });
+}
+
+fn walk_settings(ui: &mut egui::Ui, shown: &Shown, settings: &mut Settings, actions: &mut Vec<Action>) {
+    let before = settings.params.clone();
+    let p = &mut settings.params;
+    egui::Grid::new("walk settings")
+        .num_columns(4)
+        .spacing([12.0, 6.0])
+        .show(ui, |ui| {
+            let label = ui.label("Step size");
+            ui.add(
+                egui::DragValue::new(&mut p.step)
+                    .range(0.001..=1.0)
+                    .speed(0.001)
+                    .max_decimals(4)
+                    .suffix(" px"),
+            )
+            .labelled_by(label.id)
+            .on_hover_text("L2 length of each step, pixels in [0, 1] (papers: 0.0308)");
+            let label = ui.label("Stop distance");
+            ui.add(
+                egui::DragValue::new(&mut p.stop)
+                    .range(0.0..=50.0)
+                    .speed(0.01)
+                    .max_decimals(4)
+                    .suffix(" px"),
+            )
+            .labelled_by(label.id)
+            .on_hover_text("The leaf walk stops this close to the target (papers: 0.3081)");
+            ui.end_row();
+            let label = ui.label("Leaf max steps");
+            ui.add(
+                egui::DragValue::new(&mut p.leaf_max_steps)
+                    .range(1..=100_000)
+                    .speed(10.0),
+            )
+            .labelled_by(label.id);
+            let label = ui.label("Kernel steps");
+            ui.add(
+                egui::DragValue::new(&mut p.kernel_max_steps)
+                    .range(1..=100_000)
+                    .speed(10.0),
+            )
+            .labelled_by(label.id)
+            .on_hover_text("The kernel walk has no stop rule; it runs this many steps");
+            ui.end_row();
+            ui.label("Kernel direction");
+            ui.horizontal(|ui| {
+                ui.radio_value(&mut p.kernel_direction, KernelDirection::Random, "random");
+                ui.radio_value(
+                    &mut p.kernel_direction,
+                    KernelDirection::TowardTarget,
+                    "toward target",
+                );
+            });
+            let label = ui.label("Seed");
+            ui.add(egui::DragValue::new(&mut p.seed).range(0..=u32::MAX as u64))
+                .labelled_by(label.id)
+                .on_hover_text("Seed of the kernel walk's random direction (and of the noisy start)");
+            ui.end_row();
+            let label = ui.label("Noisy start");
+            ui.add(
+                egui::DragValue::new(&mut p.noise_steps)
+                    .range(0..=5000)
+                    .speed(5.0)
+                    .suffix(" kernel steps"),
+            )
+            .labelled_by(label.id)
+            .on_hover_text(
+                "Kernel steps from the start before the walks: a start on a noisy leaf (papers: 250)",
+            );
+            if ui.button("Papers' defaults").clicked() {
+                let noise = p.noise_steps;
+                *p = Default::default();
+                p.noise_steps = noise;
+            }
+            ui.end_row();
+        });
+    let _ = shown;
+    if settings.params != before {
+        actions.push(Action::ParamsChanged);
+    }
+}
+
+impl ImageSlot {
+    /// The image at `side` points square with a coloured frame, or an empty frame.
+    fn show(
+        &mut self,
+        ui: &mut egui::Ui,
+        key: (u64, usize, usize),
+        pixels: Option<&[f32]>,
+        shape: Option<Shape>,
+        side: f32,
+        frame: Color32,
+    ) {
+        let (rect, _) = ui.allocate_exact_size(Vec2::splat(side), Sense::hover());
+        match (pixels, shape) {
+            (Some(p), Some(shape)) if p.len() == shape.0 * shape.1 * shape.2 => {
+                let texture = self.get(ui.ctx(), key, p, shape);
+                let uv = egui::Rect::from_min_max(egui::pos2(0.0, 0.0), egui::pos2(1.0, 1.0));
+                ui.painter().image(texture.id(), rect, uv, Color32::WHITE);
+            }
+            _ => {
+                ui.painter().rect_filled(rect, 4.0, Color32::from_gray(230));
+            }
+        }
+        ui.painter().rect_stroke(
+            rect.expand(2.0),
+            2.0,
+            Stroke::new(3.0, frame),
+            egui::StrokeKind::Outside,
+        );
+    }
+}

@@ -1,0 +1,307 @@
+//! Batch studies of the papers' claims (shared/REFERENCE.md sections 1, 4, 5), built on geometry and
+//! walk. Each experiment is a function from `Settings` to a report that serialises to the JSON the
+//! command line prints and draws its own figure; `run` picks one by name. A shared `Progress` counts
+//! work done (for a progress bar) and carries a cancel flag that every experiment checks between
+//! units of work, so the command line and the app drive them the same way. Long runs spread their
+//! samples over all cores with rayon.
+
+pub mod dataset_spectra;
+pub mod denoise;
+pub mod involutivity;
+pub mod leaves;
+pub mod off_leaf;
+pub mod ood;
+pub mod plot;
+pub mod sets;
+pub mod training;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use image::RgbaImage;
+use rayon::prelude::*;
+
+use crate::data::{DataError, Dataset};
+use crate::model::{Model, ModelError, DEFAULT_MODEL};
+
+/// The experiments by their command-line names, in the order the README presents them.
+pub const NAMES: [&str; 7] = [
+    "off-leaf",
+    "leaves",
+    "training",
+    "dataset-spectra",
+    "involutivity",
+    "denoise",
+    "ood",
+];
+
+/// The claim each experiment checks, in a line (for help texts and the app's tab).
+pub fn claim(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "off-leaf" => "moving across leaves (in ker G) adds noise but keeps the prediction; moving along the leaf changes it",
+        "leaves" => "clean images lie on one leaf: leaf walks join clean pairs better than pairs involving noisy images",
+        "training" => "G vanishes as the model becomes certain: information is lost at equilibrium",
+        "dataset-spectra" => "in-distribution images have a far smaller top eigenvalue of G than any other dataset",
+        "involutivity" => "for a ReLU network D_x is involutive almost everywhere; with sigmoid or GELU it is not",
+        "denoise" => "projecting a noisy image onto the data leaf (a leaf walk from its nearest clean image) denoises it",
+        "ood" => "the top eigenvalue of G scores out-of-distribution inputs",
+        _ => return None,
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExperimentError {
+    #[error("cancelled")]
+    Cancelled,
+    #[error("unknown experiment {0:?}; choose one of {names}", names = NAMES.join(", "))]
+    Unknown(String),
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What every experiment takes. `samples` is the experiment's main count (images, pairs or points;
+/// each documents its own) and `None` means its default.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub samples: Option<usize>,
+    /// The MNIST model under study (not used by `training`, which walks the shipped LeNet series).
+    pub model: String,
+    pub seed: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            samples: None,
+            model: DEFAULT_MODEL.into(),
+            seed: 0,
+        }
+    }
+}
+
+impl Settings {
+    pub fn with_samples(samples: usize) -> Settings {
+        Settings {
+            samples: Some(samples),
+            ..Settings::default()
+        }
+    }
+}
+
+/// Work done so far, for a progress bar, and a cancel flag. Shared by reference (or in an `Arc`)
+/// between the thread running an experiment and the one showing it.
+#[derive(Debug, Default)]
+pub struct Progress {
+    done: AtomicU64,
+    total: AtomicU64,
+    cancelled: AtomicBool,
+    stage: Mutex<String>,
+}
+
+impl Progress {
+    pub fn new() -> Progress {
+        Progress::default()
+    }
+
+    /// Start a stage of `total` units (the count restarts at 0).
+    pub fn begin(&self, stage: impl Into<String>, total: u64) {
+        *self.stage.lock().unwrap_or_else(|e| e.into_inner()) = stage.into();
+        self.done.store(0, Ordering::Relaxed);
+        self.total.store(total, Ordering::Relaxed);
+    }
+
+    pub fn advance(&self, units: u64) {
+        self.done.fetch_add(units, Ordering::Relaxed);
+    }
+
+    /// (stage, done, total).
+    pub fn snapshot(&self) -> (String, u64, u64) {
+        (
+            self.stage.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            self.done.load(Ordering::Relaxed),
+            self.total.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Fraction of the current stage done, in [0, 1].
+    pub fn fraction(&self) -> f32 {
+        let (_, done, total) = self.snapshot();
+        if total == 0 {
+            0.0
+        } else {
+            (done as f32 / total as f32).min(1.0)
+        }
+    }
+
+    /// Ask the running experiment to stop; it returns `ExperimentError::Cancelled` soon after.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
+    /// `Err(Cancelled)` once cancelled, for `?` between units of work.
+    pub fn check(&self) -> Result<(), ExperimentError> {
+        if self.is_cancelled() {
+            Err(ExperimentError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A finished experiment: its JSON, a few lines for a person, and its figure.
+pub struct Outcome {
+    pub name: &'static str,
+    pub json: serde_json::Value,
+    pub summary: String,
+    pub plot: RgbaImage,
+}
+
+/// Run the experiment called `name`.
+pub fn run(name: &str, settings: &Settings, progress: &Progress) -> Result<Outcome, ExperimentError> {
+    let name = NAMES
+        .iter()
+        .copied()
+        .find(|n| *n == name)
+        .ok_or_else(|| ExperimentError::Unknown(name.into()))?;
+    fn pack<R: serde::Serialize>(
+        name: &'static str,
+        report: R,
+        summary: impl Fn(&R) -> String,
+        plot: impl Fn(&R) -> RgbaImage,
+    ) -> Outcome {
+        Outcome {
+            name,
+            json: serde_json::to_value(&report).expect("reports serialise"),
+            summary: summary(&report),
+            plot: plot(&report),
+        }
+    }
+    Ok(match name {
+        "off-leaf" => {
+            let r = off_leaf::run(&off_leaf::Config::from(settings), progress)?;
+            pack(name, r, off_leaf::Report::summary, off_leaf::Report::plot)
+        }
+        "leaves" => {
+            let r = leaves::run(&leaves::Config::from(settings), progress)?;
+            pack(name, r, leaves::Report::summary, leaves::Report::plot)
+        }
+        "training" => {
+            let r = training::run(&training::Config::from(settings), progress)?;
+            pack(name, r, training::Report::summary, training::Report::plot)
+        }
+        "dataset-spectra" => {
+            let r = dataset_spectra::run(&dataset_spectra::Config::from(settings), progress)?;
+            pack(
+                name,
+                r,
+                dataset_spectra::Report::summary,
+                dataset_spectra::Report::plot,
+            )
+        }
+        "involutivity" => {
+            let r = involutivity::run(&involutivity::Config::from(settings), progress)?;
+            pack(name, r, involutivity::Report::summary, involutivity::Report::plot)
+        }
+        "denoise" => {
+            let r = denoise::run(&denoise::Config::from(settings), progress)?;
+            pack(name, r, denoise::Report::summary, denoise::Report::plot)
+        }
+        "ood" => {
+            let r = ood::run(&ood::Config::from(settings), progress)?;
+            pack(name, r, ood::Report::summary, ood::Report::plot)
+        }
+        _ => unreachable!("every name in NAMES has a branch"),
+    })
+}
+
+/// Open the MNIST model an experiment studies and the MNIST test set, checking they fit.
+pub fn mnist_model(spec: &str) -> Result<(Model, Dataset), ExperimentError> {
+    let model = Model::open(spec)?;
+    let data = Dataset::open("mnist")?;
+    model.check_dataset(&data).map_err(ExperimentError::Invalid)?;
+    Ok((model, data))
+}
+
+/// `count` indices spread evenly over `0..len` (the first `len` when count >= len).
+pub fn spread(len: usize, count: usize) -> Vec<usize> {
+    if count >= len {
+        return (0..len).collect();
+    }
+    (0..count).map(|k| k * len / count).collect()
+}
+
+/// Map `f` over `items` on all cores; `f` reports its own progress. Stops early when cancelled.
+pub fn par_map<T: Sync, R: Send>(
+    items: &[T],
+    progress: &Progress,
+    f: impl Fn(&T) -> R + Sync + Send,
+) -> Result<Vec<R>, ExperimentError> {
+    let out: Vec<Option<R>> = items
+        .par_iter()
+        .map(|item| (!progress.is_cancelled()).then(|| f(item)))
+        .collect();
+    progress.check()?;
+    Ok(out.into_iter().map(|r| r.expect("not cancelled")).collect())
+}
+
+/// log10, with zero (and anything below 1e-300) sent to -300 so JSON stays finite.
+pub fn log10_floor(v: f64) -> f64 {
+    v.max(1e-300).log10()
+}
+
+/// Round to `digits` significant decimals for compact JSON and summaries.
+pub fn round(v: f64, decimals: i32) -> f64 {
+    let f = 10f64.powi(decimals);
+    (v * f).round() / f
+}
+
+/// Area under the ROC curve: the probability that a random positive scores above a random negative
+/// (ties count one half), by the Mann-Whitney rank sum.
+pub fn roc_auc(positives: &[f64], negatives: &[f64]) -> f64 {
+    let mut all: Vec<(f64, bool)> = positives
+        .iter()
+        .map(|&s| (s, true))
+        .chain(negatives.iter().map(|&s| (s, false)))
+        .collect();
+    all.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // Average ranks over ties.
+    let mut rank_sum = 0.0;
+    let mut i = 0;
+    while i < all.len() {
+        let mut j = i;
+        while j + 1 < all.len() && all[j + 1].0 == all[i].0 {
+            j += 1;
+        }
+        let avg = (i + j) as f64 / 2.0 + 1.0;
+        rank_sum += avg * all[i..=j].iter().filter(|(_, p)| *p).count() as f64;
+        i = j + 1;
+    }
+    let (np, nn) = (positives.len() as f64, negatives.len() as f64);
+    (rank_sum - np * (np + 1.0) / 2.0) / (np * nn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auc_of_separated_and_equal_scores() {
+        assert_eq!(roc_auc(&[3.0, 4.0], &[1.0, 2.0]), 1.0);
+        assert_eq!(roc_auc(&[1.0, 2.0], &[3.0, 4.0]), 0.0);
+        assert_eq!(roc_auc(&[1.0, 1.0], &[1.0, 1.0]), 0.5);
+    }
+
+    #[test]
+    fn spread_is_even() {
+        assert_eq!(spread(10, 5), vec![0, 2, 4, 6, 8]);
+        assert_eq!(spread(3, 5), vec![0, 1, 2]);
+    }
+}

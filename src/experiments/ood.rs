@@ -1,0 +1,185 @@
+//! `ood`: G's spectrum as an out-of-distribution score. In-distribution: MNIST test images; out:
+//! Fashion-MNIST, uniform noise, the 20 CIFAR-10 images in grey, mirrored MNIST digits. Scores
+//! (higher = more out of distribution): log10 lambda_1 (the top eigenvalue of G), log10 trace G,
+//! and the usual baseline 1 - max_i p_i. The figure of merit is the ROC AUC of each score, MNIST
+//! against each other set: the probability that an outside image scores above an MNIST one.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::plot::{self, Axes, Canvas, PALETTE};
+use super::{dataset_spectra, mnist_model, par_map, roc_auc, round, ExperimentError, Progress, Settings};
+use crate::geometry::LocalGeometry;
+
+pub const SCORES: [&str; 3] = ["log10_lambda_1", "log10_trace", "one_minus_max_prob"];
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub model: String,
+    /// Images per set (CIFAR-10 has only its 20).
+    pub samples: usize,
+    pub seed: u64,
+}
+
+impl From<&Settings> for Config {
+    fn from(s: &Settings) -> Config {
+        Config {
+            model: s.model.clone(),
+            samples: s.samples.unwrap_or(500),
+            seed: s.seed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub model: String,
+    pub in_distribution: String,
+    /// Images per set.
+    pub counts: BTreeMap<String, usize>,
+    pub scores: Vec<&'static str>,
+    /// out-of-distribution set -> score -> ROC AUC.
+    pub auc: BTreeMap<String, BTreeMap<&'static str, f64>>,
+    /// set name -> score name -> every image's score (for the ROC curves).
+    #[serde(skip)]
+    pub values: Vec<(String, Vec<[f64; 3]>)>,
+}
+
+/// ROC curve points (false positive rate, true positive rate), outside = positive.
+pub fn roc_curve(positives: &[f64], negatives: &[f64]) -> Vec<(f64, f64)> {
+    let mut all: Vec<(f64, bool)> = positives
+        .iter()
+        .map(|&s| (s, true))
+        .chain(negatives.iter().map(|&s| (s, false)))
+        .collect();
+    all.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let (np, nn) = (positives.len().max(1) as f64, negatives.len().max(1) as f64);
+    let (mut tp, mut fp) = (0.0, 0.0);
+    let mut out = vec![(0.0, 0.0)];
+    let mut i = 0;
+    while i < all.len() {
+        // Ties move together.
+        let mut j = i;
+        while j < all.len() && all[j].0 == all[i].0 {
+            if all[j].1 {
+                tp += 1.0;
+            } else {
+                fp += 1.0;
+            }
+            j += 1;
+        }
+        out.push((fp / nn, tp / np));
+        i = j;
+    }
+    out
+}
+
+pub fn run(config: &Config, progress: &Progress) -> Result<Report, ExperimentError> {
+    let (model, mnist) = mnist_model(&config.model)?;
+    // A different uniform-noise seed from dataset-spectra's, so the two experiments are independent.
+    let sets = dataset_spectra::comparison_sets(&mnist, config.samples, config.seed.wrapping_add(1))?;
+    let total: usize = sets.iter().map(|s| s.len()).sum();
+    progress.begin("ood: G on every set", total as u64);
+    let mut values = Vec::new();
+    for set in &sets {
+        let indices: Vec<usize> = (0..set.len()).collect();
+        let rows = par_map(&indices, progress, |&i| {
+            let geo = LocalGeometry::at(&model.network, set.image(i).expect("in range"));
+            progress.advance(1);
+            [
+                geo.eigenvalues[0].max(1e-300).log10(),
+                geo.trace.max(1e-300).log10(),
+                1.0 - geo.max_prob(),
+            ]
+        })?;
+        values.push((set.name.clone(), rows));
+    }
+    let inside = &values[0];
+    let mut auc = BTreeMap::new();
+    for (name, rows) in &values[1..] {
+        let mut per = BTreeMap::new();
+        for (s, score) in SCORES.iter().enumerate() {
+            let pos: Vec<f64> = rows.iter().map(|r| r[s]).collect();
+            let neg: Vec<f64> = inside.1.iter().map(|r| r[s]).collect();
+            per.insert(*score, round(roc_auc(&pos, &neg), 4));
+        }
+        auc.insert(name.clone(), per);
+    }
+    Ok(Report {
+        model: model.name().to_string(),
+        in_distribution: inside.0.clone(),
+        counts: values.iter().map(|(n, r)| (n.clone(), r.len())).collect(),
+        scores: SCORES.to_vec(),
+        auc,
+        values,
+    })
+}
+
+impl Report {
+    pub fn summary(&self) -> String {
+        let mut out = format!(
+            "ood ({}): ROC AUC of each score, {} ({} images) against each set\n  {:<16} {:>6} {:>15} {:>12} {:>19}\n",
+            self.model,
+            self.in_distribution,
+            self.counts.get(&self.in_distribution).copied().unwrap_or(0),
+            "set",
+            "count",
+            "log10 lambda_1",
+            "log10 trace",
+            "1 - max p (baseline)"
+        );
+        for (name, _) in &self.values[1..] {
+            let a = &self.auc[name];
+            out += &format!(
+                "  {:<16} {:>6} {:>15.3} {:>12.3} {:>19.3}\n",
+                name, self.counts[name], a["log10_lambda_1"], a["log10_trace"], a["one_minus_max_prob"]
+            );
+        }
+        out.trim_end().to_string()
+    }
+
+    pub fn plot(&self) -> image::RgbaImage {
+        let mut c = Canvas::new(1260, 445);
+        c.title(&format!(
+            "Out-of-distribution detection with G ({}): ROC, {} = negative, other sets = positive",
+            self.model, self.in_distribution
+        ));
+        let titles = [
+            "score: log10 λ1 (top eigenvalue of G)",
+            "score: log10 trace G",
+            "baseline: 1 − max p",
+        ];
+        let ticks = plot::nice_ticks(0.0, 1.0, 5);
+        for (s, score) in SCORES.iter().enumerate() {
+            let ax = Axes::new(
+                80.0 + s as f32 * 410.0,
+                60.0,
+                320.0,
+                320.0,
+                (0.0, 1.0),
+                (0.0, 1.0),
+            );
+            ax.frame(
+                &mut c,
+                titles[s],
+                "false positive rate (MNIST flagged)",
+                "true positive rate",
+                &ticks,
+                &ticks,
+            );
+            let (a, b) = (ax.px(0.0, 0.0), ax.px(1.0, 1.0));
+            c.dashed_line(a, b, 1.0, 5.0, plot::GREY);
+            let neg: Vec<f64> = self.values[0].1.iter().map(|r| r[s]).collect();
+            let mut entries = Vec::new();
+            for (k, (name, rows)) in self.values[1..].iter().enumerate() {
+                let pos: Vec<f64> = rows.iter().map(|r| r[s]).collect();
+                let colour = PALETTE[k + 1];
+                ax.series(&mut c, &roc_curve(&pos, &neg), 2.0, colour, false);
+                entries.push((format!("{name}: AUC {:.3}", self.auc[name][score]), colour));
+            }
+            c.legend(ax.left + 95.0, ax.top + 235.0, &entries, 12.0);
+        }
+        c.into_image()
+    }
+}
