@@ -183,9 +183,16 @@ fn main() -> ExitCode {
         Err(e) => {
             let text = e.render().to_string();
             // clap's message is the first paragraph; the usage block after it is left out.
-            let message: Vec<&str> = text.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+            let message: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
             let message = message.join(" ");
-            eprintln!("error: {} (see `dataleaf --help`)", message.trim_start_matches("error: "));
+            eprintln!(
+                "error: {} (see `dataleaf --help`)",
+                message.trim_start_matches("error: ")
+            );
             return ExitCode::from(2);
         }
     };

@@ -515,3 +515,95 @@ fn open_another_dataset_from_the_window() {
         .is_some());
     assert_eq!(h.state().settings().dataset, "fashion-mnist");
 }
+
+/// Open the experiments window (Ctrl+R) and choose `name` with `samples`.
+fn choose_experiment(h: &mut Harness<'static, DataleafApp>, name: &str, samples: usize) {
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::R);
+    h.run_steps(2);
+    h.get_by_label(name).click();
+    h.run_steps(2);
+    h.get_by_role_and_label(egui::Role::SpinButton, "Samples")
+        .set_value_accesskit(samples as f64);
+    h.run_steps(2);
+}
+
+#[test]
+fn an_experiment_runs_from_its_window_and_shows_its_figure() {
+    let mut h = app();
+    choose_experiment(&mut h, "training", 40);
+    assert!(h
+        .query_all_by_label_contains("G vanishes as the model becomes certain")
+        .next()
+        .is_some());
+    h.get_by_label("▶ Run training").click();
+    h.run_steps(2);
+    assert!(h.state().experiment_running(), "the run starts");
+    // The window keeps answering while the experiment runs on its own thread.
+    assert!(h.query_all_by_label("Cancel").next().is_some());
+    wait(&mut h, "the training experiment", |app| !app.experiment_running());
+    h.run_steps(2);
+    assert_eq!(h.state().experiment_error(), None);
+    let summary = h.state().experiment_summary().expect("a summary").to_string();
+    let first = summary.lines().next().unwrap_or_default();
+    assert!(!first.is_empty());
+    assert!(
+        h.query_all_by_label_contains(first).next().is_some(),
+        "the summary is in the window: {summary}"
+    );
+    assert!(h.query_all_by_label("figure of training").next().is_some());
+    assert!(h.state().errors().is_empty(), "{:?}", h.state().errors());
+}
+
+#[test]
+fn a_running_experiment_can_be_cancelled() {
+    let mut h = app();
+    choose_experiment(&mut h, "dataset-spectra", 5000);
+    h.get_by_label("▶ Run dataset-spectra").click();
+    h.run_steps(2);
+    assert!(h.state().experiment_running());
+    h.get_by_label("Cancel").click();
+    wait(&mut h, "the cancelled run to stop", |app| {
+        !app.experiment_running()
+    });
+    h.run_steps(2);
+    assert_eq!(h.state().experiment_summary(), None);
+    let error = h.state().experiment_error().unwrap_or_default().to_string();
+    assert!(error.contains("cancelled"), "{error}");
+    assert!(h.query_all_by_label_contains("cancelled").next().is_some());
+}
+
+#[test]
+fn a_model_with_smooth_activations_shows_a_note() {
+    let mut h = app();
+    assert!(
+        h.query_all_by_label_contains("smooth activations")
+            .next()
+            .is_none(),
+        "the shipped ReLU model needs no note"
+    );
+    let dir = std::env::temp_dir().join(format!("dataleaf-smooth-test-{}", std::process::id()));
+    let arch = dataleaf::experiments::involutivity::mlp_with("sigmoid").unwrap();
+    let weights = dataleaf::model::Network::initial_weights(&arch, 3);
+    let json = dir.join("sigmoid.json");
+    dataleaf::model::files::write_model(&json, &arch, &weights).unwrap();
+
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::L);
+    h.run_steps(2);
+    let field = h.get_by_label("Model");
+    field.focus();
+    field.type_text(&json.display().to_string());
+    h.step();
+    h.get_by_label("Load model").click();
+    wait(&mut h, "the sigmoid model", |app| {
+        app.model().is_some_and(|m| m.name == arch.name)
+    });
+    h.run_steps(2);
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(h.state().errors().is_empty(), "{:?}", h.state().errors());
+    let note = label_with(&h, "smooth activations");
+    assert!(
+        note.contains("the foliation results assume ReLU networks"),
+        "{note}"
+    );
+    assert!(!h.state().model().unwrap().piecewise_linear);
+}

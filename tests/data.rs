@@ -113,9 +113,7 @@ fn from_idx_files_on_real_files() {
 #[test]
 fn missing_path_names_it_and_lists_built_ins() {
     let missing = temp_dir("missing").join("nothing-here");
-    let e = Dataset::open(missing.to_str().unwrap())
-        .unwrap_err()
-        .to_string();
+    let e = Dataset::open(missing.to_str().unwrap()).unwrap_err().to_string();
     assert!(e.contains(&missing.display().to_string()), "{e}");
     assert!(e.contains("no such file or directory"), "{e}");
     assert!(e.contains("mnist, fashion-mnist"), "{e}");
@@ -158,9 +156,7 @@ fn label_count_mismatch_names_both_files_and_counts() {
     let e = Dataset::from_idx_files(&images, &labels, vec!["a".into(); 10], "x")
         .unwrap_err()
         .to_string();
-    let opened = Dataset::open(dir.to_str().unwrap())
-        .unwrap_err()
-        .to_string();
+    let opened = Dataset::open(dir.to_str().unwrap()).unwrap_err().to_string();
     let _ = std::fs::remove_dir_all(&dir);
     for message in [&e, &opened] {
         assert!(message.contains(&images.display().to_string()), "{message}");
@@ -185,9 +181,7 @@ fn label_out_of_range_is_reported_with_its_index() {
         .to_string();
     // classes.txt beside the files is used by open(), and so checked too.
     std::fs::write(dir.join("classes.txt"), "zero\none\n").unwrap();
-    let opened = Dataset::open(images.to_str().unwrap())
-        .unwrap_err()
-        .to_string();
+    let opened = Dataset::open(images.to_str().unwrap()).unwrap_err().to_string();
     let _ = std::fs::remove_dir_all(&dir);
     assert!(e.contains(&labels.display().to_string()), "{e}");
     assert!(
@@ -220,12 +214,8 @@ fn missing_labels_file_is_named() {
     let dir = temp_dir("nolabels");
     let images = dir.join("t10k-images-idx3-ubyte");
     write_images(&images, 1);
-    let by_file = Dataset::open(images.to_str().unwrap())
-        .unwrap_err()
-        .to_string();
-    let by_dir = Dataset::open(dir.to_str().unwrap())
-        .unwrap_err()
-        .to_string();
+    let by_file = Dataset::open(images.to_str().unwrap()).unwrap_err().to_string();
+    let by_dir = Dataset::open(dir.to_str().unwrap()).unwrap_err().to_string();
     let _ = std::fs::remove_dir_all(&dir);
     let expected = dir.join("t10k-labels-idx1-ubyte").display().to_string();
     for message in [by_file, by_dir] {
@@ -237,9 +227,7 @@ fn missing_labels_file_is_named() {
 #[test]
 fn empty_directory_says_what_was_looked_for() {
     let dir = temp_dir("empty");
-    let e = Dataset::open(dir.to_str().unwrap())
-        .unwrap_err()
-        .to_string();
+    let e = Dataset::open(dir.to_str().unwrap()).unwrap_err().to_string();
     let _ = std::fs::remove_dir_all(&dir);
     assert!(e.contains(&dir.display().to_string()), "{e}");
     assert!(e.contains("t10k-images-idx3-ubyte[.gz]"), "{e}");
@@ -251,9 +239,7 @@ fn file_with_a_foreign_name_is_refused() {
     let dir = temp_dir("foreign");
     let path = dir.join("pictures.dat");
     write_images(&path, 1);
-    let e = Dataset::open(path.to_str().unwrap())
-        .unwrap_err()
-        .to_string();
+    let e = Dataset::open(path.to_str().unwrap()).unwrap_err().to_string();
     assert!(e.contains("pictures.dat"), "{e}");
     assert!(e.contains("images-idx3-ubyte[.gz]"), "{e}");
     // A .bin file is taken for a CIFAR-10 batch, and an IDX file is not one.
@@ -261,5 +247,8 @@ fn file_with_a_foreign_name_is_refused() {
     write_images(&bin, 1);
     let e = Dataset::open(bin.to_str().unwrap()).unwrap_err().to_string();
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(e.contains("pictures.bin") && e.contains("not a CIFAR-10 binary batch"), "{e}");
+    assert!(
+        e.contains("pictures.bin") && e.contains("not a CIFAR-10 binary batch"),
+        "{e}"
+    );
 }

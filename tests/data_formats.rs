@@ -37,7 +37,10 @@ fn temp_dir(name: &str) -> PathBuf {
 #[test]
 fn cifar_batch_holds_the_real_test_images() {
     let data = Dataset::open(samples_dir().to_str().unwrap()).unwrap();
-    assert_eq!((data.len(), data.channels, data.height, data.width), (20, 3, 32, 32));
+    assert_eq!(
+        (data.len(), data.channels, data.height, data.width),
+        (20, 3, 32, 32)
+    );
     assert_eq!(data.class_names, CIFAR10_CLASSES.map(String::from).to_vec());
     let pngs = sample_pngs();
     assert_eq!(data.labels, pngs.iter().map(|(_, l)| *l).collect::<Vec<_>>());
@@ -63,9 +66,15 @@ fn image_folder_loads_classes_from_sub_folders() {
         std::fs::copy(&path, class.join(path.file_name().unwrap())).unwrap();
     }
     let data = Dataset::open(dir.to_str().unwrap()).unwrap();
-    assert_eq!((data.len(), data.channels, data.height, data.width), (20, 3, 32, 32));
+    assert_eq!(
+        (data.len(), data.channels, data.height, data.width),
+        (20, 3, 32, 32)
+    );
     // Classes are the sub-folders present, in name order.
-    let mut present: Vec<String> = sample_pngs().iter().map(|(_, l)| CIFAR10_CLASSES[*l].to_string()).collect();
+    let mut present: Vec<String> = sample_pngs()
+        .iter()
+        .map(|(_, l)| CIFAR10_CLASSES[*l].to_string())
+        .collect();
     present.sort();
     present.dedup();
     assert_eq!(data.class_names, present);
@@ -92,7 +101,10 @@ fn bad_folders_and_batches_get_clear_errors() {
     image::GrayImage::new(28, 28).save(dir.join("a/1.png")).unwrap();
     image::GrayImage::new(30, 28).save(dir.join("a/2.png")).unwrap();
     let e = Dataset::open(dir.to_str().unwrap()).unwrap_err().to_string();
-    assert!(e.contains("2.png") && e.contains("30x28") && e.contains("one size"), "{e}");
+    assert!(
+        e.contains("2.png") && e.contains("30x28") && e.contains("one size"),
+        "{e}"
+    );
     // An unreadable image.
     std::fs::write(dir.join("a/2.png"), b"not a png at all").unwrap();
     let e = Dataset::open(dir.to_str().unwrap()).unwrap_err().to_string();

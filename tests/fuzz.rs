@@ -18,7 +18,10 @@ use dataleaf::model::files::parse_weights;
 use dataleaf::model::{Architecture, Network};
 
 fn iterations() -> usize {
-    std::env::var("DATALEAF_FUZZ_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000)
+    std::env::var("DATALEAF_FUZZ_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000)
 }
 
 fn mutate(rng: &mut StdRng, seed: &[u8]) -> Vec<u8> {
@@ -65,7 +68,10 @@ fn fuzz(name: &str, seeds: &[Vec<u8>], parse: impl Fn(&[u8])) {
     for k in 0..iters {
         let input = mutate(&mut rng, &seeds[k % seeds.len()]);
         if catch_unwind(AssertUnwindSafe(|| parse(&input))).is_err() {
-            panic!("{name}: a parser panicked on input {:?}", &input[..input.len().min(64)]);
+            panic!(
+                "{name}: a parser panicked on input {:?}",
+                &input[..input.len().min(64)]
+            );
         }
     }
     println!("{name}: {iters} executions, no panic");
@@ -95,7 +101,12 @@ fn idx_labels(count: u32) -> Vec<u8> {
 
 #[test]
 fn idx_parsers_never_panic() {
-    let seeds = vec![idx_images(3, 4, 5), idx_labels(7), gzip(&idx_images(2, 3, 3)), gzip(&idx_labels(5))];
+    let seeds = vec![
+        idx_images(3, 4, 5),
+        idx_labels(7),
+        gzip(&idx_images(2, 3, 3)),
+        gzip(&idx_labels(5)),
+    ];
     fuzz("idx", &seeds, |b| {
         let _ = idx_images_from_bytes(b, "fuzz");
         let _ = idx_labels_from_bytes(b, "fuzz");
@@ -113,7 +124,12 @@ fn cifar_parser_never_panics() {
 }
 
 fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch").join(name)).unwrap()
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/torch")
+            .join(name),
+    )
+    .unwrap()
 }
 
 #[test]

@@ -36,9 +36,8 @@ fn matrix(v: &Value, field: &str, name: &str) -> Vec<Vec<f64>> {
                 .unwrap_or_else(|| panic!("{name}.expected.json: {field:?} has a non-array row"))
                 .iter()
                 .map(|x| {
-                    x.as_f64().unwrap_or_else(|| {
-                        panic!("{name}.expected.json: {field:?} has a non-number")
-                    })
+                    x.as_f64()
+                        .unwrap_or_else(|| panic!("{name}.expected.json: {field:?} has a non-number"))
                 })
                 .collect()
         })
@@ -48,8 +47,7 @@ fn matrix(v: &Value, field: &str, name: &str) -> Vec<Vec<f64>> {
 fn expected(name: &str) -> Expected {
     let path = fixtures().join(format!("{name}.expected.json"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let value: Value =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let value: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     Expected {
         inputs: matrix(&value, "inputs", name),
         logits: matrix(&value, "logits", name),
@@ -69,11 +67,7 @@ fn flat_f32(inputs: &[Vec<f64>]) -> Vec<f32> {
 /// Largest |got - want| over the batch, after checking it is within tolerance.
 fn check_logits(what: &str, got: &[f32], want: &[Vec<f64>]) -> f64 {
     let classes = want[0].len();
-    assert_eq!(
-        got.len(),
-        want.len() * classes,
-        "{what}: wrong number of logits"
-    );
+    assert_eq!(got.len(), want.len() * classes, "{what}: wrong number of logits");
     let scale = want.iter().flatten().fold(0.0f64, |m, x| m.max(x.abs()));
     let tol = TOLERANCE * scale.max(1.0);
     let mut worst = 0.0f64;
@@ -102,11 +96,7 @@ fn fast_network_matches_pytorch_logits() {
         let model = load(name);
         let exp = expected(name);
         let batch = exp.inputs.len();
-        assert_eq!(
-            exp.inputs[0].len(),
-            model.arch.input.len(),
-            "{name}: input size"
-        );
+        assert_eq!(exp.inputs[0].len(), model.arch.input.len(), "{name}: input size");
         let got = model.network.logits(&flat_f32(&exp.inputs), batch);
         let worst = check_logits(&format!("{name} (network)"), &got, &exp.logits);
         eprintln!("{name}: network max |logit error| {worst:.3e}");
@@ -160,18 +150,12 @@ fn fixtures_are_nontrivial() {
             assert!(hi - lo > 1.0, "{name}: logits {row:?} hardly differ");
         }
         let eig = matrix(&exp.value, "eigenvalues", name);
-        assert_eq!(
-            eig.len(),
-            exp.inputs.len(),
-            "{name}: one spectrum per input"
-        );
+        assert_eq!(eig.len(), exp.inputs.len(), "{name}: one spectrum per input");
         assert!(eig
             .iter()
             .all(|e| e.len() == c && e.windows(2).all(|w| w[0] >= w[1])));
         let jac = matrix(&exp.value, "jacobians", name);
-        let count = exp.value["jacobian_count"]
-            .as_u64()
-            .expect("jacobian_count") as usize;
+        let count = exp.value["jacobian_count"].as_u64().expect("jacobian_count") as usize;
         assert!(count >= 1 && jac.len() == count && count <= exp.inputs.len());
         assert!(
             jac.iter().all(|j| j.len() == c * n),
@@ -236,8 +220,8 @@ fn exported_architecture_round_trips() {
         let path = fixtures().join(format!("{name}.json"));
         let text = std::fs::read_to_string(&path).unwrap();
         let arch = Architecture::from_json(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let again = Architecture::from_json(&arch.to_json())
-            .unwrap_or_else(|e| panic!("{name}: re-read: {e}"));
+        let again =
+            Architecture::from_json(&arch.to_json()).unwrap_or_else(|e| panic!("{name}: re-read: {e}"));
         assert_eq!(arch, again, "{name}");
         // What the exporter wrote is what the loader sees.
         let model = load(name);

@@ -22,6 +22,7 @@ pub enum Command {
     ExportStrip,
     ExportGif,
     ExportCsv,
+    Experiments,
     /// One of `state::PRESETS`, by position.
     Preset(usize),
     Quit,
@@ -46,6 +47,7 @@ impl Command {
             Command::ExportStrip,
             Command::ExportGif,
             Command::ExportCsv,
+            Command::Experiments,
         ];
         all.extend((0..PRESETS.len()).map(Command::Preset));
         all.push(Command::Quit);
@@ -69,6 +71,7 @@ impl Command {
             Command::ExportStrip => "Export PNG strip".into(),
             Command::ExportGif => "Export GIF".into(),
             Command::ExportCsv => "Export CSV".into(),
+            Command::Experiments => "Experiments…".into(),
             Command::Preset(i) => PRESETS.get(i).map_or_else(String::new, |p| p.title.to_string()),
             Command::Quit => "Quit".into(),
         }
@@ -91,6 +94,7 @@ impl Command {
             Command::ExportStrip => "Nine evenly spaced frames of both walks, as a PNG",
             Command::ExportGif => "Both walks as an animated GIF",
             Command::ExportCsv => "The plotted series, one row per step",
+            Command::Experiments => "Run the papers' batch experiments on the loaded model",
             Command::Preset(i) => PRESETS.get(i).map_or("", |p| p.about),
             Command::Quit => "Close dataleaf",
         }
@@ -115,6 +119,7 @@ impl Command {
             Command::ExportStrip => ctrl(Key::E),
             Command::ExportGif => ctrl(Key::G),
             Command::ExportCsv => ctrl(Key::T),
+            Command::Experiments => ctrl(Key::R),
             Command::Preset(i) => [Key::Num1, Key::Num2, Key::Num3, Key::Num4, Key::Num5]
                 .get(i)
                 .and_then(|&k| key(k)),

@@ -5,6 +5,7 @@
 
 mod commands;
 mod draw_pad;
+mod experiments_view;
 mod files;
 mod gallery;
 mod history;
@@ -73,6 +74,9 @@ struct Message {
     time: f64,
 }
 
+/// Shown beside the model's name when it is not piecewise linear.
+pub const SMOOTH_NOTE: &str = "This model uses smooth activations (sigmoid/tanh/GELU): the foliation results assume ReLU networks; G is still computed.";
+
 /// Seconds a note stays.
 const NOTE_SECONDS: f64 = 8.0;
 
@@ -101,6 +105,7 @@ pub struct DataleafApp {
     plots: plots::Plots,
     draw_pad: draw_pad::DrawPad,
     files: files::FilesWindow,
+    experiments: experiments_view::ExperimentsView,
     messages: Vec<Message>,
     shot: Shot,
     /// Recent UI frame times in milliseconds: the frame's work as eframe reports it (ui,
@@ -194,6 +199,7 @@ impl DataleafApp {
             plots: Default::default(),
             draw_pad: Default::default(),
             files: Default::default(),
+            experiments: Default::default(),
             messages: Vec::new(),
             shot,
             frame_ms: Vec::new(),
@@ -222,6 +228,19 @@ impl DataleafApp {
 
     pub fn is_playing(&self) -> bool {
         self.playing
+    }
+
+    /// The experiments window: whether a run is going, its summary or error when done.
+    pub fn experiment_running(&self) -> bool {
+        self.experiments.is_running()
+    }
+
+    pub fn experiment_summary(&self) -> Option<&str> {
+        self.experiments.summary()
+    }
+
+    pub fn experiment_error(&self) -> Option<&str> {
+        self.experiments.error()
     }
 
     /// The errors shown in the window.
@@ -517,6 +536,7 @@ impl DataleafApp {
             Command::OpenModel => self.files.pick(files::Kind::Model),
             Command::OpenDataset => self.files.pick(files::Kind::Dataset),
             Command::TypePaths => self.files.open = true,
+            Command::Experiments => self.experiments.open = true,
             Command::ExportStrip | Command::ExportGif | Command::ExportCsv => {
                 let Some(shape) = self.shape() else { return };
                 let classes = self.classes();
@@ -585,6 +605,7 @@ impl DataleafApp {
                     item(ui, c);
                 }
             });
+            ui.menu_button("Experiments", |ui| item(ui, Command::Experiments));
             ui.menu_button("Presets", |ui| {
                 for i in 0..PRESETS.len() {
                     item(ui, Command::Preset(i));
@@ -764,6 +785,10 @@ impl eframe::App for DataleafApp {
 
         egui::Panel::top("menu").show(ui, |ui| {
             self.menu_bar(ui, &mut actions);
+            if self.model.as_ref().is_some_and(|m| !m.piecewise_linear) {
+                ui.label(RichText::new(SMOOTH_NOTE).color(style::NOTICE_COLOR))
+                    .on_hover_text("The walks still run; the involutivity experiment shows what changes");
+            }
             self.presets_bar(ui, &mut actions);
         });
         egui::Panel::bottom("status").show(ui, |ui| self.status_bar(ui, time));
@@ -823,6 +848,8 @@ impl eframe::App for DataleafApp {
                 });
         });
         self.files.ui(&ctx, &mut self.settings, &mut actions);
+        let model_name = self.model.as_ref().map_or("no model", |m| m.name.as_str());
+        self.experiments.ui(&ctx, &self.settings.model, model_name);
         if ctx.input(|i| !i.raw.hovered_files.is_empty()) {
             let painter = ctx.layer_painter(egui::LayerId::new(
                 egui::Order::Foreground,

@@ -13,6 +13,8 @@ pub const LECTURE_ZOOM: f32 = 1.6;
 pub const LEAF_COLOR: Color32 = Color32::from_rgb(0, 114, 178);
 pub const KERNEL_COLOR: Color32 = Color32::from_rgb(213, 94, 0);
 pub const ERROR_COLOR: Color32 = Color32::from_rgb(190, 30, 45);
+/// A calm note (not an error): dark amber, readable on both themes.
+pub const NOTICE_COLOR: Color32 = Color32::from_rgb(170, 110, 0);
 
 pub fn lane_color(lane: Lane) -> Color32 {
     match lane {

@@ -82,6 +82,8 @@ pub struct ModelInfo {
     pub name: String,
     pub source: String,
     pub classes: Vec<String>,
+    /// False with sigmoid, tanh or GELU layers, where the papers' ReLU results do not apply.
+    pub piecewise_linear: bool,
 }
 
 /// Start a new pair of walks; `session` tags their frames so stale ones can be dropped.
@@ -267,6 +269,7 @@ impl Worker {
             name: m.name().to_string(),
             source: m.source.display().to_string(),
             classes: m.arch.classes.clone(),
+            piecewise_linear: m.arch.is_piecewise_linear(),
         });
         self.reply(Reply::Loaded {
             model: model_spec.zip(info),

@@ -35,7 +35,7 @@ pub fn parse_batch(bytes: &[u8], classes: usize, path: &Path) -> Result<(Vec<f32
     if bytes.is_empty() {
         return Err(DataError::invalid(path, "empty file, not a CIFAR-10 batch"));
     }
-    if bytes.len() % RECORD != 0 {
+    if !bytes.len().is_multiple_of(RECORD) {
         return Err(DataError::invalid(
             path,
             format!(
@@ -65,7 +65,10 @@ pub fn parse_batch(bytes: &[u8], classes: usize, path: &Path) -> Result<(Vec<f32
 fn read_batch(path: &Path) -> Result<Vec<u8>, DataError> {
     let meta = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
     if meta.len() > MAX_BATCH_BYTES {
-        return Err(DataError::invalid(path, format!("{} bytes is more than dataleaf reads", meta.len())));
+        return Err(DataError::invalid(
+            path,
+            format!("{} bytes is more than dataleaf reads", meta.len()),
+        ));
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     std::fs::File::open(path)
@@ -79,10 +82,17 @@ fn class_names_beside(batch: &Path) -> Result<Vec<String>, DataError> {
     let meta = batch.with_file_name("batches.meta.txt");
     match std::fs::read_to_string(&meta) {
         Ok(text) => {
-            let names: Vec<String> =
-                text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+            let names: Vec<String> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect();
             if names.len() < 2 {
-                return Err(DataError::invalid(&meta, "needs at least two class names, one per line"));
+                return Err(DataError::invalid(
+                    &meta,
+                    "needs at least two class names, one per line",
+                ));
             }
             Ok(names)
         }
@@ -155,11 +165,15 @@ mod tests {
     #[test]
     fn rejects_truncated_empty_and_out_of_range() {
         let bytes = record(1, 7);
-        let e = parse_batch(&bytes[..100], 10, Path::new("t.bin")).unwrap_err().to_string();
+        let e = parse_batch(&bytes[..100], 10, Path::new("t.bin"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("t.bin") && e.contains("3073-byte records"), "{e}");
         let e = parse_batch(&[], 10, Path::new("e.bin")).unwrap_err().to_string();
         assert!(e.contains("empty"), "{e}");
-        let e = parse_batch(&record(12, 0), 10, Path::new("l.bin")).unwrap_err().to_string();
+        let e = parse_batch(&record(12, 0), 10, Path::new("l.bin"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("label 12"), "{e}");
     }
 }

@@ -57,12 +57,23 @@ pub fn load_folder(dir: &Path, name: String) -> Result<Dataset, DataError> {
     let mut files: Vec<(PathBuf, usize)> = Vec::new();
     let mut class_names = Vec::new();
     for (label, class_dir) in classes.iter().enumerate() {
-        class_names.push(class_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
-        for file in sorted_entries(class_dir)?.into_iter().filter(|f| is_image_file(f)) {
+        class_names.push(
+            class_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
+        for file in sorted_entries(class_dir)?
+            .into_iter()
+            .filter(|f| is_image_file(f))
+        {
             files.push((file, label));
         }
         if files.len() > MAX_IMAGES {
-            return Err(DataError::invalid(dir, format!("more than {MAX_IMAGES} images; dataleaf reads fewer")));
+            return Err(DataError::invalid(
+                dir,
+                format!("more than {MAX_IMAGES} images; dataleaf reads fewer"),
+            ));
         }
     }
     if files.is_empty() {

@@ -5,11 +5,11 @@ mod folder;
 mod idx;
 mod open;
 
+pub use cifar::{parse_batch as parse_cifar_batch, CIFAR10_CLASSES};
 pub use idx::{
     idx_images_from_bytes, idx_labels_from_bytes, read_idx_images, read_idx_labels, IdxImages,
     IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, MAX_IDX_BYTES,
 };
-pub use cifar::{parse_batch as parse_cifar_batch, CIFAR10_CLASSES};
 pub use open::{BUILT_IN, CLASSES_FILE, DEFAULT_DATASET, EMBEDDED, FASHION_MNIST_CLASSES};
 
 use std::path::{Path, PathBuf};

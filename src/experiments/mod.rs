@@ -49,6 +49,26 @@ pub fn claim(name: &str) -> Option<&'static str> {
     })
 }
 
+/// The sample count an experiment uses when `Settings::samples` is `None` (for the app's field).
+pub fn default_samples(name: &str) -> Option<usize> {
+    let s = &Settings::default();
+    Some(match name {
+        "off-leaf" => off_leaf::Config::from(s).samples,
+        "leaves" => leaves::Config::from(s).pairs,
+        "training" => training::Config::from(s).images,
+        "dataset-spectra" => dataset_spectra::Config::from(s).samples,
+        "involutivity" => involutivity::Config::from(s).points,
+        "denoise" => denoise::Config::from(s).samples,
+        "ood" => ood::Config::from(s).samples,
+        _ => return None,
+    })
+}
+
+/// Whether the experiment studies `Settings::model` (`training` walks its own checkpoint series).
+pub fn uses_model(name: &str) -> bool {
+    name != "training"
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ExperimentError {
     #[error("cancelled")]
