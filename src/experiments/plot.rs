@@ -2,7 +2,6 @@
 //! plots, heat maps, legends and image tiles, with text in the bundled DejaVu Sans (`export::FONT`),
 //! so a figure never needs a system font.
 
-use ab_glyph::{Font, FontRef, PxScale, ScaleFont};
 use image::{Rgba, RgbaImage};
 
 pub type Colour = [u8; 3];
@@ -35,14 +34,12 @@ pub enum Align {
 /// A white picture to draw on, in pixel coordinates (y down).
 pub struct Canvas {
     pub img: RgbaImage,
-    font: FontRef<'static>,
 }
 
 impl Canvas {
     pub fn new(width: u32, height: u32) -> Canvas {
         Canvas {
             img: RgbaImage::from_pixel(width, height, Rgba([255, 255, 255, 255])),
-            font: FontRef::try_from_slice(crate::export::FONT).expect("the bundled font parses"),
         }
     }
 
@@ -135,10 +132,7 @@ impl Canvas {
 
     /// Width in pixels of `text` at `size` px.
     pub fn text_width(&self, text: &str, size: f32) -> f32 {
-        let scaled = self.font.as_scaled(PxScale::from(size));
-        text.chars()
-            .map(|c| scaled.h_advance(self.font.glyph_id(c)))
-            .sum()
+        crate::export::text_width(text, size)
     }
 
     /// Draw `text` with its vertical middle at `y`, aligned on `x` as `align` says.
@@ -149,24 +143,11 @@ impl Canvas {
             Align::Centre => x - width / 2.0,
             Align::Right => x - width,
         };
-        let font = self.font.clone();
-        let scaled = font.as_scaled(PxScale::from(size));
         // Cap height is about 0.72 em: centre the digits and capitals on y.
         let baseline = y + 0.36 * size;
-        let mut pen = left;
-        for ch in text.chars() {
-            let glyph = font
-                .glyph_id(ch)
-                .with_scale_and_position(PxScale::from(size), ab_glyph::point(pen, baseline));
-            pen += scaled.h_advance(glyph.id);
-            if let Some(outline) = font.outline_glyph(glyph) {
-                let bounds = outline.px_bounds();
-                outline.draw(|gx, gy, coverage| {
-                    let (px, py) = (bounds.min.x as i64 + gx as i64, bounds.min.y as i64 + gy as i64);
-                    self.blend(px, py, colour, coverage);
-                });
-            }
-        }
+        crate::export::draw_text(text, left, baseline, size, |px, py, coverage| {
+            self.blend(px, py, colour, coverage)
+        });
     }
 
     /// Text turned a quarter counter-clockwise (reading upward), centred on (x, y): y-axis labels.

@@ -78,13 +78,19 @@ fn blit(canvas: &mut RgbaImage, pixels: &[f32], shape: ImageShape, scale: u32, x
     }
 }
 
-/// Write `text` centred in the box [x0, x0 + width) on the baseline row `y0 + size`.
-fn caption(canvas: &mut RgbaImage, text: &str, x0: u32, y0: u32, width: u32, size: f32) {
+/// Width in pixels of `text` in the bundled font at `size` px.
+pub fn text_width(text: &str, size: f32) -> f32 {
     let font = FontRef::try_from_slice(FONT).expect("the bundled font parses");
     let scaled = font.as_scaled(PxScale::from(size));
-    let total: f32 = text.chars().map(|c| scaled.h_advance(font.glyph_id(c))).sum();
-    let mut pen = x0 as f32 + ((width as f32 - total) / 2.0).max(0.0);
-    let baseline = y0 as f32 + scaled.ascent();
+    text.chars().map(|c| scaled.h_advance(font.glyph_id(c))).sum()
+}
+
+/// Rasterise `text` in the bundled font from (x, baseline); `ink(px, py, coverage)` paints each
+/// pixel a glyph covers. The one text renderer of strips, GIFs and experiment figures.
+pub fn draw_text(text: &str, x: f32, baseline: f32, size: f32, mut ink: impl FnMut(i64, i64, f32)) {
+    let font = FontRef::try_from_slice(FONT).expect("the bundled font parses");
+    let scaled = font.as_scaled(PxScale::from(size));
+    let mut pen = x;
     for ch in text.chars() {
         let glyph = font
             .glyph_id(ch)
@@ -93,17 +99,30 @@ fn caption(canvas: &mut RgbaImage, text: &str, x0: u32, y0: u32, width: u32, siz
         if let Some(outline) = font.outline_glyph(glyph) {
             let bounds = outline.px_bounds();
             outline.draw(|gx, gy, coverage| {
-                let (px, py) = (bounds.min.x as i64 + gx as i64, bounds.min.y as i64 + gy as i64);
-                if px >= 0 && py >= 0 && (px as u32) < canvas.width() && (py as u32) < canvas.height() {
-                    let p = canvas.get_pixel_mut(px as u32, py as u32);
-                    let ink = 1.0 - coverage.clamp(0.0, 1.0);
-                    for c in 0..3 {
-                        p.0[c] = (p.0[c] as f32 * ink) as u8;
-                    }
-                }
+                ink(
+                    bounds.min.x as i64 + gx as i64,
+                    bounds.min.y as i64 + gy as i64,
+                    coverage,
+                )
             });
         }
     }
+}
+
+/// Write `text` in black, centred in the box [x0, x0 + width), its top at `y0`.
+fn caption(canvas: &mut RgbaImage, text: &str, x0: u32, y0: u32, width: u32, size: f32) {
+    let font = FontRef::try_from_slice(FONT).expect("the bundled font parses");
+    let left = x0 as f32 + ((width as f32 - text_width(text, size)) / 2.0).max(0.0);
+    let baseline = y0 as f32 + font.as_scaled(PxScale::from(size)).ascent();
+    draw_text(text, left, baseline, size, |px, py, coverage| {
+        if px >= 0 && py >= 0 && (px as u32) < canvas.width() && (py as u32) < canvas.height() {
+            let p = canvas.get_pixel_mut(px as u32, py as u32);
+            let ink = 1.0 - coverage.clamp(0.0, 1.0);
+            for c in 0..3 {
+                p.0[c] = (p.0[c] as f32 * ink) as u8;
+            }
+        }
+    });
 }
 
 /// One labelled frame: the image upscaled, the caption below on white.
