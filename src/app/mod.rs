@@ -82,9 +82,13 @@ const NOTE_SECONDS: f64 = 8.0;
 
 enum Shot {
     Off,
-    Waiting(PathBuf),
+    /// The file, and when to take the picture anyway (nothing to walk, or walks too slow).
+    Waiting(PathBuf, std::time::Instant),
     Requested,
 }
+
+/// A scripted screenshot never waits longer than this for its walk frames.
+const SCREENSHOT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(90);
 
 pub struct DataleafApp {
     settings: Settings,
@@ -179,7 +183,7 @@ impl DataleafApp {
         );
         worker.send(Request::Speed(settings.speed));
         let shot = match &options.screenshot {
-            Some(path) => Shot::Waiting(path.clone()),
+            Some(path) => Shot::Waiting(path.clone(), std::time::Instant::now() + SCREENSHOT_DEADLINE),
             None => Shot::Off,
         };
         DataleafApp {
@@ -424,7 +428,7 @@ impl DataleafApp {
                         self.apply_preset(p, time);
                     } else {
                         self.restart();
-                        if std::mem::take(&mut self.options.play) || matches!(self.shot, Shot::Waiting(_)) {
+                        if std::mem::take(&mut self.options.play) || matches!(self.shot, Shot::Waiting(..)) {
                             self.play(true);
                         }
                     }
@@ -722,14 +726,24 @@ impl DataleafApp {
 
     /// Take the screenshot asked for on the command line once the walks show enough.
     fn screenshot(&mut self, ctx: &egui::Context) {
-        let Shot::Waiting(path) = &self.shot else { return };
+        let Shot::Waiting(path, deadline) = &self.shot else {
+            return;
+        };
         let steps = self
             .history
             .lane(Lane::Leaf)
             .len()
             .max(self.history.lane(Lane::Kernel).len());
-        if steps <= self.options.screenshot_step && !self.history.finished() {
+        let late = std::time::Instant::now() >= *deadline;
+        if steps <= self.options.screenshot_step && !self.history.finished() && !late {
+            // Keep frames coming so the deadline is noticed even when nothing walks.
+            ctx.request_repaint_after(std::time::Duration::from_millis(500));
             return;
+        }
+        if late && steps <= self.options.screenshot_step {
+            eprintln!(
+                "dataleaf: {steps} steps after {SCREENSHOT_DEADLINE:?}; taking the screenshot as it is"
+            );
         }
         let path = path.clone();
         let times = self.frame_ms.clone();
@@ -893,7 +907,7 @@ impl eframe::App for DataleafApp {
 
     fn raw_input_hook(&mut self, _ctx: &egui::Context, raw_input: &mut egui::RawInput) {
         // A screenshot shows the app, not whatever tooltip the idle pointer happens to raise.
-        if matches!(self.shot, Shot::Waiting(_) | Shot::Requested) {
+        if matches!(self.shot, Shot::Waiting(..) | Shot::Requested) {
             raw_input
                 .events
                 .retain(|e| !matches!(e, egui::Event::PointerMoved(_)));

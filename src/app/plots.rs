@@ -122,9 +122,11 @@ impl Plots {
         ui.label(RichText::new("Probabilities p = softmax(logits)").strong());
         let names: Vec<String> = (0..c).map(|k| style::class_name(classes, k)).collect();
         let ui_text_color = ui.visuals().text_color();
+        // Long class names (CIFAR's "automobile") would run into each other: stagger them on two rows.
+        let stagger = c > 5 && names.iter().any(|n| n.chars().count() > 3);
         still("probabilities", big)
             .legend(legend())
-            .include_y(-0.12)
+            .include_y(if stagger { -0.2 } else { -0.12 })
             .include_y(1.05)
             .include_x(-0.6)
             .include_x(c as f64 - 0.4)
@@ -132,8 +134,9 @@ impl Plots {
             .show(ui, |plot| {
                 // Every class named under its bars (axis labels thin out when space is short).
                 for (k, name) in names.iter().enumerate() {
+                    let y = if stagger && k % 2 == 1 { -0.14 } else { -0.06 };
                     plot.text(
-                        Text::new("", PlotPoint::new(k as f64, -0.06), RichText::new(name).strong())
+                        Text::new("", PlotPoint::new(k as f64, y), RichText::new(name).strong())
                             .color(ui_text_color),
                     );
                 }
