@@ -8,12 +8,22 @@ use anyhow::{anyhow, Result};
 
 use dataleaf::experiments::{self, Progress, Settings};
 
+#[derive(clap::Args)]
 pub struct ExperimentArgs {
+    /// off-leaf, leaves, training, dataset-spectra, involutivity, denoise or ood.
     pub name: String,
+    /// The experiment's main count (images, pairs or points); each has its own default.
+    #[arg(long)]
     pub samples: Option<usize>,
+    #[arg(long)]
     pub json: bool,
+    /// Write the experiment's figure as a PNG.
+    #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// The MNIST model under study (training always uses the shipped LeNet series).
+    #[arg(long, default_value = dataleaf::model::DEFAULT_MODEL)]
     pub model: String,
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
 

@@ -11,6 +11,17 @@ use anyhow::{anyhow, Result};
 use dataleaf::data::Dataset;
 use dataleaf::model::Model;
 
+/// Options every headless command takes.
+#[derive(clap::Args)]
+pub struct Inputs {
+    /// Model: a .json architecture file (weights in the .safetensors beside it) or a shipped model's name.
+    #[arg(long, default_value = dataleaf::model::DEFAULT_MODEL)]
+    pub model: String,
+    /// Dataset: mnist, fashion-mnist, mnist-train, an IDX folder or an IDX images file.
+    #[arg(long, default_value = "mnist")]
+    pub dataset: String,
+}
+
 /// Open a model and a dataset and check they fit each other.
 pub fn open_pair(model: &str, dataset: &str) -> Result<(Model, Dataset)> {
     let model = Model::open(model)?;

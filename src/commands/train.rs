@@ -7,14 +7,27 @@ use anyhow::{anyhow, Context, Result};
 use dataleaf::data::Dataset;
 use dataleaf::model::{train, zoo};
 
+#[derive(clap::Args)]
 pub struct TrainArgs {
+    /// Architecture: medium-cnn (the papers'), lenet, or mlp.
+    #[arg(long)]
     pub arch: String,
+    #[arg(long, default_value_t = 10)]
     pub epochs: usize,
+    /// Folder for the checkpoints.
+    #[arg(long, default_value = "checkpoints")]
     pub out: PathBuf,
+    #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    #[arg(long, default_value_t = 0.01, allow_negative_numbers = true)]
     pub lr: f32,
+    #[arg(long, default_value_t = 60)]
     pub batch: usize,
+    /// Training images: an IDX folder or images file; the shipped MNIST train set by default.
+    #[arg(long, default_value = "mnist-train")]
     pub train_data: String,
+    /// Images the test accuracy of each checkpoint is measured on.
+    #[arg(long, default_value = "mnist")]
     pub test_data: String,
 }
 

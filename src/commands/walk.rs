@@ -9,21 +9,46 @@ use dataleaf::walk::{self, Mode, Step, Walk, WalkConfig};
 
 use super::{image_at, open_pair};
 
+#[derive(clap::Args)]
 pub struct WalkArgs {
-    pub model: String,
-    pub dataset: String,
+    #[command(flatten)]
+    pub inputs: super::Inputs,
+    /// leaf, kernel or free.
+    #[arg(long)]
     pub mode: String,
+    #[arg(long)]
     pub start: usize,
+    #[arg(long)]
     pub target: Option<usize>,
+    /// Walk toward the horizontal mirror of the target (a symbol not in the dataset).
+    #[arg(long)]
     pub flip_target: bool,
+    /// Kernel steps from the start before the walk: a noisy start on another leaf.
+    #[arg(long, default_value_t = 0)]
     pub noise_steps: usize,
+    /// Step length in pixel units (default 0.0308, the papers' 0.1 in normalised units).
+    #[arg(long, allow_negative_numbers = true)]
     pub step: Option<f32>,
+    /// Stop distance to the target in pixel units (default 0.3081).
+    #[arg(long, allow_negative_numbers = true)]
     pub stop: Option<f32>,
+    /// Steps at most (default 10000 for leaf and free, 1000 for kernel).
+    #[arg(long)]
     pub max_steps: Option<usize>,
+    /// Seed of the kernel walk's random direction.
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Leaf walk: weight of the transverse part of each step, 0 to 1 (0 = strictly on the leaf;
+    /// default 1/sqrt(n - rank), the papers' effective walk).
+    #[arg(long, allow_negative_numbers = true)]
     pub transverse: Option<f32>,
+    #[arg(long)]
     pub json: bool,
+    /// Write 9 evenly spaced frames, labelled, side by side as a PNG.
+    #[arg(long)]
     pub strip: Option<PathBuf>,
+    /// Write the walk as an animated GIF.
+    #[arg(long)]
     pub gif: Option<PathBuf>,
 }
 
@@ -61,7 +86,7 @@ pub fn run(args: WalkArgs) -> Result<()> {
         return Err(anyhow!("--flip-target needs --target"));
     }
     // The arguments are checked before any file is read, so their errors come first.
-    let (model, data) = open_pair(&args.model, &args.dataset)?;
+    let (model, data) = open_pair(&args.inputs.model, &args.inputs.dataset)?;
     let mut start = image_at(&data, args.start, "--start")?.to_vec();
     let target = match args.target {
         Some(t) => {
