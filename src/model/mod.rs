@@ -7,6 +7,7 @@ pub mod classifier;
 pub mod files;
 pub mod matmul;
 pub mod network;
+pub mod sparse;
 pub mod train;
 pub mod zoo;
 
