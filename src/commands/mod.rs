@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod experiment;
+pub mod memory;
 pub mod spectrum;
 pub mod train;
 pub mod walk;

@@ -173,6 +173,13 @@ impl Trace {
     }
 }
 
+/// Multiply-adds of one Jacobian: the forward pass, and each cotangent row's reverse pass.
+#[derive(Debug, Clone, Copy)]
+pub struct JacobianMacs {
+    pub forward: f64,
+    pub per_row: f64,
+}
+
 /// Gradients of the loss for every weight tensor, in `Network::weights` order.
 pub type Gradients = Vec<Vec<f32>>;
 
@@ -470,7 +477,11 @@ impl Network {
                         // once there are enough input channels to fill a vector.
                         let first_row = &g[..c.cout * c.hout * c.wout];
                         g = if c.cin >= 8 && sparse::density(first_row) < sparse::MAX_DENSITY {
-                            sparse::conv_input_grad(&c.shape(), &c.weight, &g, rows)
+                            if trace.batch == 1 {
+                                sparse::conv_input_grad_shared(&c.shape(), &c.weight, &g, rows)
+                            } else {
+                                sparse::conv_input_grad(&c.shape(), &c.weight, &g, rows)
+                            }
                         } else {
                             conv_input_grad(c, &g, rows)
                         };
@@ -561,6 +572,73 @@ impl Network {
             .enumerate()
             .for_each(|(i, v)| *v /= self.std[(i % n) / plane]);
         Some(g)
+    }
+
+    /// Multiply-adds of the Jacobian at the image a single-image `trace` records, counting in the
+    /// reverse pass only the entries that carry gradient there (behind a max-pool one position per
+    /// window, behind a ReLU the active units): `dataleaf bench` divides it by the machine's gemm
+    /// rate for the arithmetic floor of a step.
+    pub fn jacobian_macs(&self, trace: &Trace) -> JacobianMacs {
+        assert_eq!(trace.batch, 1, "one image");
+        let mut forward = 0.0;
+        for op in &self.ops {
+            forward += match op {
+                Op::Conv(c) => (c.cout * c.hout * c.wout * c.cin * c.k * c.k) as f64,
+                Op::Linear(l) => (l.nin * l.nout) as f64,
+                _ => 0.0,
+            };
+        }
+        // Which entries of each activation carry gradient back from the logits.
+        let mut live = vec![true; self.num_classes()];
+        let mut per_row = 0.0;
+        let mut pool_index = trace.argmax.len();
+        for (i, op) in self.ops.iter().enumerate().rev() {
+            let in_len = self.lens[i];
+            let count = live.iter().filter(|&&l| l).count();
+            live = match op {
+                Op::Conv(c) => {
+                    per_row += (count * c.cin * c.k * c.k) as f64;
+                    vec![count > 0; in_len]
+                }
+                Op::Linear(l) => {
+                    per_row += (count * l.nin) as f64;
+                    vec![count > 0; in_len]
+                }
+                Op::Relu => live
+                    .iter()
+                    .zip(&trace.acts[i])
+                    .map(|(&l, &v)| l && v > 0.0)
+                    .collect(),
+                Op::MaxPool(_) => {
+                    pool_index -= 1;
+                    let mut into = vec![false; in_len];
+                    for (o, &j) in trace.argmax[pool_index].iter().enumerate() {
+                        into[j as usize] |= live[o];
+                    }
+                    into
+                }
+                Op::AvgPool(p) => {
+                    let mut into = vec![false; in_len];
+                    for c in 0..p.c {
+                        for oh in 0..p.hout {
+                            for ow in 0..p.wout {
+                                if live[(c * p.hout + oh) * p.wout + ow] {
+                                    for ki in 0..p.k {
+                                        for kj in 0..p.k {
+                                            let y = oh * p.stride + ki;
+                                            into[(c * p.hin + y) * p.win + ow * p.stride + kj] = true;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    into
+                }
+                Op::Flatten | Op::Activation(_) => live,
+            };
+        }
+        JacobianMacs { forward, per_row }
     }
 
     /// Zeroed gradient buffers, one per weight tensor, in op order (weight then bias).
