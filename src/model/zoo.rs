@@ -105,8 +105,8 @@ pub const SCALING: [(&str, [usize; 3], usize); 4] = [
 
 /// A VGG-style ReLU network for an image shape and class count: blocks of 3x3 convolutions (padding
 /// 1) and a 2x2 max-pool, then a linear classifier. CIFAR and Tiny-ImageNet sizes use two
-/// convolutions per block and a hidden layer, ImageNet size one convolution per block (a stride-2
-/// first convolution and five blocks) so a step stays within seconds on a laptop.
+/// convolutions per block and a hidden layer; the ImageNet size one convolution per block, after a
+/// stride-2 first convolution, so a step stays within seconds on a laptop.
 pub fn scaling_architecture(name: &str, input: [usize; 3], classes: usize) -> Architecture {
     use Layer::{Flatten, Relu};
     let [channels, height, width] = input;
