@@ -103,8 +103,8 @@ pub const SCALING: [(&str, [usize; 3], usize); 4] = [
     ("imagenet-vgg", [3, 224, 224], 1000),
 ];
 
-/// A VGG-style ReLU network for an image shape and class count: blocks of 3x3 convolutions (padding
-/// 1) and a 2x2 max-pool, then a linear classifier. CIFAR and Tiny-ImageNet sizes use two
+/// A VGG-style ReLU network for an image shape and class count: blocks of padded 3x3 convolutions
+/// and a 2x2 max-pool, then a linear classifier. CIFAR and Tiny-ImageNet sizes use two
 /// convolutions per block and a hidden layer; the ImageNet size one convolution per block, after a
 /// stride-2 first convolution, so a step stays within seconds on a laptop.
 pub fn scaling_architecture(name: &str, input: [usize; 3], classes: usize) -> Architecture {
