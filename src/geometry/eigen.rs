@@ -5,7 +5,7 @@
 //! Jacobi's sweeps cost ~10x more, too slow at C = 1000.
 
 /// Up to this size the Jacobi solver is used.
-pub const JACOBI_MAX: usize = 100;
+pub const JACOBI_MAX: usize = 32;
 
 /// Eigenvalues (descending) and the matching unit eigenvectors (as rows) of a symmetric
 /// `n x n` row-major matrix.
