@@ -158,50 +158,80 @@ mod shared {
             }
         }
         // The channels live at each output position, in any row.
+        let mut any = vec![false; out_len];
+        for row in g.chunks(out_len).take(rows) {
+            any.iter_mut().zip(row).for_each(|(a, &v)| *a |= v != 0.0);
+        }
         let mut live: Vec<Vec<u32>> = vec![Vec::new(); hw];
-        for (o, list) in live.iter_mut().enumerate() {
-            for co in 0..s.cout {
-                if (0..rows).any(|r| g[r * out_len + co * hw + o] != 0.0) {
-                    list.push(co as u32);
+        for (co, channel) in any.chunks(hw).enumerate() {
+            for (list, _) in live.iter_mut().zip(channel).filter(|(_, &a)| a) {
+                list.push(co as u32);
+            }
+        }
+        // Blocks of rows, at least one per thread so every core works.
+        let blocks = rows
+            .div_ceil(MAX_BLOCK)
+            .max(rayon::current_num_threads().min(rows));
+        let per_block = rows.div_ceil(blocks.max(1));
+        let mut dx = vec![0.0f32; rows * in_len];
+        let job = Job {
+            s,
+            g,
+            wt: &wt,
+            padded,
+            live: &live,
+        };
+        dx.par_chunks_mut(per_block * in_len)
+            .enumerate()
+            // SAFETY: the caller checked AVX2 and FMA.
+            .for_each(|(b, dx_block)| unsafe { job.block(b * per_block, dx_block) });
+        dx
+    }
+
+    /// What every block of rows shares.
+    struct Job<'a> {
+        s: &'a ConvShape,
+        g: &'a [f32],
+        wt: &'a [f32],
+        padded: usize,
+        live: &'a [Vec<u32>],
+    }
+
+    impl Job<'_> {
+        /// The input gradients of rows r0.. (as many as `dx_block` holds), channels first.
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn block(&self, r0: usize, dx_block: &mut [f32]) {
+            let s = self.s;
+            let in_len = s.cin * s.hin * s.win;
+            let hw = s.hout * s.wout;
+            let out_len = s.cout * hw;
+            let nr = dx_block.len() / in_len;
+            let mut hwc = vec![0.0f32; nr * in_len];
+            let mut vals = vec![0.0f32; s.cout * nr];
+            let mut out = vec![0.0f32; nr * self.padded];
+            for (o, list) in self.live.iter().enumerate() {
+                if list.is_empty() {
+                    continue;
+                }
+                for (i, &co) in list.iter().enumerate() {
+                    for r in 0..nr {
+                        vals[i * nr + r] = self.g[(r0 + r) * out_len + co as usize * hw + o];
+                    }
+                }
+                // SAFETY: AVX2 and FMA are enabled here; slices are sized as the kernel reads.
+                unsafe { patch_block(nr, list, &vals, self.wt, self.padded, &mut out) };
+                add_patch(s, o, &out, self.padded, nr, &mut hwc);
+            }
+            // Back to channels first.
+            let plane = s.hin * s.win;
+            for (dx_row, hwc_row) in dx_block.chunks_mut(in_len).zip(hwc.chunks(in_len)) {
+                for (p, pixel) in hwc_row.chunks(s.cin).enumerate() {
+                    for (ci, &v) in pixel.iter().enumerate() {
+                        dx_row[ci * plane + p] = v;
+                    }
                 }
             }
         }
-        // Blocks of rows, at least two so both cores work.
-        let blocks = rows.div_ceil(MAX_BLOCK).max(2.min(rows));
-        let per_block = rows.div_ceil(blocks.max(1));
-        let mut dx = vec![0.0f32; rows * in_len];
-        dx.par_chunks_mut(per_block * in_len)
-            .enumerate()
-            .for_each(|(b, dx_block)| {
-                let r0 = b * per_block;
-                let nr = dx_block.len() / in_len;
-                let mut hwc = vec![0.0f32; nr * in_len];
-                let mut vals = vec![0.0f32; s.cout * nr];
-                let mut out = vec![0.0f32; nr * padded];
-                for (o, list) in live.iter().enumerate() {
-                    if list.is_empty() {
-                        continue;
-                    }
-                    for (i, &co) in list.iter().enumerate() {
-                        for r in 0..nr {
-                            vals[i * nr + r] = g[(r0 + r) * out_len + co as usize * hw + o];
-                        }
-                    }
-                    // SAFETY: the caller checked AVX2 and FMA; slices are sized as the kernel reads.
-                    unsafe { patch_block(nr, list, &vals, &wt, padded, &mut out) };
-                    add_patch(s, o, &out, padded, nr, &mut hwc);
-                }
-                // Back to channels first.
-                let plane = s.hin * s.win;
-                for (dx_row, hwc_row) in dx_block.chunks_mut(in_len).zip(hwc.chunks(in_len)) {
-                    for (p, pixel) in hwc_row.chunks(s.cin).enumerate() {
-                        for (ci, &v) in pixel.iter().enumerate() {
-                            dx_row[ci * plane + p] = v;
-                        }
-                    }
-                }
-            });
-        dx
     }
 
     /// out[r][0..padded] = sum_i vals[i][r] wt[list[i]] for the rows of a block.
@@ -246,6 +276,7 @@ mod shared {
     }
 
     /// Add each row's patch (ki, kj, ci) at output position o into its channels-last input.
+    #[inline(always)]
     fn add_patch(s: &ConvShape, o: usize, out: &[f32], padded: usize, nr: usize, hwc: &mut [f32]) {
         let in_len = s.cin * s.hin * s.win;
         let (oh, ow) = (o / s.wout, o % s.wout);
