@@ -83,6 +83,9 @@ enum Command {
     /// Run one of the papers' experiments: off-leaf, leaves, training, dataset-spectra, involutivity,
     /// denoise or ood (README, "Experiments").
     Experiment(commands::experiment::ExperimentArgs),
+    /// SiMEC: walk the equivalence class (level set) through a point of a features model, printing
+    /// the points and outputs (README, "The plane view").
+    Simec(commands::simec::SimecArgs),
 }
 
 fn main() -> ExitCode {
@@ -152,5 +155,6 @@ fn run(cli: Cli) -> Result<()> {
             commands::bench::run(&inputs.model, &inputs.dataset, runs, json)
         }
         Command::Experiment(args) => commands::experiment::run(args),
+        Command::Simec(args) => commands::simec::run(args),
     }
 }
