@@ -118,12 +118,33 @@ pub fn simexp(
     max_steps: usize,
     reverse: bool,
 ) -> (Vec<Step>, bool) {
+    let walk = ClassWalk::new(mlp, x0, Along::Leaf, delta).reversed(reverse);
+    until_changed(mlp, x0, walk, threshold, max_steps)
+}
+
+/// SiMExp whose first step runs with `hint` (e.g. up or down the gradient of an output).
+pub fn simexp_toward(
+    mlp: &Mlp,
+    x0: &[f64],
+    delta: f64,
+    threshold: f64,
+    max_steps: usize,
+    hint: &[f64],
+) -> (Vec<Step>, bool) {
+    let walk = ClassWalk::new(mlp, x0, Along::Leaf, delta).oriented_like(hint);
+    until_changed(mlp, x0, walk, threshold, max_steps)
+}
+
+fn until_changed(
+    mlp: &Mlp,
+    x0: &[f64],
+    walk: ClassWalk,
+    threshold: f64,
+    max_steps: usize,
+) -> (Vec<Step>, bool) {
     let f0 = mlp.predict(x0);
     let mut steps = Vec::new();
-    for step in ClassWalk::new(mlp, x0, Along::Leaf, delta)
-        .reversed(reverse)
-        .take(max_steps)
-    {
+    for step in walk.take(max_steps) {
         let change = step
             .outputs
             .iter()
@@ -351,14 +372,26 @@ pub fn interval_preimage(
         let mut walk =
             ClassWalk::new(mlp, &from, Along::Leaf, cfg.step).oriented_like(&[sign * g[0], sign * g[1]]);
         walk.output = cfg.output;
+        let mut prev = from;
         for step in walk.take(cfg.max_steps) {
             let p = two(&step.point);
             if !cfg.bounds.contains(&p) {
                 return None;
             }
             if done(step.outputs.get(cfg.output).copied().unwrap_or(f64::NAN)) {
-                return Some(p);
+                // The step overshoots by up to delta |grad s|: bisect the last step back to the level.
+                let (mut lo, mut hi) = (prev, p);
+                for _ in 0..40 {
+                    let mid = [(lo[0] + hi[0]) / 2.0, (lo[1] + hi[1]) / 2.0];
+                    if done(s(&mid)) {
+                        hi = mid;
+                    } else {
+                        lo = mid;
+                    }
+                }
+                return Some(hi);
             }
+            prev = p;
         }
         None
     };
