@@ -61,7 +61,7 @@ impl Default for PlaneWalks {
     fn default() -> Self {
         PlaneWalks {
             step: 0.01,
-            threshold: 0.2,
+            threshold: 0.5,
             interval: None,
             half: 2.0,
         }
