@@ -170,3 +170,24 @@ fn a_scripted_run_saves_a_model_that_simec_reads_and_a_bad_path_shows_its_error(
     });
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn snapshot_of_two_moons_after_200_steps_with_the_curves_through_a_point() {
+    let mut h = app(AppOptions {
+        plane: true,
+        plane_train_steps: 200,
+        plane_click: Some([0.25, 0.75]),
+        ..AppOptions::default()
+    });
+    wait(&mut h, "the scripted training and curves", |app| {
+        app.plane_frame()
+            .is_some_and(|f| f.steps >= 200 && !f.playing && f.curves.is_some())
+    });
+    h.run_steps(3);
+    // Rendering needs a GPU or Mesa's software renderer (.ci/run installs mesa-vulkan-drivers).
+    if let Err(e) = h.render() {
+        eprintln!("note: no renderer, snapshot skipped: {e}");
+        return;
+    }
+    h.snapshot("plane_moons_200_steps");
+}

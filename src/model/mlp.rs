@@ -285,7 +285,10 @@ impl Mlp {
         Ok(Mlp {
             name: arch.name.clone(),
             task: arch.task,
-            names: arch.classes.clone(),
+            names: match arch.task {
+                Task::Classification => arch.classes.clone(),
+                Task::Regression => (0..arch.num_outputs()).map(|k| arch.output_name(k)).collect(),
+            },
             inputs: features,
             mean,
             std,
