@@ -170,7 +170,14 @@ fn run_app(args: AppArgs) -> Result<()> {
         .transpose()?;
     if let Some(m) = &args.plane_model {
         // Refuse a bad file here, in one line, rather than in the window.
-        dataleaf::model::mlp::Mlp::load(std::path::Path::new(m))?;
+        let mlp = dataleaf::model::mlp::Mlp::load(std::path::Path::new(m))?;
+        if mlp.inputs() != 2 {
+            return Err(anyhow!(
+                "{m}: model {} takes {} features; the plane view shows models of 2",
+                mlp.name,
+                mlp.inputs()
+            ));
+        }
     }
     dataleaf::app::run(dataleaf::app::AppOptions {
         model: args.model,

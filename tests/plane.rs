@@ -460,6 +460,26 @@ fn simexp_leaves_the_class_and_the_interval_preimage_is_an_annulus() {
 }
 
 #[test]
+fn the_bowl_has_one_singular_point_its_minimum() {
+    // G = grad f grad f^T drops to rank 0 where grad f = 0: the bottom of the bowl, an extremum
+    // (index +1), and nowhere else in the square.
+    let (bowl, _) = bowl_model();
+    let field = Field::sample(bowl, Bounds::square(1.0), 40, 40, 0);
+    let found: Vec<_> = field.singular.iter().collect();
+    assert_eq!(found.len(), 1, "singular points {found:?}");
+    let (p, kind) = found[0];
+    assert_eq!(*kind, dataleaf::geometry::plane::Singular::Extremum);
+    assert!(p[0].hypot(p[1]) < 0.1, "the minimum found at {p:?}");
+    // Everywhere else both directions are defined and unit.
+    let defined = field
+        .leaf
+        .iter()
+        .filter(|v| (v[0].hypot(v[1]) - 1.0).abs() < 1e-12)
+        .count();
+    assert!(defined >= 40 * 40 - 4, "{defined} cells with a direction");
+}
+
+#[test]
 fn toy_datasets_are_seeded_balanced_and_learnable() {
     for kind in ToyKind::ALL {
         let a = generate(kind, 300, 0.05, 9);
@@ -467,6 +487,28 @@ fn toy_datasets_are_seeded_balanced_and_learnable() {
         assert_ne!(a, generate(kind, 300, 0.05, 10));
         assert_eq!(a.labels.iter().filter(|&&l| l == 1).count(), 150);
         assert!(a.points.iter().all(|p| p[0].abs() < 2.0 && p[1].abs() < 2.0));
+        // A 2-16-16-2 tanh network learns each with Adam.
+        let began = std::time::Instant::now();
+        let spec = MlpSpec {
+            inputs: 2,
+            hidden: vec![16, 16],
+            outputs: 2,
+            act: Act::Tanh,
+            task: Task::Classification,
+        };
+        let xs = a.points.iter().map(|p| p.to_vec()).collect();
+        let ys = a.labels.iter().map(|&l| vec![l as f64]).collect();
+        let mut t = Trainer::new(Mlp::new(&spec, 5), xs, ys, 5);
+        for _ in 0..2000 {
+            t.step(32, 0.01);
+        }
+        let acc = t.accuracy();
+        eprintln!(
+            "{}: 2000 Adam steps in {:?}, training accuracy {acc:.3}",
+            kind.name(),
+            began.elapsed()
+        );
+        assert!(acc > 0.95, "{kind:?}: accuracy {acc}");
     }
 }
 

@@ -270,10 +270,11 @@ impl PlaneView {
             }
             if ui
                 .button("Reset")
-                .on_hover_text("Fresh weights, same data")
+                .on_hover_text("Fresh weights, same data; training stops")
                 .clicked()
             {
                 self.playing = false;
+                self.send(PlaneRequest::Play(false));
                 let s = self.setup.clone();
                 self.send(PlaneRequest::Setup(s));
             }
