@@ -9,8 +9,9 @@ use dataleaf::model::mlp::Mlp;
 use dataleaf::model::Task;
 use dataleaf::walk::simec::simec;
 
-/// More steps than this is a typing slip, not a walk (10 million steps take about a minute).
-const MAX_STEPS: usize = 10_000_000;
+/// More steps than this is a typing slip, not a walk: every step is kept for the JSON (about 150 MB
+/// at this cap) and a million take a few seconds.
+const MAX_STEPS: usize = 1_000_000;
 
 #[derive(clap::Args)]
 pub struct SimecArgs {

@@ -4,6 +4,8 @@
 //! the plane view), the leaf direction (largest eigenvalue, D_x) and the kernel direction
 //! (smallest, ker G), and the singular points where G's rank drops.
 
+use rayon::prelude::*;
+
 use crate::model::mlp::{softmax, Mlp};
 use crate::model::Task;
 
@@ -232,6 +234,9 @@ pub enum Singular {
     Flat,
 }
 
+/// One sampled cell: the output, the leaf and kernel directions, grad s, whether G = 0.
+type Cell = (f64, [f64; 2], [f64; 2], [f64; 2], bool);
+
 /// The plane on a grid: the shown output, the unit leaf and kernel directions (zero where undefined)
 /// at cell centres, and the singular points.
 #[derive(Debug, Clone)]
@@ -249,30 +254,37 @@ pub struct Field {
 impl Field {
     /// Sample a 2-feature model on an nx x ny grid of cell centres.
     pub fn sample(mlp: &Mlp, bounds: Bounds, nx: usize, ny: usize, output: usize) -> Field {
-        let mut values = Vec::with_capacity(nx * ny);
-        let (mut leaf, mut kernel, mut grads, mut flat) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for j in 0..ny {
-            for i in 0..nx {
-                let x = bounds.cell_centre(i, j, nx, ny);
-                let g = PointGeometry::at(mlp, &x, output);
-                values.push(g.outputs.get(output).copied().unwrap_or(f64::NAN));
-                let two = |v: &[f64]| {
-                    [
-                        v.first().copied().unwrap_or(0.0),
-                        v.get(1).copied().unwrap_or(0.0),
-                    ]
-                };
-                if g.directions_defined() {
-                    leaf.push(two(g.leaf_direction()));
-                    kernel.push(two(g.kernel_direction()));
+        let two = |v: &[f64]| {
+            [
+                v.first().copied().unwrap_or(0.0),
+                v.get(1).copied().unwrap_or(0.0),
+            ]
+        };
+        // Cells are independent: sample them on all cores, in row-major order.
+        let cells: Vec<Cell> = (0..nx * ny)
+            .into_par_iter()
+            .map(|k| {
+                let g = PointGeometry::at(mlp, &bounds.cell_centre(k % nx, k / nx, nx, ny), output);
+                let (leaf, kernel) = if g.directions_defined() {
+                    (two(g.leaf_direction()), two(g.kernel_direction()))
                 } else {
-                    leaf.push([0.0; 2]);
-                    kernel.push([0.0; 2]);
-                }
-                grads.push(two(&g.gradient));
-                flat.push(g.metric.iter().all(|&v| v == 0.0));
-            }
-        }
+                    ([0.0; 2], [0.0; 2])
+                };
+                let value = g.outputs.get(output).copied().unwrap_or(f64::NAN);
+                (
+                    value,
+                    leaf,
+                    kernel,
+                    two(&g.gradient),
+                    g.metric.iter().all(|&v| v == 0.0),
+                )
+            })
+            .collect();
+        let values = cells.iter().map(|c| c.0).collect();
+        let leaf = cells.iter().map(|c| c.1).collect();
+        let kernel = cells.iter().map(|c| c.2).collect();
+        let grads: Vec<[f64; 2]> = cells.iter().map(|c| c.3).collect();
+        let flat: Vec<bool> = cells.iter().map(|c| c.4).collect();
         let mut singular = Vec::new();
         // Critical points: the winding of grad s around the square of four neighbouring centres.
         for j in 0..ny.saturating_sub(1) {
