@@ -2,6 +2,10 @@
 
 mod commands;
 
+/// Counts heap bytes so `dataleaf bench` can report the memory a step needs.
+#[global_allocator]
+static ALLOCATOR: commands::memory::Counting = commands::memory::Counting;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -102,15 +106,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Per-step timings on the default walk (medians): forward, Jacobian, spectrum, leaf and kernel steps.
-    Bench {
-        #[command(flatten)]
-        inputs: commands::Inputs,
-        #[arg(long, default_value_t = 50)]
-        runs: usize,
-        #[arg(long)]
-        json: bool,
-    },
+    /// Per-step timings (medians): forward, Jacobian, spectrum, leaf and kernel steps, the arithmetic
+    /// floor; --walk adds the whole 4185 -> 5874 walk, --sizes the scaling table up to ImageNet size.
+    Bench(commands::bench::BenchArgs),
     /// Run one of the papers' experiments: off-leaf, leaves, training, dataset-spectra, involutivity,
     /// denoise or ood (README, "Experiments").
     Experiment(commands::experiment::ExperimentArgs),
@@ -208,9 +206,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Walk(args) => commands::walk::run(args),
         Command::Train(args) => commands::train::run(args),
         Command::Evaluate { inputs, json } => commands::evaluate(&inputs.model, &inputs.dataset, json),
-        Command::Bench { inputs, runs, json } => {
-            commands::bench::run(&inputs.model, &inputs.dataset, runs, json)
-        }
+        Command::Bench(args) => commands::bench::run(args),
         Command::Experiment(args) => commands::experiment::run(args),
         Command::Simec(args) => commands::simec::run(args),
     }

@@ -1,21 +1,47 @@
-//! `dataleaf bench`: medians of the per-step costs on the default model (4185 -> 5874, the papers'
-//! first leaf walk). Benchmarks, not tests: figures depend on the machine.
+//! `dataleaf bench`: medians of the per-step costs on a model (by default the medium CNN at MNIST
+//! test image 4185, the start of the papers' first leaf walk), the arithmetic floor of a step, and
+//! optionally the whole 4185 -> 5874 walk and a table of how a step grows with n and C.
+//! Benchmarks, not tests: figures depend on the machine.
 
 use std::time::Instant;
 
 use anyhow::{anyhow, Result};
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
 
 use dataleaf::geometry::{jacobian, LocalGeometry};
+use dataleaf::model::matmul::{matmul, Scalar, Threads, View};
+use dataleaf::model::{zoo, Architecture, Model, Network};
 use dataleaf::walk::{Mode, Walk, WalkConfig};
 
-use super::{image_at, open_pair};
+use super::memory::peak_bytes_of;
+use super::{image_at, open_pair, Inputs};
 
-/// Median wall time of `f` in milliseconds over `runs` calls, after a few warm-up calls.
-fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
-    for _ in 0..3 {
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub inputs: Inputs,
+    /// Timed repetitions of each measurement (medians are reported).
+    #[arg(long, default_value_t = 50)]
+    pub runs: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Also run the whole 4185 -> 5874 leaf walk: wall time, steps, drift off the leaf.
+    #[arg(long)]
+    pub walk: bool,
+    /// Also time random-weight VGG-style models from 3x32x32 (C = 10, 100) to 3x224x224 (C = 1000):
+    /// time and peak memory per step (the README's scaling table).
+    #[arg(long)]
+    pub sizes: bool,
+}
+
+/// Median wall time of `f` in milliseconds over `runs` calls, after `warmup` untimed calls.
+fn median_ms(runs: usize, warmup: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..warmup {
         f();
     }
-    let times: Vec<f64> = (0..runs)
+    let times: Vec<f64> = (0..runs.max(1))
         .map(|_| {
             let t = Instant::now();
             f();
@@ -30,75 +56,288 @@ fn median(mut times: Vec<f64>) -> f64 {
     times[times.len() / 2]
 }
 
-pub fn run(model: &str, dataset: &str, runs: usize, json: bool) -> Result<()> {
-    let (model, data) = open_pair(model, dataset)?;
-    let runs = runs.max(1);
-    let start = image_at(&data, 4185.min(data.len() - 1), "start")?.to_vec();
-    let target = image_at(&data, 5874.min(data.len() - 1), "target")?.to_vec();
-    let net = &model.network;
-    let shape = (data.channels, data.height, data.width);
+/// The machine's matrix-product rate in GFLOP/s: a 512^3 product on all threads.
+fn gemm_gflops<T: Scalar + From<f32>>() -> f64 {
+    let size = 512;
+    let a: Vec<T> = (0..size * size).map(|i| T::from((i % 17) as f32 * 0.1)).collect();
+    let mut c = vec![T::default(); size * size];
+    let ms = median_ms(15, 3, || {
+        let v = View::rows(&a, size, size);
+        matmul(&mut c, v, v, false, Threads::All);
+    });
+    2.0 * (size * size * size) as f64 / (ms * 1e6)
+}
 
-    let forward_ms = median_ms(runs, || {
-        std::hint::black_box(net.logits(&start, 1));
+/// What one step's arithmetic costs and how fast this machine can do it.
+struct Floor {
+    /// Forward and reverse passes for J, counting only entries that carry gradient (f32).
+    jacobian_flops: f64,
+    /// B, B B^T, the leaf basis and one projection (f64).
+    spectrum_flops: f64,
+    gemm_f32_gflops: f64,
+    gemm_f64_gflops: f64,
+}
+
+impl Floor {
+    fn measure(net: &Network, x: &[f32]) -> Floor {
+        let trace = net.forward(x, 1);
+        let macs = net.jacobian_macs(&trace);
+        let (c, n) = (net.num_classes() as f64, net.input_len() as f64);
+        let rank = c - 1.0;
+        Floor {
+            jacobian_flops: 2.0 * (macs.forward + c * macs.per_row),
+            spectrum_flops: 2.0 * (c * n + c * c * n + rank * c * n + 2.0 * rank * n),
+            gemm_f32_gflops: gemm_gflops::<f32>(),
+            gemm_f64_gflops: gemm_gflops::<f64>(),
+        }
+    }
+    fn ms(&self) -> f64 {
+        self.jacobian_flops / (self.gemm_f32_gflops * 1e6)
+            + self.spectrum_flops / (self.gemm_f64_gflops * 1e6)
+    }
+    fn to_json(&self) -> Value {
+        json!({
+            "jacobian_mflop": self.jacobian_flops / 1e6,
+            "spectrum_mflop": self.spectrum_flops / 1e6,
+            "gemm_f32_gflops": self.gemm_f32_gflops,
+            "gemm_f64_gflops": self.gemm_f64_gflops,
+        })
+    }
+}
+
+/// Per-step timings of one model at one image.
+struct StepTimes {
+    forward_ms: f64,
+    jacobian_ms: f64,
+    spectrum_ms: f64,
+    leaf_step_ms: f64,
+    kernel_step_ms: f64,
+    /// Heap a leaf step needs at its peak beyond what was live before it, bytes.
+    step_peak_bytes: usize,
+}
+
+fn time_steps(net: &Network, start: &[f32], target: &[f32], runs: usize) -> Result<StepTimes> {
+    let warmup = if runs > 5 { 3 } else { 0 };
+    let forward_ms = median_ms(runs, warmup, || {
+        std::hint::black_box(net.logits(start, 1));
     });
-    let jacobian_ms = median_ms(runs, || {
-        std::hint::black_box(jacobian::logits_and_jacobian(net, &start));
+    let jacobian_ms = median_ms(runs, warmup, || {
+        std::hint::black_box(jacobian::logits_and_jacobian(net, start));
     });
-    let (logits, jac) = jacobian::logits_and_jacobian(net, &start);
-    let spectrum_ms = median_ms(runs, || {
+    let (logits, jac) = jacobian::logits_and_jacobian(net, start);
+    let spectrum_ms = median_ms(runs, warmup, || {
         std::hint::black_box(LocalGeometry::from_jacobian(
             logits.clone(),
             jac.clone(),
             start.len(),
         ));
     });
-    let autograd_ms = median_ms(runs.min(10), || {
-        std::hint::black_box(jacobian::jacobian_autograd(&model.classifier, &start, shape).ok());
-    });
-    // Leaf and kernel steps alternate in one loop, so load from elsewhere on the machine hits both alike.
+    drop(jac);
     let walk = |mode: Mode, target: Option<Vec<f32>>| {
         let config = WalkConfig {
             max_steps: usize::MAX,
             ..WalkConfig::defaults(mode)
         };
-        Walk::new(net, config, start.clone(), target).map_err(|m| anyhow!(m))
+        Walk::new(net, config, start.to_vec(), target).map_err(|m| anyhow!(m))
     };
-    let mut leaf = walk(Mode::Leaf, Some(target.clone()))?;
+    let mut leaf = walk(Mode::Leaf, Some(target.to_vec()))?;
     let mut kernel = walk(Mode::Kernel, None)?;
+    // The first item is the start itself.
+    leaf.next();
+    kernel.next();
     let (mut leaf_times, mut kernel_times) = (Vec::new(), Vec::new());
-    // The leaf walk reaches its target after about 500 steps; measure well before.
-    for k in 0..runs.min(400) + 3 {
-        for (w, times) in [(&mut leaf, &mut leaf_times), (&mut kernel, &mut kernel_times)] {
-            let t = Instant::now();
-            std::hint::black_box(w.next());
-            if k >= 3 {
-                times.push(t.elapsed().as_secs_f64() * 1e3);
-            }
+    let mut step_peak_bytes = 0;
+    // Leaf and kernel steps alternate in one loop, so load from elsewhere on the machine hits both
+    // alike; the leaf walk reaches its target after about 500 steps, so measure well before.
+    for k in 0..runs.min(400) + warmup {
+        let t = Instant::now();
+        let (_, peak) = peak_bytes_of(|| std::hint::black_box(leaf.next()));
+        let leaf_ms = t.elapsed().as_secs_f64() * 1e3;
+        let t = Instant::now();
+        std::hint::black_box(kernel.next());
+        let kernel_ms = t.elapsed().as_secs_f64() * 1e3;
+        if k >= warmup {
+            leaf_times.push(leaf_ms);
+            kernel_times.push(kernel_ms);
+            step_peak_bytes = step_peak_bytes.max(peak);
         }
     }
-    let leaf_step_ms = median(leaf_times);
-    let kernel_step_ms = median(kernel_times);
-    let threads = rayon::current_num_threads();
-    if json {
-        let out = serde_json::json!({
+    Ok(StepTimes {
+        forward_ms,
+        jacobian_ms,
+        spectrum_ms,
+        leaf_step_ms: median(leaf_times),
+        kernel_step_ms: median(kernel_times),
+        step_peak_bytes,
+    })
+}
+
+/// The whole leaf walk 4185 -> 5874 with the default configuration, as the app plays it.
+fn whole_walk(net: &Network, start: &[f32], target: &[f32]) -> Result<Value> {
+    let config = WalkConfig::defaults(Mode::Leaf);
+    let t = Instant::now();
+    let walk = Walk::new(net, config, start.to_vec(), Some(target.to_vec())).map_err(|m| anyhow!(m))?;
+    let steps: Vec<_> = walk.collect();
+    let seconds = t.elapsed().as_secs_f64();
+    let last = steps.last().ok_or_else(|| anyhow!("the walk produced no step"))?;
+    let moves = &steps[1..];
+    let off_leaf = moves.iter().map(|s| s.off_leaf as f64).sum::<f64>() / moves.len().max(1) as f64;
+    Ok(json!({
+        "steps": moves.len(),
+        "reached": last.distance <= config.stop,
+        "final_distance": last.distance,
+        "seconds": seconds,
+        "mean_off_leaf_fraction": off_leaf,
+        "max_off_leaf_fraction": moves.iter().map(|s| s.off_leaf).fold(0.0f32, f32::max),
+    }))
+}
+
+/// One row of the scaling table: a random-weight model of the given shape.
+fn scaling_row(arch: &Architecture, runs: usize) -> Result<Value> {
+    let weights = Network::initial_weights(arch, 0);
+    let net = Network::new(arch, &weights).map_err(|m| anyhow!(m))?;
+    let n = net.input_len();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let start: Vec<f32> = (0..n).map(|_| rng.random::<f32>()).collect();
+    let target: Vec<f32> = (0..n).map(|_| rng.random::<f32>()).collect();
+    // A few runs of the big ones: each step there takes seconds.
+    let work = n * net.num_classes();
+    let runs = if work > 10_000_000 { 1 } else { runs.min(20) };
+    let times = time_steps(&net, &start, &target, runs)?;
+    let floor = Floor::measure(&net, &start);
+    let i = net.input_shape();
+    Ok(json!({
+        "model": arch.name,
+        "input": format!("{}x{}x{}", i.channels, i.height, i.width),
+        "n": n,
+        "classes": net.num_classes(),
+        "runs": runs,
+        "forward_ms": times.forward_ms,
+        "jacobian_ms": times.jacobian_ms,
+        "spectrum_ms": times.spectrum_ms,
+        "leaf_step_ms": times.leaf_step_ms,
+        "kernel_step_ms": times.kernel_step_ms,
+        "floor_ms": floor.ms(),
+        "step_peak_mb": times.step_peak_bytes as f64 / 1e6,
+        "jacobian_mb": (n * net.num_classes() * 4) as f64 / 1e6,
+        "n_by_n_mb": (n as f64).powi(2) * 8.0 / 1e6,
+    }))
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    let (model, data) = open_pair(&args.inputs.model, &args.inputs.dataset)?;
+    let runs = args.runs.max(1);
+    let start = image_at(&data, 4185.min(data.len() - 1), "start")?.to_vec();
+    let target = image_at(&data, 5874.min(data.len() - 1), "target")?.to_vec();
+    let net = &model.network;
+    let shape = (data.channels, data.height, data.width);
+
+    let times = time_steps(net, &start, &target, runs)?;
+    let autograd_ms = median_ms(runs.min(10), 1, || {
+        std::hint::black_box(jacobian::jacobian_autograd(&model.classifier, &start, shape).ok());
+    });
+    let floor = Floor::measure(net, &start);
+    let walk = if args.walk {
+        Some(whole_walk(net, &start, &target)?)
+    } else {
+        None
+    };
+    if !args.json {
+        print_text(&model, runs, &times, autograd_ms, &floor, walk.as_ref());
+    }
+    let mut sizes = Vec::new();
+    if args.sizes {
+        if !args.json {
+            println!("\nScaling (random weights; medians; peak = heap one leaf step adds):\n");
+            println!("| model | input | n | C | forward ms | J ms | spectrum ms | leaf step ms | kernel step ms | floor ms | step peak MB | n x n would be |");
+            println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+        }
+        for (name, input, classes) in zoo::SCALING {
+            let row = scaling_row(&zoo::scaling_architecture(name, input, classes), runs)?;
+            if !args.json {
+                print_row(&row);
+            }
+            sizes.push(row);
+        }
+    }
+    if args.json {
+        let out = json!({
             "model": model.name(),
-            "threads": threads,
+            "threads": rayon::current_num_threads(),
             "runs": runs,
-            "forward_ms": forward_ms,
-            "jacobian_ms": jacobian_ms,
-            "spectrum_ms": spectrum_ms,
-            "leaf_step_ms": leaf_step_ms,
-            "kernel_step_ms": kernel_step_ms,
+            "forward_ms": times.forward_ms,
+            "jacobian_ms": times.jacobian_ms,
+            "spectrum_ms": times.spectrum_ms,
+            "leaf_step_ms": times.leaf_step_ms,
+            "kernel_step_ms": times.kernel_step_ms,
+            "floor_ms": floor.ms(),
+            "floor": floor.to_json(),
+            "step_peak_mb": times.step_peak_bytes as f64 / 1e6,
             "autograd_jacobian_ms": autograd_ms,
+            "walk_4185_5874": walk,
+            "sizes": sizes,
         });
         println!("{out}");
-    } else {
-        println!("{} on {threads} thread(s), medians of {runs} runs:", model.name());
-        println!("  forward          {forward_ms:8.3} ms");
-        println!("  jacobian         {jacobian_ms:8.3} ms   (candle autograd: {autograd_ms:.3} ms)");
-        println!("  spectrum         {spectrum_ms:8.3} ms   (B, B B^T, Jacobi, leaf basis)");
-        println!("  leaf step        {leaf_step_ms:8.3} ms");
-        println!("  kernel step      {kernel_step_ms:8.3} ms");
     }
     Ok(())
+}
+
+fn print_text(
+    model: &Model,
+    runs: usize,
+    t: &StepTimes,
+    autograd_ms: f64,
+    floor: &Floor,
+    walk: Option<&Value>,
+) {
+    let threads = rayon::current_num_threads();
+    println!("{} on {threads} thread(s), medians of {runs} runs:", model.name());
+    println!("  forward          {:8.3} ms", t.forward_ms);
+    println!(
+        "  jacobian         {:8.3} ms   (candle autograd: {autograd_ms:.3} ms)",
+        t.jacobian_ms
+    );
+    println!(
+        "  spectrum         {:8.3} ms   (B, B B^T, eigen, leaf basis)",
+        t.spectrum_ms
+    );
+    println!("  leaf step        {:8.3} ms", t.leaf_step_ms);
+    println!("  kernel step      {:8.3} ms", t.kernel_step_ms);
+    println!(
+        "  floor            {:8.3} ms   ({:.1} MFLOP f32 for J at {:.0} GFLOP/s, {:.1} MFLOP f64 at {:.0} GFLOP/s)",
+        floor.ms(),
+        floor.jacobian_flops / 1e6,
+        floor.gemm_f32_gflops,
+        floor.spectrum_flops / 1e6,
+        floor.gemm_f64_gflops
+    );
+    println!("  step peak heap   {:8.3} MB", t.step_peak_bytes as f64 / 1e6);
+    if let Some(w) = walk {
+        println!(
+            "  walk 4185->5874  {:8.3} s    ({} steps, reached: {}, mean off-leaf fraction {:.4})",
+            w["seconds"].as_f64().unwrap_or(f64::NAN),
+            w["steps"],
+            w["reached"],
+            w["mean_off_leaf_fraction"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+}
+
+fn print_row(row: &Value) {
+    let f = |k: &str| row[k].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "| {} | {} | {} | {} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} MB |",
+        row["model"].as_str().unwrap_or("?"),
+        row["input"].as_str().unwrap_or("?"),
+        row["n"],
+        row["classes"],
+        f("forward_ms"),
+        f("jacobian_ms"),
+        f("spectrum_ms"),
+        f("leaf_step_ms"),
+        f("kernel_step_ms"),
+        f("floor_ms"),
+        f("step_peak_mb"),
+        f("n_by_n_mb"),
+    );
 }

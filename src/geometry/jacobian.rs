@@ -5,18 +5,28 @@ use candle_core::{Device, Tensor, Var};
 
 use crate::model::{Classifier, Network};
 
+/// Cotangent rows pulled back together: all of J for ordinary classifiers; at C = 1000 the
+/// reverse pass's buffers (rows x the largest activation) stay bounded.
+pub const ROWS_PER_PASS: usize = 64;
+
 /// Logits (C) and J (C x n, row-major) at `x`: one forward pass recording the ReLU and pooling
-/// masks, then one reverse pass of the C rows of the identity through them.
+/// masks, then reverse passes of the C rows of the identity through them.
 pub fn logits_and_jacobian(network: &Network, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let c = network.num_classes();
+    let n = network.input_len();
     let trace = network.forward(x, 1);
-    let mut identity = vec![0.0f32; c * c];
-    for i in 0..c {
-        identity[i * c + i] = 1.0;
+    let mut jacobian = Vec::with_capacity(c * n);
+    for first in (0..c).step_by(ROWS_PER_PASS) {
+        let rows = ROWS_PER_PASS.min(c - first);
+        let mut identity = vec![0.0f32; rows * c];
+        for r in 0..rows {
+            identity[r * c + first + r] = 1.0;
+        }
+        let part = network
+            .backward(&trace, &identity, rows, true, None)
+            .expect("input gradient requested");
+        jacobian.extend_from_slice(&part);
     }
-    let jacobian = network
-        .backward(&trace, &identity, c, true, None)
-        .expect("input gradient requested");
     (trace.logits().to_vec(), jacobian)
 }
 

@@ -8,12 +8,18 @@ pub mod eigen;
 pub mod jacobian;
 pub mod plane;
 
+use rayon::prelude::*;
+
+use crate::model::matmul::{matmul, Threads, View};
 use crate::model::Network;
 
 /// Eigenvalues below this fraction of the largest count as zero for the rank and the leaf basis.
 /// G's true spectrum spans many decades (the papers report lambda_9 / lambda_1 ~ 1e-7), while the
 /// null direction sqrt(p) of B B^T sits at f64 round-off (~1e-16 relative): 1e-12 separates them.
 pub const RANK_RTOL: f64 = 1e-12;
+
+/// Up to this rank the leaf basis is re-orthonormalised by Gram-Schmidt.
+pub const REORTHOGONALISE_MAX: usize = 64;
 
 /// Everything dataleaf knows about the model's geometry at one input.
 #[derive(Debug, Clone)]
@@ -68,28 +74,34 @@ impl LocalGeometry {
                 leaf_basis: Vec::new(),
             };
         }
-        // Rows of B in f64: B_i = sqrt(p_i) (J_i - pbar), pbar = p^T J = sum_k p_k J_k.
+        // B = diag(sqrt p) (I - 1 p^T) J in f64, C x n: row i is sqrt(p_i) (J_i - pbar), pbar = p^T J.
         let mut mean = vec![0.0f64; n];
         for (k, &p) in probs.iter().enumerate() {
             mean.iter_mut()
                 .zip(&jacobian[k * n..(k + 1) * n])
                 .for_each(|(m, &j)| *m += p * j as f64);
         }
-        let b: Vec<Vec<f64>> = (0..c)
-            .map(|i| {
-                let s = probs[i].sqrt();
-                jacobian[i * n..(i + 1) * n]
-                    .iter()
-                    .zip(&mean)
-                    .map(|(&j, m)| s * (j as f64 - m))
-                    .collect()
-            })
-            .collect();
-        // K = B B^T, C x C.
+        let mut b = vec![0.0f64; c * n];
+        b.par_chunks_mut(n.max(1)).enumerate().for_each(|(i, row)| {
+            let s = probs[i].sqrt();
+            row.iter_mut()
+                .zip(&jacobian[i * n..(i + 1) * n])
+                .zip(&mean)
+                .for_each(|((x, &j), m)| *x = s * (j as f64 - m));
+        });
+        drop(mean);
+        // K = B B^T, C x C: the nonzero spectrum of G = B^T B.
         let mut gram = vec![0.0f64; c * c];
+        matmul(
+            &mut gram,
+            View::rows(&b, c, n),
+            View::transposed(&b, c, n),
+            false,
+            Threads::All,
+        );
         for i in 0..c {
-            for j in i..c {
-                let v = dot(&b[i], &b[j]);
+            for j in 0..i {
+                let v = 0.5 * (gram[i * c + j] + gram[j * c + i]);
                 gram[i * c + j] = v;
                 gram[j * c + i] = v;
             }
@@ -102,17 +114,33 @@ impl LocalGeometry {
             .iter()
             .filter(|&&v| top > 0.0 && v > RANK_RTOL * top)
             .count();
-        // Eigenvectors of G: u_k = B^T v_k / sqrt(lambda_k); re-orthonormalised against round-off.
+        // Eigenvectors of G: u_k = B^T v_k / sqrt(lambda_k), all at once as U^T = Lambda^-1/2 V^T B.
+        let mut scaled_v = vec![0.0f64; rank * c];
+        for (k, (v, &lambda)) in vectors.iter().zip(&eigenvalues).take(rank).enumerate() {
+            scaled_v[k * c..(k + 1) * c]
+                .iter_mut()
+                .zip(v)
+                .for_each(|(s, x)| *s = x / lambda.sqrt());
+        }
+        let mut u = vec![0.0f64; rank * n];
+        matmul(
+            &mut u,
+            View::rows(&scaled_v, rank, c),
+            View::rows(&b, c, n),
+            false,
+            Threads::All,
+        );
+        drop(b);
         let mut leaf_basis: Vec<Vec<f64>> = Vec::with_capacity(rank);
-        for (v, &lambda) in vectors.iter().zip(&eigenvalues).take(rank) {
-            let mut u = vec![0.0f64; n];
-            for (vi, bi) in v.iter().zip(&b) {
-                u.iter_mut().zip(bi).for_each(|(ui, x)| *ui += vi * x);
-            }
-            u.iter_mut().for_each(|x| *x /= lambda.sqrt());
-            for prev in &leaf_basis {
-                let d = dot(&u, prev);
-                u.iter_mut().zip(prev).for_each(|(x, p)| *x -= d * p);
+        for row in u.chunks(n.max(1)).take(rank) {
+            let mut u = row.to_vec();
+            // Re-orthonormalised against round-off while that is cheap (O(rank^2 n)); at ImageNet
+            // scale the solver's orthogonality (~eps lambda_1 / lambda_k) has to do.
+            if rank <= REORTHOGONALISE_MAX {
+                for prev in &leaf_basis {
+                    let d = dot(&u, prev);
+                    u.iter_mut().zip(prev).for_each(|(x, p)| *x -= d * p);
+                }
             }
             let norm = dot(&u, &u).sqrt();
             if norm > 0.5 {

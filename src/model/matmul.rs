@@ -1,18 +1,30 @@
-//! A safe wrapper over the `gemm` crate (the kernel candle itself uses) for strided f32 matrices.
+//! A safe wrapper over the `gemm` crate (the kernel candle itself uses) for strided f32 and f64
+//! matrices.
+
+/// The element types the products take.
+pub trait Scalar: Copy + Default + 'static {
+    const ONE: Self;
+}
+impl Scalar for f32 {
+    const ONE: Self = 1.0;
+}
+impl Scalar for f64 {
+    const ONE: Self = 1.0;
+}
 
 /// A read-only matrix view: element (i, j) is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
-pub struct View<'a> {
-    pub data: &'a [f32],
+pub struct View<'a, T = f32> {
+    pub data: &'a [T],
     pub rows: usize,
     pub cols: usize,
     pub rs: usize,
     pub cs: usize,
 }
 
-impl<'a> View<'a> {
+impl<'a, T> View<'a, T> {
     /// A row-major `rows x cols` matrix.
-    pub fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
+    pub fn rows(data: &'a [T], rows: usize, cols: usize) -> Self {
         View {
             data,
             rows,
@@ -22,7 +34,7 @@ impl<'a> View<'a> {
         }
     }
     /// The transpose of a row-major `rows x cols` matrix stored in `data` (so this view is cols x rows).
-    pub fn transposed(data: &'a [f32], rows: usize, cols: usize) -> Self {
+    pub fn transposed(data: &'a [T], rows: usize, cols: usize) -> Self {
         View {
             data,
             rows: cols,
@@ -47,8 +59,11 @@ pub enum Threads {
     All,
 }
 
+/// Products smaller than this many multiply-adds run on one thread.
+pub const PARALLEL_MIN_MACS: usize = 1 << 18;
+
 /// dst (row-major m x n) = a (m x k) * b (k x n), plus the old dst when `accumulate`.
-pub fn matmul(dst: &mut [f32], a: View, b: View, accumulate: bool, threads: Threads) {
+pub fn matmul<T: Scalar>(dst: &mut [T], a: View<T>, b: View<T>, accumulate: bool, threads: Threads) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "inner dimensions differ");
     assert!(dst.len() >= m * n, "destination too small");
@@ -57,7 +72,7 @@ pub fn matmul(dst: &mut [f32], a: View, b: View, accumulate: bool, threads: Thre
     }
     if k == 0 {
         if !accumulate {
-            dst[..m * n].fill(0.0);
+            dst[..m * n].fill(T::default());
         }
         return;
     }
@@ -65,9 +80,11 @@ pub fn matmul(dst: &mut [f32], a: View, b: View, accumulate: bool, threads: Thre
         a.last_index() < a.data.len() && b.last_index() < b.data.len(),
         "view out of bounds"
     );
-    let parallelism = match threads {
-        Threads::One => gemm::Parallelism::None,
-        Threads::All => gemm::Parallelism::Rayon(0),
+    // Waking a second thread costs more than it saves on small products (LeNet, MLPs).
+    let parallelism = if threads == Threads::One || m * n * k < PARALLEL_MIN_MACS {
+        gemm::Parallelism::None
+    } else {
+        gemm::Parallelism::Rayon(0)
     };
     // SAFETY: every index the kernel touches was bounds-checked above (last_index of each view,
     // m * n for dst), and dst does not alias a or b (it is a distinct &mut).
@@ -86,8 +103,8 @@ pub fn matmul(dst: &mut [f32], a: View, b: View, accumulate: bool, threads: Thre
             b.data.as_ptr(),
             b.cs as isize,
             b.rs as isize,
-            1.0,
-            1.0,
+            T::ONE,
+            T::ONE,
             false,
             false,
             false,

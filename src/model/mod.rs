@@ -8,6 +8,7 @@ pub mod files;
 pub mod matmul;
 pub mod mlp;
 pub mod network;
+pub mod sparse;
 pub mod train;
 pub mod zoo;
 

@@ -13,6 +13,7 @@ use rayon::prelude::*;
 
 use super::arch::{Architecture, InputShape, Layer, Shape};
 use super::matmul::{matmul, Threads, View};
+use super::sparse;
 
 /// A named weight tensor in PyTorch layout, row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -180,6 +181,13 @@ impl Trace {
     pub fn logits(&self) -> &[f32] {
         self.acts.last().expect("a trace has at least the input")
     }
+}
+
+/// Multiply-adds of one Jacobian: the forward pass, and each cotangent row's reverse pass.
+#[derive(Debug, Clone, Copy)]
+pub struct JacobianMacs {
+    pub forward: f64,
+    pub per_row: f64,
 }
 
 /// Gradients of the loss for every weight tensor, in `Network::weights` order.
@@ -462,6 +470,8 @@ impl Network {
         );
         let mut g = cotangents.to_vec();
         let mut pool_index = trace.argmax.len();
+        // Set when a max-pool has already applied the ReLU before it.
+        let mut relu_done = false;
         let mut grad_index = grads.as_ref().map_or(0, |g| g.len());
         for (i, op) in self.ops.iter().enumerate().rev() {
             let x = &trace.acts[i];
@@ -475,7 +485,18 @@ impl Network {
                         conv_weight_grad(c, x, &g, rows, &mut gw[0], &mut rest[0]);
                     }
                     if need_dx {
-                        g = conv_input_grad(c, &g, rows);
+                        // Behind a max-pool most of g is zero; channels-last scattering then wins
+                        // once there are enough input channels to fill a vector.
+                        let first_row = &g[..c.cout * c.hout * c.wout];
+                        g = if c.cin >= 8 && sparse::density(first_row) < sparse::MAX_DENSITY {
+                            if trace.batch == 1 {
+                                sparse::conv_input_grad_shared(&c.shape(), &c.weight, &g, rows)
+                            } else {
+                                sparse::conv_input_grad(&c.shape(), &c.weight, &g, rows)
+                            }
+                        } else {
+                            conv_input_grad(c, &g, rows)
+                        };
                     }
                 }
                 Op::Linear(l) => {
@@ -496,7 +517,9 @@ impl Network {
                                 .for_each(|(d, v)| *d += v);
                         }
                     }
-                    if need_dx {
+                    if need_dx && rows <= SPARSE_LINEAR_ROWS {
+                        g = sparse::linear_input_grad(&l.weight, l.nout, l.nin, &g, rows);
+                    } else if need_dx {
                         let mut dx = vec![0.0; rows * l.nin];
                         matmul(
                             &mut dx,
@@ -508,28 +531,33 @@ impl Network {
                         g = dx;
                     }
                 }
+                Op::Relu if relu_done => relu_done = false,
                 Op::Relu => {
                     // PyTorch's convention: the derivative of ReLU at 0 is 0.
                     for (r, row) in g.chunks_mut(in_len).enumerate() {
                         let xs = sample(x, trace.batch, r, in_len);
-                        row.iter_mut().zip(xs).for_each(|(d, &v)| {
-                            if v <= 0.0 {
-                                *d = 0.0
-                            }
-                        });
+                        row.iter_mut()
+                            .zip(xs)
+                            .for_each(|(d, &v)| *d = if v <= 0.0 { 0.0 } else { *d });
                     }
                 }
                 Op::MaxPool(_) => {
                     pool_index -= 1;
                     let idx = &trace.argmax[pool_index];
                     let out_len = self.lens[i + 1];
+                    // A ReLU just before the pool: its output x is 0 exactly where its derivative
+                    // is, so masking at the maxima here replaces a pass over the whole input.
+                    relu_done = i > 0 && matches!(self.ops[i - 1], Op::Relu);
                     let mut dx = vec![0.0; rows * in_len];
                     for r in 0..rows {
                         let s = if trace.batch == 1 { 0 } else { r };
                         let src = &g[r * out_len..(r + 1) * out_len];
                         let dst = &mut dx[r * in_len..(r + 1) * in_len];
+                        let xs = &x[s * in_len..(s + 1) * in_len];
                         for (o, &j) in idx[s * out_len..(s + 1) * out_len].iter().enumerate() {
-                            dst[j as usize] += src[o];
+                            if !(relu_done && xs[j as usize] <= 0.0) {
+                                dst[j as usize] += src[o];
+                            }
                         }
                     }
                     g = dx;
@@ -556,6 +584,73 @@ impl Network {
             .enumerate()
             .for_each(|(i, v)| *v /= self.std[(i % n) / plane]);
         Some(g)
+    }
+
+    /// Multiply-adds of the Jacobian at the image a single-image `trace` records, counting in the
+    /// reverse pass only the entries that carry gradient there (behind a max-pool one position per
+    /// window, behind a ReLU the active units): `dataleaf bench` divides it by the machine's gemm
+    /// rate for the arithmetic floor of a step.
+    pub fn jacobian_macs(&self, trace: &Trace) -> JacobianMacs {
+        assert_eq!(trace.batch, 1, "one image");
+        let mut forward = 0.0;
+        for op in &self.ops {
+            forward += match op {
+                Op::Conv(c) => (c.cout * c.hout * c.wout * c.cin * c.k * c.k) as f64,
+                Op::Linear(l) => (l.nin * l.nout) as f64,
+                _ => 0.0,
+            };
+        }
+        // Which entries of each activation carry gradient back from the logits.
+        let mut live = vec![true; self.num_classes()];
+        let mut per_row = 0.0;
+        let mut pool_index = trace.argmax.len();
+        for (i, op) in self.ops.iter().enumerate().rev() {
+            let in_len = self.lens[i];
+            let count = live.iter().filter(|&&l| l).count();
+            live = match op {
+                Op::Conv(c) => {
+                    per_row += (count * c.cin * c.k * c.k) as f64;
+                    vec![count > 0; in_len]
+                }
+                Op::Linear(l) => {
+                    per_row += (count * l.nin) as f64;
+                    vec![count > 0; in_len]
+                }
+                Op::Relu => live
+                    .iter()
+                    .zip(&trace.acts[i])
+                    .map(|(&l, &v)| l && v > 0.0)
+                    .collect(),
+                Op::MaxPool(_) => {
+                    pool_index -= 1;
+                    let mut into = vec![false; in_len];
+                    for (o, &j) in trace.argmax[pool_index].iter().enumerate() {
+                        into[j as usize] |= live[o];
+                    }
+                    into
+                }
+                Op::AvgPool(p) => {
+                    let mut into = vec![false; in_len];
+                    for c in 0..p.c {
+                        for oh in 0..p.hout {
+                            for ow in 0..p.wout {
+                                if live[(c * p.hout + oh) * p.wout + ow] {
+                                    for ki in 0..p.k {
+                                        for kj in 0..p.k {
+                                            let y = oh * p.stride + ki;
+                                            into[(c * p.hin + y) * p.win + ow * p.stride + kj] = true;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    into
+                }
+                Op::Flatten | Op::Activation(_) => live,
+            };
+        }
+        JacobianMacs { forward, per_row }
     }
 
     /// Zeroed gradient buffers, one per weight tensor, in op order (weight then bias).
@@ -591,6 +686,26 @@ impl Network {
 fn sample(x: &[f32], batch: usize, r: usize, len: usize) -> &[f32] {
     let s = if batch == 1 { 0 } else { r };
     &x[s * len..(s + 1) * len]
+}
+
+/// Up to this many cotangent rows (J has C), a linear layer's reverse pass streams W once,
+/// skipping the outputs that carry no gradient, instead of a matrix product.
+const SPARSE_LINEAR_ROWS: usize = 32;
+
+impl Conv {
+    fn shape(&self) -> sparse::ConvShape {
+        sparse::ConvShape {
+            cin: self.cin,
+            cout: self.cout,
+            k: self.k,
+            stride: self.stride,
+            pad: self.pad,
+            hin: self.hin,
+            win: self.win,
+            hout: self.hout,
+            wout: self.wout,
+        }
+    }
 }
 
 /// Output columns ow whose input column ow * stride + kj - pad lies inside the image.
@@ -782,18 +897,19 @@ fn maxpool_forward(p: &Pool, x: &[f32], y: &mut [f32], batch: usize) -> Vec<u32>
                 for ow in 0..p.wout {
                     // The first maximum in the window wins and NaN propagates, as in PyTorch.
                     let first = (c * p.hin + oh * p.stride) * p.win + ow * p.stride;
-                    let mut best = (xb[first], first);
+                    let (mut best, mut at) = (xb[first], first);
                     for ki in 0..p.k {
-                        for kj in 0..p.k {
-                            let j = first + ki * p.win + kj;
-                            if xb[j] > best.0 || xb[j].is_nan() && !best.0.is_nan() {
-                                best = (xb[j], j);
-                            }
+                        let row = first + ki * p.win;
+                        for (j, &v) in xb[row..row + p.k].iter().enumerate() {
+                            // Selects rather than branches: which element wins is unpredictable.
+                            let better = v > best || (v.is_nan() && !best.is_nan());
+                            best = if better { v } else { best };
+                            at = if better { row + j } else { at };
                         }
                     }
                     let o = b * out_len + (c * p.hout + oh) * p.wout + ow;
-                    y[o] = best.0;
-                    idx[o] = best.1 as u32;
+                    y[o] = best;
+                    idx[o] = at as u32;
                 }
             }
         }

@@ -94,3 +94,94 @@ pub fn mnist_architecture(arch: &str) -> Option<Architecture> {
         training: None,
     })
 }
+
+/// The models `dataleaf bench --sizes` times, growing in input size n and class count C:
+/// (name, input channels/height/width, classes).
+pub const SCALING: [(&str, [usize; 3], usize); 4] = [
+    ("cifar-vgg", [3, 32, 32], 10),
+    ("cifar-vgg", [3, 32, 32], 100),
+    ("tiny-imagenet-vgg", [3, 64, 64], 200),
+    ("imagenet-vgg", [3, 224, 224], 1000),
+];
+
+/// A VGG-style ReLU network for an image shape and class count: blocks of padded 3x3 convolutions
+/// and a 2x2 max-pool, then a linear classifier. CIFAR and Tiny-ImageNet sizes use two
+/// convolutions per block and a hidden layer; the ImageNet size one convolution per block, after a
+/// stride-2 first convolution, so a step stays within seconds on a laptop.
+pub fn scaling_architecture(name: &str, input: [usize; 3], classes: usize) -> Architecture {
+    use Layer::{Flatten, Relu};
+    let [channels, height, width] = input;
+    let mut layers = Vec::new();
+    let mut index = 0;
+    let mut next_name = || {
+        index += 1;
+        (index - 1).to_string()
+    };
+    let (widths, convs_per_block, hidden): (&[usize], usize, Option<usize>) = if height >= 128 {
+        (&[16, 32, 64, 128, 128], 1, None)
+    } else {
+        (&[32, 64, 128], 2, Some(256))
+    };
+    let (mut c, mut h, mut w) = (channels, height, width);
+    if height >= 128 {
+        layers.push(Layer::Conv2d {
+            name: next_name(),
+            in_channels: c,
+            out_channels: widths[0],
+            kernel: 3,
+            stride: 2,
+            padding: 1,
+        });
+        layers.push(Relu);
+        next_name();
+        c = widths[0];
+        (h, w) = (h.div_ceil(2), w.div_ceil(2));
+    }
+    for &out in widths {
+        for _ in 0..convs_per_block {
+            layers.push(conv(&next_name(), c, out, 3, 1));
+            layers.push(Relu);
+            next_name();
+            c = out;
+        }
+        layers.push(maxpool());
+        next_name();
+        (h, w) = (h / 2, w / 2);
+    }
+    layers.push(Flatten);
+    next_name();
+    let mut features = c * h * w;
+    if let Some(hidden) = hidden {
+        layers.push(linear(&next_name(), features, hidden));
+        layers.push(Relu);
+        next_name();
+        features = hidden;
+    }
+    layers.push(linear(&next_name(), features, classes));
+    Architecture {
+        name: format!("{name}-c{classes}"),
+        input: Input::Image(InputShape {
+            channels,
+            height,
+            width,
+        }),
+        task: Task::Classification,
+        normalize: None,
+        classes: (0..classes).map(|k| k.to_string()).collect(),
+        layers,
+        training: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scaling_architectures_are_valid() {
+        for (name, input, classes) in SCALING {
+            let arch = scaling_architecture(name, input, classes);
+            arch.validate().unwrap_or_else(|e| panic!("{}: {e}", arch.name));
+        }
+    }
+}

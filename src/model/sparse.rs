@@ -1,0 +1,462 @@
+//! Reverse-pass kernels that skip the zeros ReLU and max-pooling leave in a gradient.
+//!
+//! Behind a 2x2 max-pool only one position in four carries gradient, and behind a ReLU only the
+//! active units do, so pulling the C rows of J back through a convolution or a linear layer with a
+//! dense matrix product spends most of its multiplications on zeros. These kernels visit the
+//! nonzero entries only: a convolution scatters W[co] (cin x k x k) once per nonzero output,
+//! a linear layer adds the rows of W whose output carries gradient in any cotangent row.
+
+use rayon::prelude::*;
+
+/// Below this fraction of nonzero entries the sparse kernels beat the dense products.
+pub const MAX_DENSITY: f64 = 0.4;
+
+/// Fraction of nonzero entries in a buffer.
+pub fn density(values: &[f32]) -> f64 {
+    let nonzero = values.iter().filter(|&&v| v != 0.0).count();
+    nonzero as f64 / values.len().max(1) as f64
+}
+
+/// Geometry of a 2-D convolution, enough for its reverse pass.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvShape {
+    pub cin: usize,
+    pub cout: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub hin: usize,
+    pub win: usize,
+    pub hout: usize,
+    pub wout: usize,
+}
+
+/// dx_r = W^T g_r for a convolution, row by row in parallel, visiting only nonzero g. `weight` is
+/// PyTorch's cout x cin x k x k. Returns rows x (cin hin win), channels first.
+pub fn conv_input_grad(s: &ConvShape, weight: &[f32], g: &[f32], rows: usize) -> Vec<f32> {
+    let in_len = s.cin * s.hin * s.win;
+    let out_len = s.cout * s.hout * s.wout;
+    // W with the input channel innermost, [co][ki][kj][ci], so one kernel row is one contiguous run.
+    let mut wt = vec![0.0f32; weight.len()];
+    for co in 0..s.cout {
+        for ci in 0..s.cin {
+            for kk in 0..s.k * s.k {
+                wt[(co * s.k * s.k + kk) * s.cin + ci] = weight[(co * s.cin + ci) * s.k * s.k + kk];
+            }
+        }
+    }
+    let mut dx = vec![0.0f32; rows * in_len];
+    dx.par_chunks_mut(in_len)
+        .zip(g.par_chunks(out_len))
+        .for_each_init(
+            || vec![0.0f32; in_len],
+            |hwc, (dx_row, g_row)| {
+                hwc.fill(0.0);
+                scatter_row(s, &wt, g_row, hwc);
+                // Back to channels first.
+                let plane = s.hin * s.win;
+                for (p, pixel) in hwc.chunks(s.cin).enumerate() {
+                    for (ci, &v) in pixel.iter().enumerate() {
+                        dx_row[ci * plane + p] = v;
+                    }
+                }
+            },
+        );
+    dx
+}
+
+/// One cotangent row into a channels-last buffer, with AVX2 where the CPU has it.
+fn scatter_row(s: &ConvShape, wt: &[f32], g_row: &[f32], hwc: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { scatter_row_avx2(s, wt, g_row, hwc) };
+    }
+    scatter_row_body(s, wt, g_row, hwc)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn scatter_row_avx2(s: &ConvShape, wt: &[f32], g_row: &[f32], hwc: &mut [f32]) {
+    scatter_row_body(s, wt, g_row, hwc)
+}
+
+/// hwc[iy][ix][ci] += g[co][oh][ow] W[co][ci][ki][kj] over nonzero g, where (iy, ix) =
+/// (oh, ow) stride + (ki, kj) - pad.
+#[inline(always)]
+fn scatter_row_body(s: &ConvShape, wt: &[f32], g_row: &[f32], hwc: &mut [f32]) {
+    let kc = s.k * s.cin;
+    let hw = s.hout * s.wout;
+    // Position by position, so the k x k x cin patch being summed into stays in L1 while the
+    // channels that carry gradient there add their kernels to it.
+    for o in 0..hw {
+        let (oh, ow) = (o / s.wout, o % s.wout);
+        let x0 = (ow * s.stride) as isize - s.pad as isize;
+        // The kernel columns that land inside the image.
+        let kj0 = (-x0).max(0) as usize;
+        let kj1 = (s.win as isize - x0).clamp(0, s.k as isize) as usize;
+        if kj0 >= kj1 {
+            continue;
+        }
+        for co in 0..s.cout {
+            let v = g_row[co * hw + o];
+            if v == 0.0 {
+                continue;
+            }
+            let w_co = &wt[co * s.k * kc..(co + 1) * s.k * kc];
+            for ki in 0..s.k {
+                let iy = (oh * s.stride + ki) as isize - s.pad as isize;
+                if iy < 0 || iy >= s.hin as isize {
+                    continue;
+                }
+                let start = (iy as usize * s.win) as isize + x0 + kj0 as isize;
+                let dst = &mut hwc[start as usize * s.cin..][..(kj1 - kj0) * s.cin];
+                let src = &w_co[ki * kc + kj0 * s.cin..ki * kc + kj1 * s.cin];
+                dst.iter_mut().zip(src).for_each(|(d, w)| *d += v * w);
+            }
+        }
+    }
+}
+
+/// conv_input_grad for cotangent rows that share one sparsity pattern (the C rows of J at one
+/// image: the masks are the image's). Per output position, the patch of input gradient that all
+/// its live channels produce is summed in registers for a block of rows at once, then added into
+/// the input: a small matrix product per position instead of one scatter per nonzero. Falls back
+/// to `conv_input_grad` where AVX2 and FMA are missing.
+pub fn conv_input_grad_shared(s: &ConvShape, weight: &[f32], g: &[f32], rows: usize) -> Vec<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        return shared::conv_input_grad(s, weight, g, rows);
+    }
+    conv_input_grad(s, weight, g, rows)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod shared {
+    use std::arch::x86_64::*;
+
+    use rayon::prelude::*;
+
+    use super::ConvShape;
+
+    /// Rows summed together in registers: one accumulator per row, plus the weight vector.
+    const MAX_BLOCK: usize = 12;
+
+    pub fn conv_input_grad(s: &ConvShape, weight: &[f32], g: &[f32], rows: usize) -> Vec<f32> {
+        let in_len = s.cin * s.hin * s.win;
+        let hw = s.hout * s.wout;
+        let out_len = s.cout * hw;
+        // Patch length (ki, kj, ci), padded to whole 8-float vectors.
+        let patch = s.k * s.k * s.cin;
+        let padded = patch.div_ceil(8) * 8;
+        let mut wt = vec![0.0f32; s.cout * padded];
+        for co in 0..s.cout {
+            for ci in 0..s.cin {
+                for kk in 0..s.k * s.k {
+                    wt[co * padded + kk * s.cin + ci] = weight[(co * s.cin + ci) * s.k * s.k + kk];
+                }
+            }
+        }
+        // The channels live at each output position, in any row.
+        let mut live: Vec<Vec<u32>> = vec![Vec::new(); hw];
+        for (o, list) in live.iter_mut().enumerate() {
+            for co in 0..s.cout {
+                if (0..rows).any(|r| g[r * out_len + co * hw + o] != 0.0) {
+                    list.push(co as u32);
+                }
+            }
+        }
+        // Blocks of rows, at least two so both cores work.
+        let blocks = rows.div_ceil(MAX_BLOCK).max(2.min(rows));
+        let per_block = rows.div_ceil(blocks.max(1));
+        let mut dx = vec![0.0f32; rows * in_len];
+        dx.par_chunks_mut(per_block * in_len)
+            .enumerate()
+            .for_each(|(b, dx_block)| {
+                let r0 = b * per_block;
+                let nr = dx_block.len() / in_len;
+                let mut hwc = vec![0.0f32; nr * in_len];
+                let mut vals = vec![0.0f32; s.cout * nr];
+                let mut out = vec![0.0f32; nr * padded];
+                for (o, list) in live.iter().enumerate() {
+                    if list.is_empty() {
+                        continue;
+                    }
+                    for (i, &co) in list.iter().enumerate() {
+                        for r in 0..nr {
+                            vals[i * nr + r] = g[(r0 + r) * out_len + co as usize * hw + o];
+                        }
+                    }
+                    // SAFETY: the caller checked AVX2 and FMA; slices are sized as the kernel reads.
+                    unsafe { patch_block(nr, list, &vals, &wt, padded, &mut out) };
+                    add_patch(s, o, &out, padded, nr, &mut hwc);
+                }
+                // Back to channels first.
+                let plane = s.hin * s.win;
+                for (dx_row, hwc_row) in dx_block.chunks_mut(in_len).zip(hwc.chunks(in_len)) {
+                    for (p, pixel) in hwc_row.chunks(s.cin).enumerate() {
+                        for (ci, &v) in pixel.iter().enumerate() {
+                            dx_row[ci * plane + p] = v;
+                        }
+                    }
+                }
+            });
+        dx
+    }
+
+    /// out[r][0..padded] = sum_i vals[i][r] wt[list[i]] for the rows of a block.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn patch_block(nr: usize, list: &[u32], vals: &[f32], wt: &[f32], padded: usize, out: &mut [f32]) {
+        macro_rules! dispatch {
+            ($($n:literal)*) => {
+                match nr {
+                    $($n => unsafe { patch_rows::<$n>(list, vals, wt, padded, out) },)*
+                    _ => unreachable!("blocks hold 1 to {MAX_BLOCK} rows"),
+                }
+            };
+        }
+        dispatch!(1 2 3 4 5 6 7 8 9 10 11 12);
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn patch_rows<const R: usize>(
+        list: &[u32],
+        vals: &[f32],
+        wt: &[f32],
+        padded: usize,
+        out: &mut [f32],
+    ) {
+        assert!(vals.len() >= list.len() * R && out.len() >= R * padded);
+        assert!(list.iter().all(|&co| (co as usize + 1) * padded <= wt.len()));
+        for chunk in (0..padded).step_by(8) {
+            let mut acc = [_mm256_setzero_ps(); R];
+            for (i, &co) in list.iter().enumerate() {
+                // SAFETY: co * padded + chunk + 8 <= wt.len() (asserted above), vals index < len.
+                let w = unsafe { _mm256_loadu_ps(wt.as_ptr().add(co as usize * padded + chunk)) };
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let v = unsafe { _mm256_broadcast_ss(&*vals.as_ptr().add(i * R + r)) };
+                    *a = _mm256_fmadd_ps(v, w, *a);
+                }
+            }
+            for (r, a) in acc.iter().enumerate() {
+                // SAFETY: r * padded + chunk + 8 <= out.len(), asserted above.
+                unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(r * padded + chunk), *a) };
+            }
+        }
+    }
+
+    /// Add each row's patch (ki, kj, ci) at output position o into its channels-last input.
+    fn add_patch(s: &ConvShape, o: usize, out: &[f32], padded: usize, nr: usize, hwc: &mut [f32]) {
+        let in_len = s.cin * s.hin * s.win;
+        let (oh, ow) = (o / s.wout, o % s.wout);
+        let x0 = (ow * s.stride) as isize - s.pad as isize;
+        let kj0 = (-x0).max(0) as usize;
+        let kj1 = (s.win as isize - x0).clamp(0, s.k as isize) as usize;
+        if kj0 >= kj1 {
+            return;
+        }
+        let kc = s.k * s.cin;
+        for r in 0..nr {
+            let patch = &out[r * padded..];
+            let image = &mut hwc[r * in_len..(r + 1) * in_len];
+            for ki in 0..s.k {
+                let iy = (oh * s.stride + ki) as isize - s.pad as isize;
+                if iy < 0 || iy >= s.hin as isize {
+                    continue;
+                }
+                let start = ((iy as usize * s.win) as isize + x0 + kj0 as isize) as usize * s.cin;
+                let dst = &mut image[start..start + (kj1 - kj0) * s.cin];
+                let src = &patch[ki * kc + kj0 * s.cin..ki * kc + kj1 * s.cin];
+                dst.iter_mut().zip(src).for_each(|(d, v)| *d += v);
+            }
+        }
+    }
+}
+
+/// dx = g W for a linear layer (g: rows x nout, W: nout x nin), adding only the rows of W whose
+/// output is nonzero in some cotangent row. Columns are split over threads.
+pub fn linear_input_grad(weight: &[f32], nout: usize, nin: usize, g: &[f32], rows: usize) -> Vec<f32> {
+    let active: Vec<usize> = (0..nout)
+        .filter(|&o| (0..rows).any(|r| g[r * nout + o] != 0.0))
+        .collect();
+    // Column blocks small enough that `rows` of them stay in L1 while W streams past.
+    const BLOCK: usize = 512;
+    let blocks = nin.div_ceil(BLOCK);
+    let mut out: Vec<Vec<f32>> = (0..blocks)
+        .into_par_iter()
+        .map(|b| {
+            let (j0, j1) = (b * BLOCK, ((b + 1) * BLOCK).min(nin));
+            let mut acc = vec![0.0f32; rows * (j1 - j0)];
+            axpy_rows(&active, weight, nin, g, nout, rows, j0, j1, &mut acc);
+            acc
+        })
+        .collect();
+    let mut dx = vec![0.0f32; rows * nin];
+    for (b, acc) in out.iter_mut().enumerate() {
+        let (j0, width) = (b * BLOCK, acc.len() / rows.max(1));
+        for r in 0..rows {
+            dx[r * nin + j0..r * nin + j0 + width].copy_from_slice(&acc[r * width..(r + 1) * width]);
+        }
+    }
+    dx
+}
+
+#[allow(clippy::too_many_arguments)]
+fn axpy_rows(
+    active: &[usize],
+    weight: &[f32],
+    nin: usize,
+    g: &[f32],
+    nout: usize,
+    rows: usize,
+    j0: usize,
+    j1: usize,
+    acc: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { axpy_rows_avx2(active, weight, nin, g, nout, rows, j0, j1, acc) };
+    }
+    axpy_rows_body(active, weight, nin, g, nout, rows, j0, j1, acc)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn axpy_rows_avx2(
+    active: &[usize],
+    weight: &[f32],
+    nin: usize,
+    g: &[f32],
+    nout: usize,
+    rows: usize,
+    j0: usize,
+    j1: usize,
+    acc: &mut [f32],
+) {
+    axpy_rows_body(active, weight, nin, g, nout, rows, j0, j1, acc)
+}
+
+/// acc[r][j - j0] += g[r][o] W[o][j] for active o, j in j0..j1.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn axpy_rows_body(
+    active: &[usize],
+    weight: &[f32],
+    nin: usize,
+    g: &[f32],
+    nout: usize,
+    rows: usize,
+    j0: usize,
+    j1: usize,
+    acc: &mut [f32],
+) {
+    let width = j1 - j0;
+    for &o in active {
+        let w = &weight[o * nin + j0..o * nin + j1];
+        for r in 0..rows {
+            let v = g[r * nout + o];
+            if v != 0.0 {
+                let dst = &mut acc[r * width..(r + 1) * width];
+                dst.iter_mut().zip(w).for_each(|(d, x)| *d += v * x);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i + seed) * 7919) % 997) as f32 / 997.0 - 0.5)
+            .collect()
+    }
+
+    /// Sparse kernels against the definition, with padding, stride and edges that clip the kernel.
+    #[test]
+    fn conv_matches_the_definition() {
+        for (stride, pad) in [(1, 0), (1, 1), (2, 1), (2, 0)] {
+            let (hin, win, k) = (7, 6, 3);
+            let hout = (hin + 2 * pad - k) / stride + 1;
+            let wout = (win + 2 * pad - k) / stride + 1;
+            let s = ConvShape {
+                cin: 5,
+                cout: 4,
+                k,
+                stride,
+                pad,
+                hin,
+                win,
+                hout,
+                wout,
+            };
+            let rows = 3;
+            let weight = values(s.cout * s.cin * k * k, 1);
+            // Two thirds of g zero.
+            let g: Vec<f32> = values(rows * s.cout * hout * wout, 2)
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| if i % 3 == 0 { v } else { 0.0 })
+                .collect();
+            let got = conv_input_grad(&s, &weight, &g, rows);
+            let shared = conv_input_grad_shared(&s, &weight, &g, rows);
+            for (a, b) in got.iter().zip(&shared) {
+                assert!(
+                    (a - b).abs() < 1e-5,
+                    "shared: stride {stride} pad {pad}: {a} vs {b}"
+                );
+            }
+            let mut want = vec![0.0f32; rows * s.cin * hin * win];
+            for r in 0..rows {
+                for co in 0..s.cout {
+                    for oh in 0..hout {
+                        for ow in 0..wout {
+                            let v = g[((r * s.cout + co) * hout + oh) * wout + ow];
+                            for ci in 0..s.cin {
+                                for ki in 0..k {
+                                    for kj in 0..k {
+                                        let iy = (oh * stride + ki) as isize - pad as isize;
+                                        let ix = (ow * stride + kj) as isize - pad as isize;
+                                        if iy < 0 || ix < 0 || iy >= hin as isize || ix >= win as isize {
+                                            continue;
+                                        }
+                                        let w = weight[((co * s.cin + ci) * k + ki) * k + kj];
+                                        want[((r * s.cin + ci) * hin + iy as usize) * win + ix as usize] +=
+                                            v * w;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            for (a, b) in got.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-5, "stride {stride} pad {pad}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn linear_matches_the_definition() {
+        let (rows, nout, nin) = (3, 5, 1100);
+        let weight = values(nout * nin, 3);
+        let mut g = values(rows * nout, 4);
+        // Output 2 carries no gradient in any row, output 4 only in row 1.
+        for r in 0..rows {
+            g[r * nout + 2] = 0.0;
+            if r != 1 {
+                g[r * nout + 4] = 0.0;
+            }
+        }
+        let got = linear_input_grad(&weight, nout, nin, &g, rows);
+        for r in 0..rows {
+            for j in 0..nin {
+                let want: f32 = (0..nout).map(|o| g[r * nout + o] * weight[o * nin + j]).sum();
+                assert!((got[r * nin + j] - want).abs() < 1e-5);
+            }
+        }
+    }
+}
