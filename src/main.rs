@@ -51,6 +51,37 @@ struct AppArgs {
     /// Large type, for a lecture hall.
     #[arg(long)]
     lecture: bool,
+    /// Open the 2-D plane view: a two-feature classifier trained live, with its leaves, kernel
+    /// leaves, SiMEC and SiMExp.
+    #[arg(long)]
+    plane: bool,
+    /// Plane view: train this many Adam steps at once, then pause (a --screenshot waits for them).
+    #[arg(long, default_value_t = 0)]
+    plane_train_steps: usize,
+    /// Plane view: draw the curves through this point, e.g. --plane-click=0.2,0.3.
+    #[arg(long, value_name = "X,Y", allow_hyphen_values = true)]
+    plane_click: Option<String>,
+    /// Plane view: open this features model (2 inputs) instead of training one.
+    #[arg(long, value_name = "FILE")]
+    plane_model: Option<String>,
+    /// Plane view: fill the preimage of the interval [A, B] of outputs, e.g. --plane-interval 0.3,0.7.
+    #[arg(long, value_name = "A,B", allow_hyphen_values = true)]
+    plane_interval: Option<String>,
+}
+
+/// "X,Y" as two finite numbers, or a message naming the option.
+fn two_numbers(option: &str, text: &str) -> Result<[f64; 2]> {
+    let v: Vec<f64> = text
+        .split(',')
+        .map(|p| p.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| anyhow!("{option}: {text:?} is not two numbers separated by a comma"))?;
+    match v[..] {
+        [x, y] if x.is_finite() && y.is_finite() => Ok([x, y]),
+        _ => Err(anyhow!(
+            "{option}: {text:?} is not two finite numbers separated by a comma"
+        )),
+    }
 }
 
 #[derive(Subcommand)]
@@ -81,6 +112,9 @@ enum Command {
     /// Run one of the papers' experiments: off-leaf, leaves, training, dataset-spectra, involutivity,
     /// denoise or ood (README, "Experiments").
     Experiment(commands::experiment::ExperimentArgs),
+    /// SiMEC: walk the equivalence class (level set) through a point of a features model, printing
+    /// the points and outputs (README, "The plane view").
+    Simec(commands::simec::SimecArgs),
 }
 
 fn main() -> ExitCode {
@@ -122,6 +156,27 @@ fn run_app(args: AppArgs) -> Result<()> {
         ),
         None => None,
     };
+    let plane_click = args
+        .plane_click
+        .as_deref()
+        .map(|t| two_numbers("--plane-click", t))
+        .transpose()?;
+    let plane_interval = args
+        .plane_interval
+        .as_deref()
+        .map(|t| two_numbers("--plane-interval", t).map(|[a, b]| (a, b)))
+        .transpose()?;
+    if let Some(m) = &args.plane_model {
+        // Refuse a bad file here, in one line, rather than in the window.
+        let mlp = dataleaf::model::mlp::Mlp::load(std::path::Path::new(m))?;
+        if mlp.inputs() != 2 {
+            return Err(anyhow!(
+                "{m}: model {} takes {} features; the plane view shows models of 2",
+                mlp.name,
+                mlp.inputs()
+            ));
+        }
+    }
     dataleaf::app::run(dataleaf::app::AppOptions {
         model: args.model,
         dataset: args.dataset,
@@ -131,6 +186,11 @@ fn run_app(args: AppArgs) -> Result<()> {
         screenshot_step: args.screenshot_step,
         fresh: args.fresh,
         lecture: args.lecture,
+        plane: args.plane,
+        plane_train_steps: args.plane_train_steps,
+        plane_click,
+        plane_model: args.plane_model,
+        plane_interval,
     })
     .map_err(|m| anyhow!(m))
 }
@@ -148,5 +208,6 @@ fn run(cli: Cli) -> Result<()> {
         Command::Evaluate { inputs, json } => commands::evaluate(&inputs.model, &inputs.dataset, json),
         Command::Bench(args) => commands::bench::run(args),
         Command::Experiment(args) => commands::experiment::run(args),
+        Command::Simec(args) => commands::simec::run(args),
     }
 }

@@ -1156,3 +1156,253 @@ fn train_epoch_zero_checkpoint_evaluates() {
     ]);
     assert_eq!(numbers(&v, "eigenvalues").len(), 10);
 }
+
+// --- Features models and `dataleaf simec` ------------------------------------------------------------
+
+/// f(x, y) = softplus(2x) + softplus(-2x) + softplus(2y) + softplus(-2y): a smooth bowl whose level
+/// sets are closed curves round the origin.
+const SOFT_BOWL: &str = r#"{
+  "name": "soft-bowl",
+  "input": { "features": 2 },
+  "task": "regression",
+  "layers": [ { "type": "linear", "name": "0", "in": 2, "out": 4 }, { "type": "softplus" },
+              { "type": "linear", "name": "2", "in": 4, "out": 1 } ]
+}"#;
+
+fn soft_bowl(t: &Temp) -> String {
+    t.write(
+        "bowl.safetensors",
+        safetensors(&[
+            (
+                "0.weight",
+                vec![4, 2],
+                vec![2.0, 0.0, -2.0, 0.0, 0.0, 2.0, 0.0, -2.0],
+            ),
+            ("0.bias", vec![4], vec![0.0; 4]),
+            ("2.weight", vec![1, 4], vec![1.0; 4]),
+            ("2.bias", vec![1], vec![0.0]),
+        ]),
+    );
+    path_arg(&t.write("bowl.json", SOFT_BOWL))
+}
+
+fn softplus(x: f64) -> f64 {
+    x.exp().ln_1p()
+}
+
+fn points_of(v: &Value) -> Vec<Vec<f64>> {
+    v["points"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no points array in {v}"))
+        .iter()
+        .map(|p| {
+            p.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn simec_prints_one_point_and_one_output_per_step() {
+    let t = Temp::new("simec-json");
+    let model = soft_bowl(&t);
+    let v = json_of(&[
+        "simec",
+        "--model",
+        &model,
+        "--start",
+        "0.25,0.25",
+        "--delta",
+        "0.001",
+        "--steps",
+        "300",
+        "--json",
+    ]);
+    let points = points_of(&v);
+    let outputs = numbers(&v, "outputs");
+    assert_eq!(points.len(), 300);
+    assert_eq!(outputs.len(), 300);
+    assert!(points.iter().all(|p| p.len() == 2));
+    // Each step moves delta; the output is the model's at that point and stays near f(x0).
+    let f = |p: &[f64]| {
+        softplus(2.0 * p[0]) + softplus(-2.0 * p[0]) + softplus(2.0 * p[1]) + softplus(-2.0 * p[1])
+    };
+    let f0 = f(&[0.25, 0.25]);
+    let first = (points[0][0] - 0.25).hypot(points[0][1] - 0.25);
+    assert!((first - 0.001).abs() < 1e-12, "first step {first}");
+    for (p, o) in points.iter().zip(&outputs) {
+        assert!((f(p) - o).abs() < 1e-6, "output {o} is not f({p:?}) = {}", f(p));
+        // Euler's drift is O(delta) per loop (the radius grows by pi delta a turn, f by ~ 2e-3 here).
+        assert!((o - f0).abs() < 1e-3, "output {o} drifted from {f0}");
+    }
+}
+
+#[test]
+fn simec_reverse_starts_the_other_way() {
+    let t = Temp::new("simec-reverse");
+    let model = soft_bowl(&t);
+    let args = |reverse: bool| {
+        let mut a = vec![
+            "simec",
+            "--model",
+            &model,
+            "--start=-0.3,0.1",
+            "--delta",
+            "0.001",
+            "--steps",
+            "5",
+            "--json",
+        ];
+        if reverse {
+            a.push("--reverse");
+        }
+        points_of(&json_of(&a))
+    };
+    let (forward, backward) = (args(false), args(true));
+    // The first steps are opposite: x1 - x0 = -(x1' - x0).
+    for (k, x0) in [-0.3, 0.1].into_iter().enumerate() {
+        let (d_fwd, d_back) = (forward[0][k] - x0, backward[0][k] - x0);
+        assert!(
+            (d_fwd + d_back).abs() < 1e-12,
+            "steps {d_fwd} and {d_back} (component {k})"
+        );
+    }
+    assert!(forward[0] != backward[0]);
+    // Further on, both keep going their own way round (orientation continuity).
+    assert!(forward[4] != backward[4]);
+}
+
+#[test]
+fn simec_on_a_classifier_prints_probabilities() {
+    let t = Temp::new("simec-classifier");
+    t.write(
+        "c.safetensors",
+        safetensors(&[
+            ("0.weight", vec![2, 2], vec![1.0, 2.0, -1.0, 0.5]),
+            ("0.bias", vec![2], vec![0.1, 0.0]),
+        ]),
+    );
+    let json = t.write(
+        "c.json",
+        r#"{"name": "lin2", "input": {"features": 2}, "classes": ["a", "b"],
+            "layers": [{"type": "linear", "name": "0", "in": 2, "out": 2}]}"#,
+    );
+    let v = json_of(&[
+        "simec",
+        "--model",
+        &path_arg(&json),
+        "--start",
+        "0.2,-0.1",
+        "--steps",
+        "20",
+        "--json",
+    ]);
+    let outputs = v["outputs"].as_array().unwrap();
+    assert_eq!(outputs.len(), 20);
+    let p0 = outputs[0].as_array().unwrap();
+    assert_eq!(p0.len(), 2);
+    let sum: f64 = p0.iter().map(|x| x.as_f64().unwrap()).sum();
+    assert!((sum - 1.0).abs() < 1e-12);
+    // A linear classifier's level sets are straight lines: p stays put to round-off.
+    for o in outputs {
+        assert!((o[0].as_f64().unwrap() - p0[0].as_f64().unwrap()).abs() < 1e-12);
+    }
+    // Without --json, a readable summary.
+    let out = run([
+        "simec",
+        "--model",
+        &path_arg(&json),
+        "--start",
+        "0.2,-0.1",
+        "--steps",
+        "20",
+    ]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("largest change of any output"));
+}
+
+#[test]
+fn simec_rejects_bad_arguments_in_one_line() {
+    let t = Temp::new("simec-bad");
+    let model = soft_bowl(&t);
+    let base = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = ["simec", "--model", &model]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    fails(&base(&["--start", "0.1,0.2", "--steps", "0"]), &["--steps"]);
+    fails(&base(&["--start", "0.1,0.2", "--delta", "0"]), &["--delta"]);
+    fails(&base(&["--start", "0.1,0.2", "--delta", "-1"]), &["--delta"]);
+    fails(&base(&["--start", "0.1,0.2", "--delta", "NaN"]), &["--delta"]);
+    fails(&base(&["--start", "0.1,zebra"]), &["--start", "zebra"]);
+    fails(
+        &base(&["--start", "0.1,0.2,0.3"]),
+        &["--start", "3 numbers", "2 features"],
+    );
+    fails(&base(&["--start", "inf,0"]), &["--start", "finite"]);
+    let missing = path_arg(&t.path("nowhere.json"));
+    fails(&["simec", "--model", &missing, "--start", "0,0"], &[&missing]);
+    // An image model is not a features model.
+    let image = mnist_small();
+    fails(
+        &["simec", "--model", &image, "--start", "0,0"],
+        &[&image, "takes images", "features"],
+    );
+    // A features model in an image command points to the plane view.
+    fails(
+        &["spectrum", "--model", &model, "--index", "0"],
+        &["bowl.json", "2 input features", "plane view"],
+    );
+    // Missing weights name the weights file.
+    std::fs::remove_file(t.path("bowl.safetensors")).unwrap();
+    fails(&base(&["--start", "0,0"]), &["bowl.safetensors", "not found"]);
+}
+
+#[test]
+fn features_architectures_with_errors_are_named() {
+    let t = Temp::new("features-arch");
+    let cases = [
+        (
+            r#"{"name": "z", "input": {"features": 0}, "task": "regression", "layers": []}"#,
+            "0 features",
+        ),
+        (
+            r#"{"name": "z", "input": {"features": 2}, "task": "regression",
+                "layers": [{"type": "linear", "name": "0", "in": 2, "out": 0}]}"#,
+            "at least 1 output",
+        ),
+        (
+            r#"{"name": "z", "input": {"features": 2}, "classes": ["only"],
+                "layers": [{"type": "linear", "name": "0", "in": 2, "out": 1}]}"#,
+            "at least 2 classes",
+        ),
+        (
+            r#"{"name": "z", "input": {"features": 2, "channels": 1}, "task": "regression", "layers": []}"#,
+            "input must be either",
+        ),
+        (
+            r#"{"name": "z", "input": {"features": 2}, "task": "ranking", "layers": []}"#,
+            "ranking",
+        ),
+        (
+            r#"{"name": "z", "input": {"features": 2}, "task": "regression", "classes": ["a", "b"],
+                "layers": [{"type": "linear", "name": "0", "in": 2, "out": 1}]}"#,
+            "2 output names",
+        ),
+        (
+            r#"{"name": "z", "input": {"features": 3}, "task": "regression",
+                "layers": [{"type": "linear", "name": "0", "in": 2, "out": 1}]}"#,
+            "expects 2 inputs, gets 3",
+        ),
+    ];
+    for (k, (json, needle)) in cases.iter().enumerate() {
+        let path = path_arg(&t.write(&format!("m{k}.json"), json));
+        fails(&["simec", "--model", &path, "--start", "0,0"], &[&path, needle]);
+    }
+}

@@ -280,7 +280,7 @@ fn fast_jacobian_matches_pytorch_float64() {
 }
 
 fn check_against_candle(what: &str, model: &Model, x: &[f32]) -> f64 {
-    let i = model.arch.input;
+    let i = model.arch.input.image().unwrap();
     let (_, fast) = logits_and_jacobian(&model.network, x);
     let slow = jacobian_autograd(&model.classifier, x, (i.channels, i.height, i.width))
         .unwrap_or_else(|e| panic!("{what}: candle autograd: {e}"));

@@ -9,6 +9,8 @@ mod experiments_view;
 mod files;
 mod gallery;
 mod history;
+mod plane_view;
+mod plane_worker;
 mod plots;
 mod state;
 mod style;
@@ -23,6 +25,8 @@ use egui::{Color32, RichText};
 
 pub use commands::Command;
 pub use history::{History, Series};
+pub use plane_view::Layers as PlaneLayers;
+pub use plane_worker::{Curves, PlaneFrame};
 pub use state::{find_preset, Choice, KernelDirection, Params, Preset, Settings, PRESETS};
 pub use walk_view::EXPLANATION;
 pub use worker::{Frame, Lane, ModelInfo};
@@ -49,6 +53,16 @@ pub struct AppOptions {
     /// Start from the defaults; the run neither reads nor changes the remembered state.
     pub fresh: bool,
     pub lecture: bool,
+    /// Open onto the 2-D plane view.
+    pub plane: bool,
+    /// Plane view: train this many steps at once, then pause (for a scripted screenshot).
+    pub plane_train_steps: usize,
+    /// Plane view: draw the curves through this point.
+    pub plane_click: Option<[f64; 2]>,
+    /// Plane view: open this features model instead of training one.
+    pub plane_model: Option<String>,
+    /// Plane view: sweep the preimage of this interval [a, b] of outputs from the clicked point.
+    pub plane_interval: Option<(f64, f64)>,
 }
 
 /// Something a panel asks the app to do.
@@ -110,6 +124,9 @@ pub struct DataleafApp {
     draw_pad: draw_pad::DrawPad,
     files: files::FilesWindow,
     experiments: experiments_view::ExperimentsView,
+    plane: plane_view::PlaneView,
+    /// The plane view fills the window instead of the image walks.
+    plane_mode: bool,
     messages: Vec<Message>,
     shot: Shot,
     /// Recent UI frame times in milliseconds: the frame's work as eframe reports it (ui,
@@ -182,6 +199,19 @@ impl DataleafApp {
             settings.dataset.clone(),
         );
         worker.send(Request::Speed(settings.speed));
+        let mut plane = plane_view::PlaneView::default();
+        if options.plane_train_steps > 0 || options.plane_click.is_some() || options.plane_interval.is_some()
+        {
+            plane.script(plane_view::Script {
+                train_steps: options.plane_train_steps,
+                click: options.plane_click,
+                interval: options.plane_interval,
+            });
+        }
+        if let Some(m) = &options.plane_model {
+            plane.open_model(m);
+        }
+        let plane_mode = options.plane || options.plane_model.is_some();
         let shot = match &options.screenshot {
             Some(path) => Shot::Waiting(path.clone(), std::time::Instant::now() + SCREENSHOT_DEADLINE),
             None => Shot::Off,
@@ -204,6 +234,8 @@ impl DataleafApp {
             draw_pad: Default::default(),
             files: Default::default(),
             experiments: Default::default(),
+            plane,
+            plane_mode,
             messages: Vec::new(),
             shot,
             frame_ms: Vec::new(),
@@ -245,6 +277,21 @@ impl DataleafApp {
 
     pub fn experiment_error(&self) -> Option<&str> {
         self.experiments.error()
+    }
+
+    /// Whether the plane view fills the window.
+    pub fn plane_mode(&self) -> bool {
+        self.plane_mode
+    }
+
+    /// The plane view's latest frame (what its canvas shows).
+    pub fn plane_frame(&self) -> Option<&PlaneFrame> {
+        self.plane.frame()
+    }
+
+    /// The plane view's error, if it shows one.
+    pub fn plane_error(&self) -> Option<&str> {
+        self.plane.error()
     }
 
     /// The errors shown in the window.
@@ -478,7 +525,25 @@ impl DataleafApp {
     }
 
     fn run_command(&mut self, command: Command, ctx: &egui::Context, time: f64) {
+        // The image walks' commands do nothing while the plane fills the window.
+        let walks_only = matches!(
+            command,
+            Command::PlayPause
+                | Command::Step
+                | Command::Reset
+                | Command::RandomStart
+                | Command::SwapStartTarget
+                | Command::MirrorTarget
+                | Command::Gallery
+                | Command::ExportStrip
+                | Command::ExportGif
+                | Command::ExportCsv
+        );
+        if self.plane_mode && walks_only {
+            return;
+        }
         match command {
+            Command::Plane => self.plane_mode = !self.plane_mode,
             Command::PlayPause => {
                 if self.playing {
                     self.play(false);
@@ -610,6 +675,7 @@ impl DataleafApp {
                 }
             });
             ui.menu_button("Experiments", |ui| item(ui, Command::Experiments));
+            ui.menu_button("Plane", |ui| item(ui, Command::Plane));
             ui.menu_button("Presets", |ui| {
                 for i in 0..PRESETS.len() {
                     item(ui, Command::Preset(i));
@@ -627,6 +693,22 @@ impl DataleafApp {
                     }
                 }
             });
+            ui.separator();
+            let text = if self.plane_mode {
+                "◀ Back to the images"
+            } else {
+                "2-D plane ▶"
+            };
+            if ui
+                .selectable_label(self.plane_mode, text)
+                .on_hover_text(Command::Plane.tooltip())
+                .clicked()
+            {
+                actions.push(Action::Command(Command::Plane));
+            }
+            if self.plane_mode {
+                return;
+            }
             ui.separator();
             let model = self
                 .model
@@ -724,6 +806,66 @@ impl DataleafApp {
         });
     }
 
+    /// The image walks: gallery, the two lanes, the plots and the status line.
+    fn walks_ui(&mut self, ui: &mut egui::Ui, time: f64, actions: &mut Vec<Action>) {
+        egui::Panel::bottom("status").show(ui, |ui| self.status_bar(ui, time));
+        let shape = self.shape();
+        let start = match self.settings.start {
+            Some(Choice::Index(i)) => Some(i),
+            _ => None,
+        };
+        let target = match self.settings.target {
+            Some(Choice::Index(i)) => Some(i),
+            _ => None,
+        };
+        // Side panels take a share of the width, so the centre keeps room in lecture mode's zoom.
+        let width = ui.available_width();
+        let mut gallery = self.settings.gallery;
+        egui::Panel::left("gallery")
+            .resizable(true)
+            .default_size(330.0)
+            .size_range(180.0..=(width * 0.22).max(180.0))
+            .show_collapsible(ui, &mut gallery, |ui| {
+                egui::Panel::bottom("draw pad").show(ui, |ui| {
+                    egui::CollapsingHeader::new("Draw a target")
+                        .default_open(false)
+                        .show(ui, |ui| self.draw_pad.ui(ui, shape, actions));
+                });
+                self.gallery.ui(ui, start, target, actions);
+            });
+        self.settings.gallery = gallery;
+        let classes = self.classes();
+        egui::Panel::right("plots")
+            .resizable(true)
+            .default_size(440.0)
+            .size_range(240.0..=(width * 0.3).max(240.0))
+            .show(ui, |ui| {
+                egui::ScrollArea::vertical()
+                    .id_salt("plots scroll")
+                    .show(ui, |ui| {
+                        self.plots
+                            .ui(ui, &self.history, self.at, &classes, self.settings.params.stop);
+                    });
+            });
+        let shown = walk_view::Shown {
+            history: &self.history,
+            at: self.at,
+            shape,
+            classes: &classes,
+            playing: self.playing,
+            start_label: self.label_of(&self.settings.start),
+            target_label: self.label_of(&self.settings.target),
+            stale: self.stale,
+        };
+        egui::CentralPanel::default().show(ui, |ui| {
+            egui::ScrollArea::vertical()
+                .id_salt("centre scroll")
+                .show(ui, |ui| {
+                    self.walk_view.ui(ui, &shown, &mut self.settings, actions);
+                });
+        });
+    }
+
     /// Take the screenshot asked for on the command line once the walks show enough.
     fn screenshot(&mut self, ctx: &egui::Context) {
         let Shot::Waiting(path, deadline) = &self.shot else {
@@ -735,12 +877,18 @@ impl DataleafApp {
             .len()
             .max(self.history.lane(Lane::Kernel).len());
         let late = std::time::Instant::now() >= *deadline;
-        if steps <= self.options.screenshot_step && !self.history.finished() && !late {
+        let ready = if self.plane_mode {
+            // The plane: its scripted training done and the curves through the click drawn.
+            self.plane.script_done() && self.plane.frame().is_some()
+        } else {
+            steps > self.options.screenshot_step || self.history.finished()
+        };
+        if !ready && !late {
             // Keep frames coming so the deadline is noticed even when nothing walks.
             ctx.request_repaint_after(std::time::Duration::from_millis(500));
             return;
         }
-        if late && steps <= self.options.screenshot_step {
+        if late && !ready {
             eprintln!(
                 "dataleaf: {steps} steps after {SCREENSHOT_DEADLINE:?}; taking the screenshot as it is"
             );
@@ -799,68 +947,20 @@ impl eframe::App for DataleafApp {
 
         egui::Panel::top("menu").show(ui, |ui| {
             self.menu_bar(ui, &mut actions);
+            if self.plane_mode {
+                return;
+            }
             if self.model.as_ref().is_some_and(|m| !m.piecewise_linear) {
                 ui.label(RichText::new(SMOOTH_NOTE).color(style::NOTICE_COLOR))
                     .on_hover_text("The walks still run; the involutivity experiment shows what changes");
             }
             self.presets_bar(ui, &mut actions);
         });
-        egui::Panel::bottom("status").show(ui, |ui| self.status_bar(ui, time));
-        let shape = self.shape();
-        let start = match self.settings.start {
-            Some(Choice::Index(i)) => Some(i),
-            _ => None,
-        };
-        let target = match self.settings.target {
-            Some(Choice::Index(i)) => Some(i),
-            _ => None,
-        };
-        // Side panels take a share of the width, so the centre keeps room in lecture mode's zoom.
-        let width = ui.available_width();
-        let mut gallery = self.settings.gallery;
-        egui::Panel::left("gallery")
-            .resizable(true)
-            .default_size(330.0)
-            .size_range(180.0..=(width * 0.22).max(180.0))
-            .show_collapsible(ui, &mut gallery, |ui| {
-                egui::Panel::bottom("draw pad").show(ui, |ui| {
-                    egui::CollapsingHeader::new("Draw a target")
-                        .default_open(false)
-                        .show(ui, |ui| self.draw_pad.ui(ui, shape, &mut actions));
-                });
-                self.gallery.ui(ui, start, target, &mut actions);
-            });
-        self.settings.gallery = gallery;
-        let classes = self.classes();
-        egui::Panel::right("plots")
-            .resizable(true)
-            .default_size(440.0)
-            .size_range(240.0..=(width * 0.3).max(240.0))
-            .show(ui, |ui| {
-                egui::ScrollArea::vertical()
-                    .id_salt("plots scroll")
-                    .show(ui, |ui| {
-                        self.plots
-                            .ui(ui, &self.history, self.at, &classes, self.settings.params.stop);
-                    });
-            });
-        let shown = walk_view::Shown {
-            history: &self.history,
-            at: self.at,
-            shape,
-            classes: &classes,
-            playing: self.playing,
-            start_label: self.label_of(&self.settings.start),
-            target_label: self.label_of(&self.settings.target),
-            stale: self.stale,
-        };
-        egui::CentralPanel::default().show(ui, |ui| {
-            egui::ScrollArea::vertical()
-                .id_salt("centre scroll")
-                .show(ui, |ui| {
-                    self.walk_view.ui(ui, &shown, &mut self.settings, &mut actions);
-                });
-        });
+        if self.plane_mode {
+            self.plane.ui(ui);
+        } else {
+            self.walks_ui(ui, time, &mut actions);
+        }
         self.files.ui(&ctx, &mut self.settings, &mut actions);
         let model_name = self.model.as_ref().map_or("no model", |m| m.name.as_str());
         self.experiments.ui(&ctx, &self.settings.model, model_name);

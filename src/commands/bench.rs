@@ -205,7 +205,7 @@ fn scaling_row(arch: &Architecture, runs: usize) -> Result<Value> {
     let runs = if work > 10_000_000 { 1 } else { runs.min(20) };
     let times = time_steps(&net, &start, &target, runs)?;
     let floor = Floor::measure(&net, &start);
-    let i = arch.input;
+    let i = net.input_shape();
     Ok(json!({
         "model": arch.name,
         "input": format!("{}x{}x{}", i.channels, i.height, i.width),

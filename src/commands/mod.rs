@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod experiment;
 pub mod memory;
+pub mod simec;
 pub mod spectrum;
 pub mod train;
 pub mod walk;

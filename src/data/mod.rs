@@ -4,6 +4,7 @@ mod cifar;
 mod folder;
 mod idx;
 mod open;
+pub mod toy;
 
 pub use cifar::{parse_batch as parse_cifar_batch, CIFAR10_CLASSES};
 pub use idx::{

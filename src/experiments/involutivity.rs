@@ -156,7 +156,8 @@ impl Dense64 {
                 other => DenseLayer::Smooth(Activation::of(other)?),
             });
         }
-        let c = arch.input.channels;
+        let input = arch.input.image()?;
+        let c = input.channels;
         let (mean, std) = match &arch.normalize {
             Some(n) => (
                 n.mean.iter().map(|&v| v as f64).collect(),
@@ -167,7 +168,7 @@ impl Dense64 {
         Some(Dense64 {
             mean,
             std,
-            plane: arch.input.height * arch.input.width,
+            plane: input.height * input.width,
             layers,
         })
     }

@@ -6,6 +6,7 @@
 
 pub mod eigen;
 pub mod jacobian;
+pub mod plane;
 
 use rayon::prelude::*;
 

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// Input image shape the network expects (NCHW without N).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct InputShape {
     pub channels: usize,
     pub height: usize,
@@ -16,6 +17,94 @@ impl InputShape {
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// What the network takes: an image (`{"channels", "height", "width"}`) or a vector of features
+/// (`{"features": N}`, the 2-D plane models).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawInput", untagged)]
+pub enum Input {
+    Image(InputShape),
+    Features { features: usize },
+}
+
+/// The `input` object as written, before it is known which kind it is (for one clear message).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInput {
+    channels: Option<usize>,
+    height: Option<usize>,
+    width: Option<usize>,
+    features: Option<usize>,
+}
+
+impl TryFrom<RawInput> for Input {
+    type Error = String;
+    fn try_from(r: RawInput) -> Result<Input, String> {
+        match (r.channels, r.height, r.width, r.features) {
+            (Some(channels), Some(height), Some(width), None) => Ok(Input::Image(InputShape {
+                channels,
+                height,
+                width,
+            })),
+            (None, None, None, Some(features)) => Ok(Input::Features { features }),
+            _ => Err(
+                "input must be either {\"channels\", \"height\", \"width\"} (images) or {\"features\": N}"
+                    .into(),
+            ),
+        }
+    }
+}
+
+impl Input {
+    /// The image shape, or None for a features input.
+    pub fn image(&self) -> Option<InputShape> {
+        match *self {
+            Input::Image(s) => Some(s),
+            Input::Features { .. } => None,
+        }
+    }
+    /// Values per input.
+    pub fn len(&self) -> usize {
+        match *self {
+            Input::Image(s) => s.len(),
+            Input::Features { features } => features,
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Values the normalisation has one mean and std for: channels, or features.
+    fn normalized_values(&self) -> usize {
+        match *self {
+            Input::Image(s) => s.channels,
+            Input::Features { features } => features,
+        }
+    }
+    /// The shape of the activation the first layer takes.
+    fn shape(&self) -> Shape {
+        match *self {
+            Input::Image(i) => Shape::Image(i.channels, i.height, i.width),
+            Input::Features { features } => Shape::Flat(features),
+        }
+    }
+}
+
+/// What the outputs mean, and so which metric M the pullback G = J^T M J uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    /// Logits of a softmax: M = diag p - p p^T (the local data matrix).
+    #[default]
+    Classification,
+    /// Raw outputs: M = I, so G = J^T J, the pullback of the Euclidean metric.
+    Regression,
+}
+
+impl Task {
+    fn is_classification(&self) -> bool {
+        *self == Task::Classification
     }
 }
 
@@ -67,6 +156,8 @@ pub enum Layer {
     /// linear network, so with sigmoid, tanh or GELU the distribution D_x need not be involutive.
     Sigmoid,
     Tanh,
+    /// PyTorch's `nn.Softplus()`: log(1 + e^x), and x itself above the threshold 20.
+    Softplus,
     /// The exact GELU, x Phi(x) (PyTorch's `nn.GELU()` default, not the tanh approximation).
     Gelu,
     LeakyRelu {
@@ -104,9 +195,14 @@ pub struct TrainingRecord {
 #[serde(deny_unknown_fields)]
 pub struct Architecture {
     pub name: String,
-    pub input: InputShape,
+    pub input: Input,
+    /// Absent means classification, so image model files read and write unchanged.
+    #[serde(default, skip_serializing_if = "Task::is_classification")]
+    pub task: Task,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub normalize: Option<Normalize>,
+    /// Class names (classification), or output names (regression, where they may be omitted).
+    #[serde(default)]
     pub classes: Vec<String>,
     pub layers: Vec<Layer>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -203,7 +299,9 @@ impl Layer {
                 Ok(Shape::Flat(*out_features))
             }
             (Layer::Relu, s) => Ok(s),
-            (Layer::Sigmoid | Layer::Tanh | Layer::Gelu | Layer::LeakyRelu { .. }, s) => Ok(s),
+            (Layer::Sigmoid | Layer::Tanh | Layer::Softplus | Layer::Gelu | Layer::LeakyRelu { .. }, s) => {
+                Ok(s)
+            }
             (
                 Layer::Maxpool2d { kernel, stride } | Layer::Avgpool2d { kernel, stride },
                 Shape::Image(c, h, w),
@@ -239,6 +337,7 @@ impl Layer {
             Layer::Flatten => "flatten",
             Layer::Sigmoid => "sigmoid",
             Layer::Tanh => "tanh",
+            Layer::Softplus => "softplus",
             Layer::Gelu => "gelu",
             Layer::LeakyRelu { .. } => "leaky_relu",
         }
@@ -279,6 +378,35 @@ impl Architecture {
         self.classes.len()
     }
 
+    /// The image shape, or a message saying this is a features model and where it opens.
+    pub fn image_input(&self) -> Result<InputShape, String> {
+        self.input.image().ok_or_else(|| {
+            format!(
+                "model {:?} takes {} input features, not images: open it in the plane view \
+                 (dataleaf --plane --plane-model FILE) or walk it with `dataleaf simec`",
+                self.name,
+                self.input.len()
+            )
+        })
+    }
+
+    /// Number of outputs of the last layer (0 when the layers do not chain).
+    pub fn num_outputs(&self) -> usize {
+        self.shapes()
+            .ok()
+            .and_then(|s| s.last().map(Shape::len))
+            .unwrap_or(0)
+    }
+
+    /// The name of output `k`: the class name, else "output" (one output) or "output k".
+    pub fn output_name(&self, k: usize) -> String {
+        match self.classes.get(k) {
+            Some(name) => name.clone(),
+            None if self.num_outputs() == 1 => "output".into(),
+            None => format!("output {k}"),
+        }
+    }
+
     /// Parse and check an architecture JSON text. `origin` names the file in messages.
     pub fn from_json(text: &str) -> Result<Architecture, String> {
         let arch: Architecture =
@@ -293,8 +421,7 @@ impl Architecture {
 
     /// Shapes after each layer, starting with the input: `layers.len() + 1` entries.
     pub fn shapes(&self) -> Result<Vec<Shape>, String> {
-        let i = self.input;
-        let input = Shape::Image(i.channels, i.height, i.width);
+        let input = self.input.shape();
         if input.checked_len().is_none() {
             return Err(format!("input shape {input} is too large"));
         }
@@ -314,25 +441,33 @@ impl Architecture {
         Ok(shapes)
     }
 
-    /// Check the architecture is self-consistent: shapes chain, the output has one logit per class,
-    /// normalisation has one mean/std per channel, weight names are unique.
+    /// Check the architecture is self-consistent: shapes chain, the output has one logit per class
+    /// (or, for regression, at least one output and a name per output if any are named),
+    /// normalisation has one mean/std per channel or feature, weight names are unique.
     pub fn validate(&self) -> Result<(), String> {
-        let i = self.input;
-        let input = Shape::Image(i.channels, i.height, i.width);
+        let input = self.input.shape();
         if input.checked_len().is_none() {
             return Err(format!("input shape {input} is too large"));
         }
         if self.input.is_empty() {
-            return Err("input shape has a zero dimension".into());
+            return Err(match self.input {
+                Input::Features { .. } => "input has 0 features; it needs at least 1".into(),
+                Input::Image(_) => "input shape has a zero dimension".into(),
+            });
         }
-        if self.classes.len() < 2 {
+        if self.task == Task::Classification && self.classes.len() < 2 {
             return Err(format!("needs at least 2 classes, has {}", self.classes.len()));
         }
         if let Some(n) = &self.normalize {
-            let c = self.input.channels;
+            let c = self.input.normalized_values();
+            let per = if self.input.image().is_some() {
+                "channel"
+            } else {
+                "feature"
+            };
             if n.mean.len() != c || n.std.len() != c {
                 return Err(format!(
-                    "normalize needs {c} mean and std values (one per channel), has {} and {}",
+                    "normalize needs {c} mean and std values (one per {per}), has {} and {}",
                     n.mean.len(),
                     n.std.len()
                 ));
@@ -343,7 +478,21 @@ impl Architecture {
         }
         let shapes = self.shapes()?;
         let out = shapes[shapes.len() - 1];
-        if out != Shape::Flat(self.classes.len()) {
+        if self.task == Task::Regression {
+            match out {
+                Shape::Flat(0) => return Err("a regression network needs at least 1 output, has 0".into()),
+                Shape::Flat(n) if self.classes.is_empty() || self.classes.len() == n => {}
+                Shape::Flat(n) => {
+                    return Err(format!(
+                        "the network outputs {n} values but {} output names are given",
+                        self.classes.len()
+                    ))
+                }
+                s @ Shape::Image(..) => {
+                    return Err(format!("the network outputs an image {s}; add a flatten layer"))
+                }
+            }
+        } else if out != Shape::Flat(self.classes.len()) {
             return Err(format!(
                 "the network outputs {out} values but there are {} classes",
                 self.classes.len()
@@ -363,6 +512,6 @@ impl Architecture {
         !self
             .layers
             .iter()
-            .any(|l| matches!(l, Layer::Sigmoid | Layer::Tanh | Layer::Gelu))
+            .any(|l| matches!(l, Layer::Sigmoid | Layer::Tanh | Layer::Softplus | Layer::Gelu))
     }
 }

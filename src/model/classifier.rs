@@ -16,6 +16,7 @@ enum CandleLayer {
     Flatten,
     Sigmoid,
     Tanh,
+    Softplus,
     Gelu,
     LeakyRelu(f64),
 }
@@ -74,11 +75,13 @@ impl Classifier {
                 Layer::Flatten => CandleLayer::Flatten,
                 Layer::Sigmoid => CandleLayer::Sigmoid,
                 Layer::Tanh => CandleLayer::Tanh,
+                Layer::Softplus => CandleLayer::Softplus,
                 Layer::Gelu => CandleLayer::Gelu,
                 Layer::LeakyRelu { negative_slope } => CandleLayer::LeakyRelu(*negative_slope as f64),
             });
         }
-        let c = arch.input.channels;
+        let input = arch.image_input().map_err(candle_core::Error::Msg)?;
+        let c = input.channels;
         let (mean, std) = match &arch.normalize {
             Some(n) => (n.mean.clone(), n.std.clone()),
             None => (vec![0.0; c], vec![1.0; c]),
@@ -87,10 +90,10 @@ impl Classifier {
             layers,
             mean: Tensor::from_vec(mean, (1, c, 1, 1), &dev)?,
             std: Tensor::from_vec(std, (1, c, 1, 1), &dev)?,
-            input_len: arch.input.len(),
+            input_len: input.len(),
             channels: c,
-            height: arch.input.height,
-            width: arch.input.width,
+            height: input.height,
+            width: input.width,
         })
     }
 
@@ -107,6 +110,7 @@ impl Classifier {
                 CandleLayer::Flatten => x.flatten_from(1)?,
                 CandleLayer::Sigmoid => candle_nn::ops::sigmoid(&x)?,
                 CandleLayer::Tanh => x.tanh()?,
+                CandleLayer::Softplus => softplus(&x)?,
                 CandleLayer::Gelu => x.gelu_erf()?,
                 CandleLayer::LeakyRelu(slope) => candle_nn::ops::leaky_relu(&x, *slope)?,
             };
@@ -130,6 +134,14 @@ impl Classifier {
         )?;
         self.forward(&x)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1()
     }
+}
+
+/// PyTorch's softplus: log(1 + e^x), and x where x > 20 (where the exp would lose it anyway).
+fn softplus(x: &Tensor) -> candle_core::Result<Tensor> {
+    let threshold = crate::model::network::SOFTPLUS_THRESHOLD;
+    // exp of the clamped input, so the unused branch never overflows to inf (its gradient would be NaN).
+    let smooth = (x.minimum(threshold)?.exp()? + 1.0)?.log()?;
+    x.gt(threshold)?.where_cond(x, &smooth)
 }
 
 /// Max-pooling whose gradient is right: candle 0.11's max_pool2d backward scales each window's

@@ -6,6 +6,7 @@ pub mod arch;
 pub mod classifier;
 pub mod files;
 pub mod matmul;
+pub mod mlp;
 pub mod network;
 pub mod sparse;
 pub mod train;
@@ -13,7 +14,7 @@ pub mod zoo;
 
 use std::path::{Path, PathBuf};
 
-pub use arch::{Architecture, InputShape, Layer};
+pub use arch::{Architecture, Input, InputShape, Layer, Task};
 pub use classifier::Classifier;
 pub use files::ModelError;
 pub use network::{Network, Tensor32, Weights};
@@ -44,6 +45,8 @@ impl Model {
     /// Build from an architecture and weights; `source` names the file in messages.
     pub fn from_parts(arch: Architecture, weights: &Weights, source: &Path) -> Result<Model, ModelError> {
         arch.validate().map_err(|m| ModelError::new(source, m))?;
+        // The image engines below take images only; features models open in the plane view.
+        arch.image_input().map_err(|m| ModelError::new(source, m))?;
         let wpath = files::weights_path(source);
         let network = Network::new(&arch, weights).map_err(|m| ModelError::new(&wpath, m))?;
         let classifier =
@@ -122,7 +125,7 @@ impl Model {
 
     /// Whether images of this dataset can go through the model; the message says what differs.
     pub fn check_dataset(&self, data: &Dataset) -> Result<(), String> {
-        let i = self.arch.input;
+        let i = self.arch.image_input()?;
         if (data.channels, data.height, data.width) != (i.channels, i.height, i.width) {
             return Err(format!(
                 "model {} takes {}x{}x{} images, dataset {} has {}x{}x{}",

@@ -78,6 +78,8 @@ enum Op {
 pub enum Activation {
     Sigmoid,
     Tanh,
+    /// log(1 + e^x), linear above PyTorch's threshold 20.
+    Softplus,
     /// Exact GELU, x Phi(x), with candle's erf so both implementations agree.
     Gelu,
     LeakyRelu(f64),
@@ -89,6 +91,7 @@ impl Activation {
         match layer {
             Layer::Sigmoid => Some(Activation::Sigmoid),
             Layer::Tanh => Some(Activation::Tanh),
+            Layer::Softplus => Some(Activation::Softplus),
             Layer::Gelu => Some(Activation::Gelu),
             Layer::LeakyRelu { negative_slope } => Some(Activation::LeakyRelu(*negative_slope as f64)),
             _ => None,
@@ -99,6 +102,8 @@ impl Activation {
         match self {
             Activation::Sigmoid => sigmoid(x),
             Activation::Tanh => x.tanh(),
+            Activation::Softplus if x > SOFTPLUS_THRESHOLD => x,
+            Activation::Softplus => x.exp().ln_1p(),
             Activation::Gelu => x * normal_cdf(x),
             Activation::LeakyRelu(slope) => {
                 if x > 0.0 || x.is_nan() {
@@ -118,6 +123,8 @@ impl Activation {
                 s * (1.0 - s)
             }
             Activation::Tanh => 1.0 - x.tanh().powi(2),
+            Activation::Softplus if x > SOFTPLUS_THRESHOLD => 1.0,
+            Activation::Softplus => sigmoid(x),
             // Phi(x) + x phi(x)
             Activation::Gelu => {
                 normal_cdf(x) + x * (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt()
@@ -133,7 +140,10 @@ impl Activation {
     }
 }
 
-fn sigmoid(x: f64) -> f64 {
+/// Above this softplus is x itself (PyTorch's `threshold=20`: log(1 + e^20) - 20 ~ 2e-9).
+pub const SOFTPLUS_THRESHOLD: f64 = 20.0;
+
+pub fn sigmoid(x: f64) -> f64 {
     if x >= 0.0 {
         1.0 / (1.0 + (-x).exp())
     } else {
@@ -281,20 +291,22 @@ impl Network {
                     Op::AvgPool(pool_of(c, h, w, *kernel, *stride))
                 }
                 (Layer::Flatten, _) => Op::Flatten,
-                (Layer::Sigmoid | Layer::Tanh | Layer::Gelu | Layer::LeakyRelu { .. }, _) => {
-                    Op::Activation(Activation::of(layer).expect("an activation layer"))
-                }
+                (
+                    Layer::Sigmoid | Layer::Tanh | Layer::Softplus | Layer::Gelu | Layer::LeakyRelu { .. },
+                    _,
+                ) => Op::Activation(Activation::of(layer).expect("an activation layer")),
                 (layer, shape) => return Err(format!("{} cannot take input {shape}", layer.kind())),
             };
             ops.push(op);
         }
-        let c = arch.input.channels;
+        let input = arch.image_input()?;
+        let c = input.channels;
         let (mean, std) = match &arch.normalize {
             Some(n) => (n.mean.clone(), n.std.clone()),
             None => (vec![0.0; c], vec![1.0; c]),
         };
         Ok(Network {
-            input: arch.input,
+            input,
             mean,
             std,
             ops,

@@ -1,6 +1,6 @@
 //! The architectures `dataleaf train` knows, in the model-file format.
 
-use super::arch::{Architecture, InputShape, Layer, Normalize};
+use super::arch::{Architecture, Input, InputShape, Layer, Normalize, Task};
 
 /// MNIST normalisation used by the papers (mean 0.1307, std 0.3081).
 fn mnist_normalize() -> Option<Normalize> {
@@ -82,11 +82,12 @@ pub fn mnist_architecture(arch: &str) -> Option<Architecture> {
     };
     Some(Architecture {
         name: format!("mnist-{arch}"),
-        input: InputShape {
+        input: Input::Image(InputShape {
             channels: 1,
             height: 28,
             width: 28,
-        },
+        }),
+        task: Task::Classification,
         normalize: mnist_normalize(),
         classes: (0..10).map(|d| d.to_string()).collect(),
         layers,
@@ -159,11 +160,12 @@ pub fn scaling_architecture(name: &str, input: [usize; 3], classes: usize) -> Ar
     layers.push(linear(&next_name(), features, classes));
     Architecture {
         name: format!("{name}-c{classes}"),
-        input: InputShape {
+        input: Input::Image(InputShape {
             channels,
             height,
             width,
-        },
+        }),
+        task: Task::Classification,
         normalize: None,
         classes: (0..classes).map(|k| k.to_string()).collect(),
         layers,

@@ -4,6 +4,8 @@
 //! clamped to the pixel box [0, 1]. The free walk is the straight line, the baseline that leaves
 //! the data leaf.
 
+pub mod simec;
+
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 
