@@ -219,7 +219,8 @@ mod shared {
                     }
                 }
                 // SAFETY: AVX2 and FMA are enabled here; slices are sized as the kernel reads.
-                unsafe { patch_block(nr, list, &vals, self.wt, self.padded, &mut out) };
+                let padded = self.padded;
+                unsafe { patch_block(nr, list, &vals, self.wt, padded, 0..padded, &mut out, padded) };
                 add_patch(s, o, &out, self.padded, nr, &mut hwc);
             }
             // Back to channels first.
@@ -236,11 +237,21 @@ mod shared {
 
     /// out[r][0..padded] = sum_i vals[i][r] wt[list[i]] for the rows of a block.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn patch_block(nr: usize, list: &[u32], vals: &[f32], wt: &[f32], padded: usize, out: &mut [f32]) {
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn patch_block(
+        nr: usize,
+        list: &[u32],
+        vals: &[f32],
+        w: &[f32],
+        stride: usize,
+        cols: std::ops::Range<usize>,
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
         macro_rules! dispatch {
             ($($n:literal)*) => {
                 match nr {
-                    $($n => unsafe { patch_rows::<$n>(list, vals, wt, padded, out) },)*
+                    $($n => unsafe { patch_rows::<$n>(list, vals, w, stride, cols, out, out_stride) },)*
                     _ => unreachable!("blocks hold 1 to {MAX_BLOCK} rows"),
                 }
             };
@@ -248,31 +259,74 @@ mod shared {
         dispatch!(1 2 3 4 5 6 7 8 9 10 11 12);
     }
 
+    /// out[r][j - cols.start] = sum_i vals[i][r] w[list[i]][j] for j in `cols` (whole 8-float
+    /// vectors), where row k of w starts at k * stride and row r of out at r * out_stride.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn patch_rows<const R: usize>(
         list: &[u32],
         vals: &[f32],
-        wt: &[f32],
-        padded: usize,
+        w: &[f32],
+        stride: usize,
+        cols: std::ops::Range<usize>,
         out: &mut [f32],
+        out_stride: usize,
     ) {
-        assert!(vals.len() >= list.len() * R && out.len() >= R * padded);
-        assert!(list.iter().all(|&co| (co as usize + 1) * padded <= wt.len()));
-        for chunk in (0..padded).step_by(8) {
+        let width = cols.end - cols.start;
+        assert!(width % 8 == 0 && cols.end <= stride && width <= out_stride);
+        assert!(vals.len() >= list.len() * R && out.len() >= (R - 1) * out_stride + width);
+        assert!(list.iter().all(|&k| (k as usize + 1) * stride <= w.len()));
+        for chunk in cols.clone().step_by(8) {
             let mut acc = [_mm256_setzero_ps(); R];
-            for (i, &co) in list.iter().enumerate() {
-                // SAFETY: co * padded + chunk + 8 <= wt.len() (asserted above), vals index < len.
-                let w = unsafe { _mm256_loadu_ps(wt.as_ptr().add(co as usize * padded + chunk)) };
+            for (i, &k) in list.iter().enumerate() {
+                // SAFETY: k * stride + chunk + 8 <= w.len() (asserted above), vals index < len.
+                let wv = unsafe { _mm256_loadu_ps(w.as_ptr().add(k as usize * stride + chunk)) };
                 for (r, a) in acc.iter_mut().enumerate() {
                     let v = unsafe { _mm256_broadcast_ss(&*vals.as_ptr().add(i * R + r)) };
-                    *a = _mm256_fmadd_ps(v, w, *a);
+                    *a = _mm256_fmadd_ps(v, wv, *a);
                 }
             }
             for (r, a) in acc.iter().enumerate() {
-                // SAFETY: r * padded + chunk + 8 <= out.len(), asserted above.
-                unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(r * padded + chunk), *a) };
+                // SAFETY: r * out_stride + (chunk - cols.start) + 8 <= out.len(), asserted above.
+                let at = r * out_stride + chunk - cols.start;
+                unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(at), *a) };
             }
         }
+    }
+
+    /// dx = g W for a linear layer, for up to MAX_BLOCK rows and nin a multiple of 8: the outputs
+    /// with gradient in any row, summed in registers, column blocks over threads.
+    pub fn linear_input_grad(weight: &[f32], nout: usize, nin: usize, g: &[f32], rows: usize) -> Vec<f32> {
+        assert!(rows >= 1 && rows <= MAX_BLOCK && nin % 8 == 0);
+        let active: Vec<u32> = (0..nout)
+            .filter(|&o| (0..rows).any(|r| g[r * nout + o] != 0.0))
+            .map(|o| o as u32)
+            .collect();
+        let mut vals = vec![0.0f32; active.len() * rows];
+        for (i, &o) in active.iter().enumerate() {
+            for r in 0..rows {
+                vals[i * rows + r] = g[r * nout + o as usize];
+            }
+        }
+        const BLOCK: usize = 1024;
+        let parts: Vec<Vec<f32>> = (0..nin.div_ceil(BLOCK))
+            .into_par_iter()
+            .map(|b| {
+                let cols = b * BLOCK..((b + 1) * BLOCK).min(nin);
+                let width = cols.len();
+                let mut out = vec![0.0f32; rows * width];
+                // SAFETY: the caller checked AVX2 and FMA; patch_rows asserts its bounds.
+                unsafe { patch_block(rows, &active, &vals, weight, nin, cols, &mut out, width) };
+                out
+            })
+            .collect();
+        let mut dx = vec![0.0f32; rows * nin];
+        for (b, part) in parts.iter().enumerate() {
+            let width = part.len() / rows;
+            for r in 0..rows {
+                dx[r * nin + b * BLOCK..][..width].copy_from_slice(&part[r * width..(r + 1) * width]);
+            }
+        }
+        dx
     }
 
     /// Add each row's patch (ki, kj, ci) at output position o into its channels-last input.
@@ -307,6 +361,19 @@ mod shared {
 /// dx = g W for a linear layer (g: rows x nout, W: nout x nin), adding only the rows of W whose
 /// output is nonzero in some cotangent row. Columns are split over threads.
 pub fn linear_input_grad(weight: &[f32], nout: usize, nin: usize, g: &[f32], rows: usize) -> Vec<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if (1..=12).contains(&rows)
+        && nin % 8 == 0
+        && std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+    {
+        return shared::linear_input_grad(weight, nout, nin, g, rows);
+    }
+    linear_input_grad_scalar(weight, nout, nin, g, rows)
+}
+
+/// `linear_input_grad` without AVX2: one axpy per live output and row.
+fn linear_input_grad_scalar(weight: &[f32], nout: usize, nin: usize, g: &[f32], rows: usize) -> Vec<f32> {
     let active: Vec<usize> = (0..nout)
         .filter(|&o| (0..rows).any(|r| g[r * nout + o] != 0.0))
         .collect();
@@ -472,21 +539,22 @@ mod tests {
 
     #[test]
     fn linear_matches_the_definition() {
-        let (rows, nout, nin) = (3, 5, 1100);
-        let weight = values(nout * nin, 3);
-        let mut g = values(rows * nout, 4);
-        // Output 2 carries no gradient in any row, output 4 only in row 1.
-        for r in 0..rows {
-            g[r * nout + 2] = 0.0;
-            if r != 1 {
-                g[r * nout + 4] = 0.0;
+        for (rows, nout, nin) in [(3, 5, 1100), (3, 5, 1104), (10, 7, 2056)] {
+            let weight = values(nout * nin, 3);
+            let mut g = values(rows * nout, 4);
+            // Output 2 carries no gradient in any row, output 4 only in row 1.
+            for r in 0..rows {
+                g[r * nout + 2] = 0.0;
+                if r != 1 {
+                    g[r * nout + 4] = 0.0;
+                }
             }
-        }
-        let got = linear_input_grad(&weight, nout, nin, &g, rows);
-        for r in 0..rows {
-            for j in 0..nin {
-                let want: f32 = (0..nout).map(|o| g[r * nout + o] * weight[o * nin + j]).sum();
-                assert!((got[r * nin + j] - want).abs() < 1e-5);
+            let got = linear_input_grad(&weight, nout, nin, &g, rows);
+            for r in 0..rows {
+                for j in 0..nin {
+                    let want: f32 = (0..nout).map(|o| g[r * nout + o] * weight[o * nin + j]).sum();
+                    assert!((got[r * nin + j] - want).abs() < 1e-5);
+                }
             }
         }
     }
