@@ -272,7 +272,7 @@ mod shared {
         out_stride: usize,
     ) {
         let width = cols.end - cols.start;
-        assert!(width % 8 == 0 && cols.end <= stride && width <= out_stride);
+        assert!(width.is_multiple_of(8) && cols.end <= stride && width <= out_stride);
         assert!(vals.len() >= list.len() * R && out.len() >= (R - 1) * out_stride + width);
         assert!(list.iter().all(|&k| (k as usize + 1) * stride <= w.len()));
         for chunk in cols.clone().step_by(8) {
@@ -296,7 +296,7 @@ mod shared {
     /// dx = g W for a linear layer, for up to MAX_BLOCK rows and nin a multiple of 8: the outputs
     /// with gradient in any row, summed in registers, column blocks over threads.
     pub fn linear_input_grad(weight: &[f32], nout: usize, nin: usize, g: &[f32], rows: usize) -> Vec<f32> {
-        assert!(rows >= 1 && rows <= MAX_BLOCK && nin % 8 == 0);
+        assert!((1..=MAX_BLOCK).contains(&rows) && nin.is_multiple_of(8));
         let active: Vec<u32> = (0..nout)
             .filter(|&o| (0..rows).any(|r| g[r * nout + o] != 0.0))
             .map(|o| o as u32)
@@ -363,7 +363,7 @@ mod shared {
 pub fn linear_input_grad(weight: &[f32], nout: usize, nin: usize, g: &[f32], rows: usize) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
     if (1..=12).contains(&rows)
-        && nin % 8 == 0
+        && nin.is_multiple_of(8)
         && std::arch::is_x86_feature_detected!("avx2")
         && std::arch::is_x86_feature_detected!("fma")
     {
