@@ -157,7 +157,16 @@ impl WorkerHandle {
                     speed: None,
                     pending_steps: 0,
                 };
-                worker.run(model, dataset);
+                // One core is left to the UI thread, so frames keep their pace while a walk
+                // runs (on two cores the walk then takes one: 3.5 instead of 2.6 ms a step).
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                match rayon::ThreadPoolBuilder::new()
+                    .num_threads(cores.saturating_sub(1).max(1))
+                    .build()
+                {
+                    Ok(pool) => pool.install(|| worker.run(model, dataset)),
+                    Err(_) => worker.run(model, dataset),
+                }
             })
             .ok();
         WorkerHandle { tx, rx, thread }
