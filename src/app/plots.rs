@@ -11,6 +11,8 @@ use super::worker::Lane;
 const SERIES_BUDGET: usize = 1500;
 /// Eigenvalues at or below this are drawn on the floor (the null direction sits near 1e-17).
 const LOG_FLOOR: f64 = -18.0;
+/// Relative size below which an eigenvalue is round-off (below the rank tolerance 1e-12).
+const ROUND_OFF: f64 = 1e-13;
 
 #[derive(Default)]
 pub struct Plots;
@@ -92,15 +94,20 @@ impl Plots {
                 );
                 for (lane, frame) in Lane::BOTH.iter().zip(&frames) {
                     let Some(f) = frame else { continue };
+                    // Eigenvalues under 1e-13 of the largest are f64 round-off (the null direction
+                    // sqrt p): drawn at that level, not at whatever digits the summation order left.
+                    let top = f.eigenvalues.first().copied().unwrap_or(0.0);
+                    let round_off = top * ROUND_OFF;
                     let points: Vec<[f64; 2]> = f
                         .eigenvalues
                         .iter()
                         .enumerate()
                         .map(|(k, &l)| {
+                            let shown = l.max(round_off);
                             [
                                 k as f64 + 1.0,
-                                if l > 0.0 {
-                                    l.log10().max(LOG_FLOOR)
+                                if shown > 0.0 {
+                                    shown.log10().max(LOG_FLOOR)
                                 } else {
                                     LOG_FLOOR
                                 },
