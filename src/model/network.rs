@@ -473,7 +473,13 @@ impl Network {
         // Set when a max-pool has already applied the ReLU before it.
         let mut relu_done = false;
         let mut grad_index = grads.as_ref().map_or(0, |g| g.len());
+        // Ops already done by a fused max-pool <- ReLU <- convolution reverse pass.
+        let mut fused = 0;
         for (i, op) in self.ops.iter().enumerate().rev() {
+            if fused > 0 {
+                fused -= 1;
+                continue;
+            }
             let x = &trace.acts[i];
             let in_len = self.lens[i];
             let need_dx = i > 0 || want_input;
@@ -545,6 +551,23 @@ impl Network {
                     pool_index -= 1;
                     let idx = &trace.argmax[pool_index];
                     let out_len = self.lens[i + 1];
+                    // J's rows share one image's masks: conv -> ReLU -> pool goes back in one pass
+                    // from the pooled gradient, without the dense scatter in between.
+                    if let (true, Some(Op::Conv(c)), Some(Op::Relu)) = (
+                        trace.batch == 1 && grads.is_none() && i >= 2 && (i > 2 || want_input),
+                        i.checked_sub(2).map(|k| &self.ops[k]),
+                        i.checked_sub(1).map(|k| &self.ops[k]),
+                    ) {
+                        if c.cin >= 8 {
+                            if let Some(dx) =
+                                sparse::conv_relu_pool_input_grad(&c.shape(), &c.weight, idx, x, &g, rows)
+                            {
+                                g = dx;
+                                fused = 2;
+                                continue;
+                            }
+                        }
+                    }
                     // A ReLU just before the pool: its output x is 0 exactly where its derivative
                     // is, so masking at the maxima here replaces a pass over the whole input.
                     relu_done = i > 0 && matches!(self.ops[i - 1], Op::Relu);

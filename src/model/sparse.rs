@@ -131,6 +131,47 @@ pub fn conv_input_grad_shared(s: &ConvShape, weight: &[f32], g: &[f32], rows: us
     conv_input_grad(s, weight, g, rows)
 }
 
+/// The input gradient of conv -> ReLU -> max-pool from the pool's output gradient, for cotangent
+/// rows that share the masks of one image: each pooled entry goes straight to the convolution
+/// output position its window's maximum came from (when the ReLU there is active), so neither the
+/// dense scatter nor the ReLU pass is materialised. `argmax` indexes the conv output (cout x
+/// positions), `relu_out` is the ReLU's output at the image, `g` is rows x pooled entries.
+/// None where AVX2 and FMA are missing (the caller then takes the unfused path).
+pub fn conv_relu_pool_input_grad(
+    s: &ConvShape,
+    weight: &[f32],
+    argmax: &[u32],
+    relu_out: &[f32],
+    g: &[f32],
+    rows: usize,
+) -> Option<Vec<f32>> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        let hw = s.hout * s.wout;
+        let mut live = shared::Live {
+            channels: vec![Vec::new(); hw],
+            sources: vec![Vec::new(); hw],
+        };
+        for (q, &j) in argmax.iter().enumerate() {
+            // ReLU'(0) = 0: a window whose maximum is 0 passes no gradient.
+            if relu_out[j as usize] > 0.0 || relu_out[j as usize].is_nan() {
+                live.channels[j as usize % hw].push(j / hw as u32);
+                live.sources[j as usize % hw].push(q as u32);
+            }
+        }
+        return Some(shared::conv_input_grad_from(
+            s,
+            weight,
+            &live,
+            g,
+            argmax.len(),
+            rows,
+        ));
+    }
+    let _ = (s, weight, argmax, relu_out, g, rows);
+    None
+}
+
 #[cfg(target_arch = "x86_64")]
 mod shared {
     use std::arch::x86_64::*;
@@ -142,10 +183,51 @@ mod shared {
     /// Rows summed together in registers: one accumulator per row, plus the weight vector.
     const MAX_BLOCK: usize = 12;
 
+    /// Where the gradient at each output position of a convolution lives: the channels that carry
+    /// it, and for each the index of its value within a row of the source buffer.
+    pub struct Live {
+        pub channels: Vec<Vec<u32>>,
+        pub sources: Vec<Vec<u32>>,
+    }
+
+    impl Live {
+        /// From a dense gradient (rows x cout x positions): the entries nonzero in any row.
+        pub fn of_dense(s: &ConvShape, g: &[f32], rows: usize) -> Live {
+            let hw = s.hout * s.wout;
+            let out_len = s.cout * hw;
+            let mut any = vec![false; out_len];
+            for row in g.chunks(out_len).take(rows) {
+                any.iter_mut().zip(row).for_each(|(a, &v)| *a |= v != 0.0);
+            }
+            let mut live = Live {
+                channels: vec![Vec::new(); hw],
+                sources: vec![Vec::new(); hw],
+            };
+            for (j, _) in any.iter().enumerate().filter(|(_, &a)| a) {
+                live.channels[j % hw].push((j / hw) as u32);
+                live.sources[j % hw].push(j as u32);
+            }
+            live
+        }
+    }
+
     pub fn conv_input_grad(s: &ConvShape, weight: &[f32], g: &[f32], rows: usize) -> Vec<f32> {
+        let live = Live::of_dense(s, g, rows);
+        conv_input_grad_from(s, weight, &live, g, s.cout * s.hout * s.wout, rows)
+    }
+
+    /// The input gradient of a convolution whose output gradient row r has its value for
+    /// (channel live.channels[o][i], position o) at src[r * src_len + live.sources[o][i]];
+    /// entries listed twice add up.
+    pub fn conv_input_grad_from(
+        s: &ConvShape,
+        weight: &[f32],
+        live: &Live,
+        src: &[f32],
+        src_len: usize,
+        rows: usize,
+    ) -> Vec<f32> {
         let in_len = s.cin * s.hin * s.win;
-        let hw = s.hout * s.wout;
-        let out_len = s.cout * hw;
         // Patch length (ki, kj, ci), padded to whole 8-float vectors.
         let patch = s.k * s.k * s.cin;
         let padded = patch.div_ceil(8) * 8;
@@ -157,17 +239,6 @@ mod shared {
                 }
             }
         }
-        // The channels live at each output position, in any row.
-        let mut any = vec![false; out_len];
-        for row in g.chunks(out_len).take(rows) {
-            any.iter_mut().zip(row).for_each(|(a, &v)| *a |= v != 0.0);
-        }
-        let mut live: Vec<Vec<u32>> = vec![Vec::new(); hw];
-        for (co, channel) in any.chunks(hw).enumerate() {
-            for (list, _) in live.iter_mut().zip(channel).filter(|(_, &a)| a) {
-                list.push(co as u32);
-            }
-        }
         // Blocks of rows, at least one per thread so every core works.
         let blocks = rows
             .div_ceil(MAX_BLOCK)
@@ -176,10 +247,11 @@ mod shared {
         let mut dx = vec![0.0f32; rows * in_len];
         let job = Job {
             s,
-            g,
+            src,
+            src_len,
             wt: &wt,
             padded,
-            live: &live,
+            live,
         };
         dx.par_chunks_mut(per_block * in_len)
             .enumerate()
@@ -191,10 +263,11 @@ mod shared {
     /// What every block of rows shares.
     struct Job<'a> {
         s: &'a ConvShape,
-        g: &'a [f32],
+        src: &'a [f32],
+        src_len: usize,
         wt: &'a [f32],
         padded: usize,
-        live: &'a [Vec<u32>],
+        live: &'a Live,
     }
 
     impl Job<'_> {
@@ -203,19 +276,18 @@ mod shared {
         unsafe fn block(&self, r0: usize, dx_block: &mut [f32]) {
             let s = self.s;
             let in_len = s.cin * s.hin * s.win;
-            let hw = s.hout * s.wout;
-            let out_len = s.cout * hw;
             let nr = dx_block.len() / in_len;
             let mut hwc = vec![0.0f32; nr * in_len];
-            let mut vals = vec![0.0f32; s.cout * nr];
+            let most = self.live.channels.iter().map(Vec::len).max().unwrap_or(0);
+            let mut vals = vec![0.0f32; most * nr];
             let mut out = vec![0.0f32; nr * self.padded];
-            for (o, list) in self.live.iter().enumerate() {
+            for (o, (list, sources)) in self.live.channels.iter().zip(&self.live.sources).enumerate() {
                 if list.is_empty() {
                     continue;
                 }
-                for (i, &co) in list.iter().enumerate() {
+                for (i, &at) in sources.iter().enumerate() {
                     for r in 0..nr {
-                        vals[i * nr + r] = self.g[(r0 + r) * out_len + co as usize * hw + o];
+                        vals[i * nr + r] = self.src[(r0 + r) * self.src_len + at as usize];
                     }
                 }
                 // SAFETY: AVX2 and FMA are enabled here; slices are sized as the kernel reads.
