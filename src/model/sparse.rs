@@ -295,12 +295,16 @@ mod shared {
                 unsafe { patch_block(nr, list, &vals, self.wt, padded, 0..padded, &mut out, padded) };
                 add_patch(s, o, &out, self.padded, nr, &mut hwc);
             }
-            // Back to channels first.
+            // Back to channels first, 16 pixels at a time so reads and writes both stay in cache lines.
             let plane = s.hin * s.win;
             for (dx_row, hwc_row) in dx_block.chunks_mut(in_len).zip(hwc.chunks(in_len)) {
-                for (p, pixel) in hwc_row.chunks(s.cin).enumerate() {
-                    for (ci, &v) in pixel.iter().enumerate() {
-                        dx_row[ci * plane + p] = v;
+                for p0 in (0..plane).step_by(16) {
+                    let p1 = (p0 + 16).min(plane);
+                    for ci in 0..s.cin {
+                        let dst = &mut dx_row[ci * plane + p0..ci * plane + p1];
+                        for (p, d) in (p0..p1).zip(dst) {
+                            *d = hwc_row[p * s.cin + ci];
+                        }
                     }
                 }
             }
