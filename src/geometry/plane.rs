@@ -43,61 +43,19 @@ impl Bounds {
     }
 }
 
-/// Eigenvalues (ascending) and unit eigenvectors of a symmetric n x n matrix (row-major), by cyclic
-/// Jacobi rotations: exact enough for the tiny metrics here, and for n = 2 one rotation is the
-/// closed form. Non-finite input gives zero eigenvalues and the unit axes (a defined degenerate answer).
+/// Eigenvalues (ascending) and unit eigenvectors of a symmetric n x n matrix (row-major), by the
+/// image geometry's cyclic Jacobi rotations (for n = 2 one rotation, the closed form). Non-finite
+/// input gives zero eigenvalues and the unit axes (a defined degenerate answer).
 pub fn symmetric_eigen(a: &[f64], n: usize) -> (Vec<f64>, Vec<Vec<f64>>) {
-    let axes = |n: usize| -> Vec<Vec<f64>> {
-        (0..n)
-            .map(|i| (0..n).map(|j| f64::from(u8::from(i == j))).collect())
-            .collect()
-    };
     if a.len() != n * n || a.iter().any(|v| !v.is_finite()) {
-        return (vec![0.0; n], axes(n));
+        let axes = (0..n)
+            .map(|i| (0..n).map(|j| f64::from(u8::from(i == j))).collect())
+            .collect();
+        return (vec![0.0; n], axes);
     }
-    let mut m = a.to_vec();
-    // v[i][k]: component i of eigenvector k.
-    let mut v = axes(n);
-    for _sweep in 0..64 {
-        let off: f64 = (0..n)
-            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
-            .map(|(i, j)| m[i * n + j] * m[i * n + j])
-            .sum();
-        let scale: f64 = m.iter().map(|x| x * x).sum();
-        if off <= 1e-30 * scale || off == 0.0 {
-            break;
-        }
-        for p in 0..n {
-            for q in p + 1..n {
-                let apq = m[p * n + q];
-                if apq == 0.0 {
-                    continue;
-                }
-                // The rotation that zeroes a_pq: tan 2 theta = 2 a_pq / (a_qq - a_pp).
-                let theta = 0.5 * (2.0 * apq).atan2(m[q * n + q] - m[p * n + p]);
-                let (s, c) = theta.sin_cos();
-                for k in 0..n {
-                    let (mkp, mkq) = (m[k * n + p], m[k * n + q]);
-                    m[k * n + p] = c * mkp - s * mkq;
-                    m[k * n + q] = s * mkp + c * mkq;
-                }
-                for k in 0..n {
-                    let (mpk, mqk) = (m[p * n + k], m[q * n + k]);
-                    m[p * n + k] = c * mpk - s * mqk;
-                    m[q * n + k] = s * mpk + c * mqk;
-                }
-                for row in v.iter_mut() {
-                    let (vp, vq) = (row[p], row[q]);
-                    row[p] = c * vp - s * vq;
-                    row[q] = s * vp + c * vq;
-                }
-            }
-        }
-    }
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by(|&i, &j| m[i * n + i].total_cmp(&m[j * n + j]));
-    let values = order.iter().map(|&k| m[k * n + k]).collect();
-    let vectors = order.iter().map(|&k| (0..n).map(|i| v[i][k]).collect()).collect();
+    let (mut values, mut vectors) = super::eigen::jacobi_eigen(a, n);
+    values.reverse();
+    vectors.reverse();
     (values, vectors)
 }
 

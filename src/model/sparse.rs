@@ -461,7 +461,7 @@ fn linear_input_grad_scalar(weight: &[f32], nout: usize, nin: usize, g: &[f32], 
         .map(|b| {
             let (j0, j1) = (b * BLOCK, ((b + 1) * BLOCK).min(nin));
             let mut acc = vec![0.0f32; rows * (j1 - j0)];
-            axpy_rows(&active, weight, nin, g, nout, rows, j0, j1, &mut acc);
+            axpy_rows_body(&active, weight, nin, g, nout, rows, j0, j1, &mut acc);
             acc
         })
         .collect();
@@ -475,45 +475,7 @@ fn linear_input_grad_scalar(weight: &[f32], nout: usize, nin: usize, g: &[f32], 
     dx
 }
 
-#[allow(clippy::too_many_arguments)]
-fn axpy_rows(
-    active: &[usize],
-    weight: &[f32],
-    nin: usize,
-    g: &[f32],
-    nout: usize,
-    rows: usize,
-    j0: usize,
-    j1: usize,
-    acc: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
-        return unsafe { axpy_rows_avx2(active, weight, nin, g, nout, rows, j0, j1, acc) };
-    }
-    axpy_rows_body(active, weight, nin, g, nout, rows, j0, j1, acc)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn axpy_rows_avx2(
-    active: &[usize],
-    weight: &[f32],
-    nin: usize,
-    g: &[f32],
-    nout: usize,
-    rows: usize,
-    j0: usize,
-    j1: usize,
-    acc: &mut [f32],
-) {
-    axpy_rows_body(active, weight, nin, g, nout, rows, j0, j1, acc)
-}
-
 /// acc[r][j - j0] += g[r][o] W[o][j] for active o, j in j0..j1.
-#[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn axpy_rows_body(
     active: &[usize],
