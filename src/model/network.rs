@@ -470,10 +470,9 @@ impl Network {
         );
         let mut g = cotangents.to_vec();
         let mut pool_index = trace.argmax.len();
-        // Set when a max-pool has already applied the ReLU before it.
-        let mut relu_done = false;
         let mut grad_index = grads.as_ref().map_or(0, |g| g.len());
-        // Ops already done by a fused max-pool <- ReLU <- convolution reverse pass.
+        // Ops a max-pool's reverse pass has already done: the ReLU before it, and the convolution
+        // before that when the three go back fused.
         let mut fused = 0;
         for (i, op) in self.ops.iter().enumerate().rev() {
             if fused > 0 {
@@ -537,7 +536,6 @@ impl Network {
                         g = dx;
                     }
                 }
-                Op::Relu if relu_done => relu_done = false,
                 Op::Relu => {
                     // PyTorch's convention: the derivative of ReLU at 0 is 0.
                     for (r, row) in g.chunks_mut(in_len).enumerate() {
@@ -570,7 +568,8 @@ impl Network {
                     }
                     // A ReLU just before the pool: its output x is 0 exactly where its derivative
                     // is, so masking at the maxima here replaces a pass over the whole input.
-                    relu_done = i > 0 && matches!(self.ops[i - 1], Op::Relu);
+                    let fold_relu = i > 0 && matches!(self.ops[i - 1], Op::Relu);
+                    fused = usize::from(fold_relu);
                     let mut dx = vec![0.0; rows * in_len];
                     for r in 0..rows {
                         let s = if trace.batch == 1 { 0 } else { r };
@@ -578,7 +577,7 @@ impl Network {
                         let dst = &mut dx[r * in_len..(r + 1) * in_len];
                         let xs = &x[s * in_len..(s + 1) * in_len];
                         for (o, &j) in idx[s * out_len..(s + 1) * out_len].iter().enumerate() {
-                            if !(relu_done && xs[j as usize] <= 0.0) {
+                            if !(fold_relu && xs[j as usize] <= 0.0) {
                                 dst[j as usize] += src[o];
                             }
                         }

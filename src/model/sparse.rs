@@ -31,6 +31,27 @@ pub struct ConvShape {
     pub wout: usize,
 }
 
+impl ConvShape {
+    /// Where the k x k x cin input patch of output position o lies, as contiguous runs: for each
+    /// kernel row inside the image, (start in a channels-last input, start in a (ki, kj, ci)
+    /// patch, length), clipped to the columns inside the image.
+    fn patch_runs(&self, o: usize) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+        let (oh, ow) = (o / self.wout, o % self.wout);
+        let x0 = (ow * self.stride) as isize - self.pad as isize;
+        let kj0 = (-x0).max(0) as usize;
+        let kj1 = (self.win as isize - x0).clamp(0, self.k as isize) as usize;
+        let len = kj1.saturating_sub(kj0) * self.cin;
+        (0..self.k).filter_map(move |ki| {
+            let iy = (oh * self.stride + ki) as isize - self.pad as isize;
+            if len == 0 || iy < 0 || iy >= self.hin as isize {
+                return None;
+            }
+            let pixel = (iy * self.win as isize + x0) as usize + kj0;
+            Some((pixel * self.cin, (ki * self.k + kj0) * self.cin, len))
+        })
+    }
+}
+
 /// dx_r = W^T g_r for a convolution, row by row in parallel, visiting only nonzero g. `weight` is
 /// PyTorch's cout x cin x k x k. Returns rows x (cin hin win), channels first.
 pub fn conv_input_grad(s: &ConvShape, weight: &[f32], g: &[f32], rows: usize) -> Vec<f32> {
@@ -85,34 +106,22 @@ unsafe fn scatter_row_avx2(s: &ConvShape, wt: &[f32], g_row: &[f32], hwc: &mut [
 /// (oh, ow) stride + (ki, kj) - pad.
 #[inline(always)]
 fn scatter_row_body(s: &ConvShape, wt: &[f32], g_row: &[f32], hwc: &mut [f32]) {
-    let kc = s.k * s.cin;
+    let patch = s.k * s.k * s.cin;
     let hw = s.hout * s.wout;
     // Position by position, so the k x k x cin patch being summed into stays in L1 while the
     // channels that carry gradient there add their kernels to it.
     for o in 0..hw {
-        let (oh, ow) = (o / s.wout, o % s.wout);
-        let x0 = (ow * s.stride) as isize - s.pad as isize;
-        // The kernel columns that land inside the image.
-        let kj0 = (-x0).max(0) as usize;
-        let kj1 = (s.win as isize - x0).clamp(0, s.k as isize) as usize;
-        if kj0 >= kj1 {
-            continue;
-        }
         for co in 0..s.cout {
             let v = g_row[co * hw + o];
             if v == 0.0 {
                 continue;
             }
-            let w_co = &wt[co * s.k * kc..(co + 1) * s.k * kc];
-            for ki in 0..s.k {
-                let iy = (oh * s.stride + ki) as isize - s.pad as isize;
-                if iy < 0 || iy >= s.hin as isize {
-                    continue;
-                }
-                let start = (iy as usize * s.win) as isize + x0 + kj0 as isize;
-                let dst = &mut hwc[start as usize * s.cin..][..(kj1 - kj0) * s.cin];
-                let src = &w_co[ki * kc + kj0 * s.cin..ki * kc + kj1 * s.cin];
-                dst.iter_mut().zip(src).for_each(|(d, w)| *d += v * w);
+            let w_co = &wt[co * patch..(co + 1) * patch];
+            for (at, from, len) in s.patch_runs(o) {
+                let dst = &mut hwc[at..at + len];
+                dst.iter_mut()
+                    .zip(&w_co[from..from + len])
+                    .for_each(|(d, w)| *d += v * w);
             }
         }
     }
@@ -409,26 +418,14 @@ mod shared {
     #[inline(always)]
     fn add_patch(s: &ConvShape, o: usize, out: &[f32], padded: usize, nr: usize, hwc: &mut [f32]) {
         let in_len = s.cin * s.hin * s.win;
-        let (oh, ow) = (o / s.wout, o % s.wout);
-        let x0 = (ow * s.stride) as isize - s.pad as isize;
-        let kj0 = (-x0).max(0) as usize;
-        let kj1 = (s.win as isize - x0).clamp(0, s.k as isize) as usize;
-        if kj0 >= kj1 {
-            return;
-        }
-        let kc = s.k * s.cin;
         for r in 0..nr {
             let patch = &out[r * padded..];
             let image = &mut hwc[r * in_len..(r + 1) * in_len];
-            for ki in 0..s.k {
-                let iy = (oh * s.stride + ki) as isize - s.pad as isize;
-                if iy < 0 || iy >= s.hin as isize {
-                    continue;
-                }
-                let start = ((iy as usize * s.win) as isize + x0 + kj0 as isize) as usize * s.cin;
-                let dst = &mut image[start..start + (kj1 - kj0) * s.cin];
-                let src = &patch[ki * kc + kj0 * s.cin..ki * kc + kj1 * s.cin];
-                dst.iter_mut().zip(src).for_each(|(d, v)| *d += v);
+            for (at, from, len) in s.patch_runs(o) {
+                let dst = &mut image[at..at + len];
+                dst.iter_mut()
+                    .zip(&patch[from..from + len])
+                    .for_each(|(d, v)| *d += v);
             }
         }
     }
