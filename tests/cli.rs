@@ -1406,3 +1406,32 @@ fn features_architectures_with_errors_are_named() {
         fails(&["simec", "--model", &path, "--start", "0,0"], &[&path, needle]);
     }
 }
+
+/// `dataleaf bench --json` keeps its contract: the per-step fields, the floor's count of the
+/// work, and the 4185 -> 5874 walk reaching its target with its drift reported.
+#[test]
+fn bench_json_reports_the_step_costs_their_floor_and_the_whole_walk() {
+    let out = json_of(&["bench", "--runs", "1", "--walk", "--json"]);
+    for key in [
+        "forward_ms",
+        "jacobian_ms",
+        "spectrum_ms",
+        "leaf_step_ms",
+        "kernel_step_ms",
+        "floor_ms",
+    ] {
+        let v = out[key].as_f64().unwrap_or_else(|| panic!("{key} missing: {out}"));
+        assert!(v > 0.0 && v.is_finite(), "{key} = {v}");
+    }
+    // The floor counts the multiply-adds a step cannot avoid: at least J's forward pass (12 M), and
+    // far fewer than dense reverse passes would take (10 x 120 M).
+    let flops = out["floor"]["jacobian_mflop"].as_f64().unwrap();
+    assert!(flops > 2.0 * 12.0 && flops < 2.0 * 1200.0, "{}", out["floor"]);
+    let walk = &out["walk_4185_5874"];
+    assert_eq!(walk["reached"], true, "{walk}");
+    let steps = walk["steps"].as_u64().unwrap();
+    assert!((450..650).contains(&steps), "{walk}");
+    let drift = walk["mean_off_leaf_fraction"].as_f64().unwrap();
+    assert!(drift > 0.0 && drift < 0.5, "{walk}");
+    assert_eq!(out["sizes"], serde_json::json!([]));
+}

@@ -79,7 +79,8 @@ struct Floor {
 }
 
 impl Floor {
-    fn measure(net: &Network, x: &[f32]) -> Floor {
+    /// The floor of a step of `net` at `x`, given the machine's rates (`gemm_gflops`).
+    fn of(net: &Network, x: &[f32], rates: (f64, f64)) -> Floor {
         let trace = net.forward(x, 1);
         let macs = net.jacobian_macs(&trace);
         let (c, n) = (net.num_classes() as f64, net.input_len() as f64);
@@ -87,8 +88,8 @@ impl Floor {
         Floor {
             jacobian_flops: 2.0 * (macs.forward + c * macs.per_row),
             spectrum_flops: 2.0 * (c * n + c * c * n + rank * c * n + 2.0 * rank * n),
-            gemm_f32_gflops: gemm_gflops::<f32>(),
-            gemm_f64_gflops: gemm_gflops::<f64>(),
+            gemm_f32_gflops: rates.0,
+            gemm_f64_gflops: rates.1,
         }
     }
     fn ms(&self) -> f64 {
@@ -114,6 +115,24 @@ struct StepTimes {
     kernel_step_ms: f64,
     /// Heap a leaf step needs at its peak beyond what was live before it, bytes.
     step_peak_bytes: usize,
+}
+
+impl StepTimes {
+    /// The per-step fields every report shares, added to a JSON object.
+    fn add_to(&self, out: &mut Value, floor: &Floor) {
+        let fields = json!({
+            "forward_ms": self.forward_ms,
+            "jacobian_ms": self.jacobian_ms,
+            "spectrum_ms": self.spectrum_ms,
+            "leaf_step_ms": self.leaf_step_ms,
+            "kernel_step_ms": self.kernel_step_ms,
+            "floor_ms": floor.ms(),
+            "step_peak_mb": self.step_peak_bytes as f64 / 1e6,
+        });
+        if let (Some(out), Value::Object(fields)) = (out.as_object_mut(), fields) {
+            out.extend(fields);
+        }
+    }
 }
 
 fn time_steps(net: &Network, start: &[f32], target: &[f32], runs: usize) -> Result<StepTimes> {
@@ -193,7 +212,7 @@ fn whole_walk(net: &Network, start: &[f32], target: &[f32]) -> Result<Value> {
 }
 
 /// One row of the scaling table: a random-weight model of the given shape.
-fn scaling_row(arch: &Architecture, runs: usize) -> Result<Value> {
+fn scaling_row(arch: &Architecture, runs: usize, rates: (f64, f64)) -> Result<Value> {
     let weights = Network::initial_weights(arch, 0);
     let net = Network::new(arch, &weights).map_err(|m| anyhow!(m))?;
     let n = net.input_len();
@@ -204,24 +223,19 @@ fn scaling_row(arch: &Architecture, runs: usize) -> Result<Value> {
     let work = n * net.num_classes();
     let runs = if work > 10_000_000 { 1 } else { runs.min(20) };
     let times = time_steps(&net, &start, &target, runs)?;
-    let floor = Floor::measure(&net, &start);
+    let floor = Floor::of(&net, &start, rates);
     let i = net.input_shape();
-    Ok(json!({
+    let mut row = json!({
         "model": arch.name,
         "input": format!("{}x{}x{}", i.channels, i.height, i.width),
         "n": n,
         "classes": net.num_classes(),
         "runs": runs,
-        "forward_ms": times.forward_ms,
-        "jacobian_ms": times.jacobian_ms,
-        "spectrum_ms": times.spectrum_ms,
-        "leaf_step_ms": times.leaf_step_ms,
-        "kernel_step_ms": times.kernel_step_ms,
-        "floor_ms": floor.ms(),
-        "step_peak_mb": times.step_peak_bytes as f64 / 1e6,
         "jacobian_mb": (n * net.num_classes() * 4) as f64 / 1e6,
         "n_by_n_mb": (n as f64).powi(2) * 8.0 / 1e6,
-    }))
+    });
+    times.add_to(&mut row, &floor);
+    Ok(row)
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -236,7 +250,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let autograd_ms = median_ms(runs.min(10), 1, || {
         std::hint::black_box(jacobian::jacobian_autograd(&model.classifier, &start, shape).ok());
     });
-    let floor = Floor::measure(net, &start);
+    // The machine's f32 and f64 product rates, measured once for every floor below.
+    let rates = (gemm_gflops::<f32>(), gemm_gflops::<f64>());
+    let floor = Floor::of(net, &start, rates);
     let walk = if args.walk {
         Some(whole_walk(net, &start, &target)?)
     } else {
@@ -253,7 +269,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
         }
         for (name, input, classes) in zoo::SCALING {
-            let row = scaling_row(&zoo::scaling_architecture(name, input, classes), runs)?;
+            let row = scaling_row(&zoo::scaling_architecture(name, input, classes), runs, rates)?;
             if !args.json {
                 print_row(&row);
             }
@@ -261,22 +277,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     }
     if args.json {
-        let out = json!({
+        let mut out = json!({
             "model": model.name(),
             "threads": rayon::current_num_threads(),
             "runs": runs,
-            "forward_ms": times.forward_ms,
-            "jacobian_ms": times.jacobian_ms,
-            "spectrum_ms": times.spectrum_ms,
-            "leaf_step_ms": times.leaf_step_ms,
-            "kernel_step_ms": times.kernel_step_ms,
-            "floor_ms": floor.ms(),
             "floor": floor.to_json(),
-            "step_peak_mb": times.step_peak_bytes as f64 / 1e6,
             "autograd_jacobian_ms": autograd_ms,
             "walk_4185_5874": walk,
             "sizes": sizes,
         });
+        times.add_to(&mut out, &floor);
         println!("{out}");
     }
     Ok(())
