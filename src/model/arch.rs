@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::graph::Node;
+
 /// Input image shape the network expects (NCHW without N).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -204,7 +206,13 @@ pub struct Architecture {
     /// Class names (classification), or output names (regression, where they may be omitted).
     #[serde(default)]
     pub classes: Vec<String>,
+    /// A sequential network: each layer takes the one before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<Layer>,
+    /// A graph network (src/model/graph.rs): nodes with their inputs by name. A model has either
+    /// `layers` or `nodes`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<Node>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub training: Option<TrainingRecord>,
 }
@@ -390,8 +398,11 @@ impl Architecture {
         })
     }
 
-    /// Number of outputs of the last layer (0 when the layers do not chain).
+    /// Number of outputs of the last layer (0 when the layers do not chain); a graph's, the classes.
     pub fn num_outputs(&self) -> usize {
+        if self.is_graph() {
+            return self.classes.len();
+        }
         self.shapes()
             .ok()
             .and_then(|s| s.last().map(Shape::len))
@@ -405,6 +416,11 @@ impl Architecture {
             None if self.num_outputs() == 1 => "output".into(),
             None => format!("output {k}"),
         }
+    }
+
+    /// Whether the network is a graph of nodes rather than a list of layers.
+    pub fn is_graph(&self) -> bool {
+        !self.nodes.is_empty()
     }
 
     /// Parse and check an architecture JSON text. `origin` names the file in messages.
@@ -476,6 +492,20 @@ impl Architecture {
                 return Err("normalize std must be positive and finite, mean finite".into());
             }
         }
+        if self.is_graph() {
+            // A graph's shapes need its weights (a conv's come from its weight tensor): they are
+            // checked when the network is built.
+            if !self.layers.is_empty() {
+                return Err("a model has either \"layers\" or \"nodes\", not both".into());
+            }
+            if self.input.image().is_none() {
+                return Err("a graph model takes an image input".into());
+            }
+            return Ok(());
+        }
+        if self.layers.is_empty() {
+            return Err("the model has no layers (or graph nodes)".into());
+        }
         let shapes = self.shapes()?;
         let out = shapes[shapes.len() - 1];
         if self.task == Task::Regression {
@@ -513,5 +543,24 @@ impl Architecture {
             .layers
             .iter()
             .any(|l| matches!(l, Layer::Sigmoid | Layer::Tanh | Layer::Softplus | Layer::Gelu))
+            && !self.graph_is_smooth()
+    }
+
+    /// A graph with a smooth operator, or a product of two values neither of which is a constant.
+    fn graph_is_smooth(&self) -> bool {
+        use super::graph::NodeOp;
+        let ids = super::graph::resolve_ids(&self.nodes);
+        let constants: Vec<&str> = self
+            .nodes
+            .iter()
+            .zip(&ids)
+            .filter(|(n, _)| matches!(n.op, NodeOp::Constant { .. }))
+            .map(|(_, (id, _))| id.as_str())
+            .collect();
+        self.nodes.iter().zip(&ids).any(|(n, (_, inputs))| {
+            n.op.is_smooth()
+                || (matches!(n.op, NodeOp::Mul | NodeOp::Div)
+                    && inputs.iter().all(|i| !constants.contains(&i.as_str())))
+        })
     }
 }

@@ -69,11 +69,20 @@ pub fn parse_weights(bytes: &[u8], path: &Path) -> Result<Weights, ModelError> {
                 .chunks_exact(8)
                 .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
                 .collect(),
+            // Half precisions widen exactly.
+            Dtype::F16 => raw
+                .chunks_exact(2)
+                .map(|b| super::protobuf::f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
+                .collect(),
+            Dtype::BF16 => raw
+                .chunks_exact(2)
+                .map(|b| super::protobuf::bf16_to_f32(u16::from_le_bytes([b[0], b[1]])))
+                .collect(),
             other => {
                 return Err(ModelError::new(
                     path,
                     format!(
-                        "tensor {name:?} has dtype {other:?}; dataleaf reads F32 or F64 (save with .float())"
+                        "tensor {name:?} has dtype {other:?}; dataleaf reads F32, F64, F16 or BF16 (save with .float())"
                     ),
                 ))
             }
@@ -87,6 +96,17 @@ pub fn parse_weights(bytes: &[u8], path: &Path) -> Result<Weights, ModelError> {
         );
     }
     Ok(weights)
+}
+
+/// Read a file of at most `MAX_WEIGHTS_BYTES` (an ONNX model holds its weights).
+pub fn read_model_bytes(path: &Path) -> Result<Vec<u8>, ModelError> {
+    read_capped(path, MAX_WEIGHTS_BYTES)
+}
+
+/// Read a small JSON file (an architecture, an ONNX model's sidecar) as text.
+pub fn read_json_text(path: &Path) -> Result<String, ModelError> {
+    let bytes = read_capped(path, MAX_JSON_BYTES)?;
+    String::from_utf8(bytes).map_err(|_| ModelError::new(path, "not UTF-8 text"))
 }
 
 pub fn read_weights(path: &Path) -> Result<Weights, ModelError> {

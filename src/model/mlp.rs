@@ -337,6 +337,7 @@ impl Mlp {
             }),
             classes: self.names.clone(),
             layers,
+            nodes: Vec::new(),
             training: None,
         };
         (arch, weights)

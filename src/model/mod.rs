@@ -5,9 +5,13 @@
 pub mod arch;
 pub mod classifier;
 pub mod files;
+pub mod graph;
+pub mod graph_net;
 pub mod matmul;
 pub mod mlp;
 pub mod network;
+pub mod onnx;
+pub mod protobuf;
 pub mod sparse;
 pub mod train;
 pub mod zoo;
@@ -15,6 +19,7 @@ pub mod zoo;
 use std::path::{Path, PathBuf};
 
 pub use arch::{Architecture, Input, InputShape, Layer, Task};
+pub use graph::{Node, NodeOp};
 pub use classifier::Classifier;
 pub use files::ModelError;
 pub use network::{Network, Tensor32, Weights};
@@ -44,10 +49,16 @@ pub struct Model {
 impl Model {
     /// Build from an architecture and weights; `source` names the file in messages.
     pub fn from_parts(arch: Architecture, weights: &Weights, source: &Path) -> Result<Model, ModelError> {
+        Model::build(arch, weights, source, &files::weights_path(source))
+    }
+
+    /// `wpath` names the weights in messages about them.
+    fn build(arch: Architecture, weights: &Weights, source: &Path, wpath: &Path) -> Result<Model, ModelError> {
         arch.validate().map_err(|m| ModelError::new(source, m))?;
         // The image engines below take images only; features models open in the plane view.
         arch.image_input().map_err(|m| ModelError::new(source, m))?;
-        let wpath = files::weights_path(source);
+        // A graph's structure is checked with its weights; its messages name the graph's file.
+        let wpath = if arch.is_graph() { source.to_path_buf() } else { wpath.to_path_buf() };
         let network = Network::new(&arch, weights).map_err(|m| ModelError::new(&wpath, m))?;
         let classifier =
             Classifier::new(&arch, weights).map_err(|e| ModelError::new(&wpath, e.to_string()))?;
@@ -59,8 +70,59 @@ impl Model {
         })
     }
 
+    /// Load `NAME.onnx`, with `NAME.json` beside it (when there is one) for the normalisation and
+    /// class names that ONNX does not carry.
+    pub fn load_onnx(path: &Path) -> Result<Model, ModelError> {
+        let bytes = files::read_model_bytes(path)?;
+        let lowered = onnx::lower(&bytes).map_err(|m| ModelError::new(path, m))?;
+        let sidecar_path = path.with_extension("json");
+        let sidecar = if sidecar_path.is_file() {
+            let text = files::read_json_text(&sidecar_path)?;
+            serde_json::from_str::<Sidecar>(&text).map_err(|e| {
+                ModelError::new(&sidecar_path, format!("not a valid sidecar for {}: {e}", path.display()))
+            })?
+        } else {
+            Sidecar::default()
+        };
+        let classes = match sidecar.classes {
+            Some(c) if c.len() != lowered.outputs => {
+                return Err(ModelError::new(
+                    &sidecar_path,
+                    format!("names {} classes, but the model {} outputs {}", c.len(), path.display(), lowered.outputs),
+                ))
+            }
+            Some(c) => c,
+            None => (0..lowered.outputs).map(|k| k.to_string()).collect(),
+        };
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let [channels, height, width] = lowered.input;
+        let arch = Architecture {
+            name: sidecar.name.unwrap_or(if lowered.name.is_empty() { stem } else { lowered.name }),
+            input: Input::Image(InputShape {
+                channels,
+                height,
+                width,
+            }),
+            task: Task::Classification,
+            normalize: sidecar.normalize,
+            classes,
+            layers: Vec::new(),
+            nodes: lowered.nodes,
+            training: None,
+        };
+        if let Err(m) = arch.validate() {
+            let at = if m.starts_with("normalize") { &sidecar_path } else { path };
+            return Err(ModelError::new(at, m));
+        }
+        Model::build(arch, &lowered.weights, path, path)
+    }
+
     /// Load `NAME.json` and the `NAME.safetensors` beside it.
     pub fn load(json: &Path) -> Result<Model, ModelError> {
+        let onnx_beside = json.with_extension("onnx");
+        if onnx_beside.is_file() && is_sidecar(json) {
+            return Model::load_onnx(&onnx_beside);
+        }
         let arch = files::read_architecture(json)?;
         let wpath = files::weights_path(json);
         if !wpath.exists() {
@@ -106,6 +168,9 @@ impl Model {
         }
         if path.extension().is_some_and(|e| e == "safetensors") {
             return Model::load(&path.with_extension("json"));
+        }
+        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx")) {
+            return Model::load_onnx(path);
         }
         Model::load(path)
     }
@@ -160,6 +225,23 @@ impl Model {
     pub fn accuracy(&self, data: &Dataset) -> f64 {
         accuracy(&self.network, data)
     }
+}
+
+/// What an ONNX model's JSON sidecar may say (the same keys as a JSON model file).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Sidecar {
+    name: Option<String>,
+    normalize: Option<arch::Normalize>,
+    classes: Option<Vec<String>>,
+}
+
+/// Whether a JSON file beside an `.onnx` is its sidecar rather than a model of its own.
+fn is_sidecar(json: &Path) -> bool {
+    std::fs::read_to_string(json)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .is_some_and(|v| v.get("layers").is_none() && v.get("nodes").is_none())
 }
 
 /// Fraction of a dataset's images that the network classifies as their label.

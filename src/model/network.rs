@@ -11,7 +11,10 @@ use std::collections::BTreeMap;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
+use std::sync::Arc;
+
 use super::arch::{Architecture, InputShape, Layer, Shape};
+use super::graph_net::{GraphNet, GraphTrace};
 use super::matmul::{matmul, Threads, View};
 use super::sparse;
 
@@ -165,6 +168,8 @@ pub struct Network {
     std: Vec<f32>,
     ops: Vec<Op>,
     lens: Vec<usize>, // activation length before each op, and after the last
+    /// A graph model's engine (then `ops` is empty and `lens` is [input, outputs]).
+    graph: Option<Arc<GraphNet>>,
 }
 
 /// What the forward pass of a batch records for the reverse pass.
@@ -174,6 +179,8 @@ pub struct Trace {
     acts: Vec<Vec<f32>>,
     /// For each max-pool op, the index in its input of the maximum behind each output.
     argmax: Vec<Vec<u32>>,
+    /// A graph model's record of each image.
+    graph: Vec<GraphTrace>,
 }
 
 impl Trace {
@@ -228,6 +235,9 @@ fn take_tensor(weights: &Weights, key: &str, shape: &[usize]) -> Result<Vec<f32>
 impl Network {
     /// Build from an architecture (already validated) and its weights.
     pub fn new(arch: &Architecture, weights: &Weights) -> Result<Network, String> {
+        if arch.is_graph() {
+            return Network::new_graph(arch, weights);
+        }
         let shapes = arch.shapes()?;
         let mut ops = Vec::with_capacity(arch.layers.len());
         for (layer, &shape) in arch.layers.iter().zip(&shapes) {
@@ -311,7 +321,43 @@ impl Network {
             std,
             ops,
             lens: shapes.iter().map(Shape::len).collect(),
+            graph: None,
         })
+    }
+
+    fn new_graph(arch: &Architecture, weights: &Weights) -> Result<Network, String> {
+        let input = arch.image_input()?;
+        let shapes = super::graph::shapes([input.channels, input.height, input.width], &arch.nodes, weights)?;
+        let out = shapes.last().expect("a graph has nodes");
+        let c = arch.num_classes();
+        if !(out == &[1, c] || out == &[c]) {
+            return Err(format!(
+                "the graph outputs shape {out:?}, but there are {c} classes (needs [1, {c}])"
+            ));
+        }
+        let engine = GraphNet::new(&arch.nodes, &shapes, weights)?;
+        let (mean, std) = match &arch.normalize {
+            Some(n) => (n.mean.clone(), n.std.clone()),
+            None => (vec![0.0; input.channels], vec![1.0; input.channels]),
+        };
+        Ok(Network {
+            input,
+            mean,
+            std,
+            ops: Vec::new(),
+            lens: vec![input.len(), c],
+            graph: Some(Arc::new(engine)),
+        })
+    }
+
+    /// Whether this is a graph model (one image at a time, no training).
+    pub fn is_graph(&self) -> bool {
+        self.graph.is_some()
+    }
+
+    /// Whether a graph model has smooth operators (or products of two varying values).
+    pub fn graph_is_smooth(&self) -> bool {
+        self.graph.as_ref().is_some_and(|g| g.is_smooth())
     }
 
     /// Fresh weights with PyTorch's default initialisation (uniform in +-1/sqrt(fan_in) for
@@ -390,6 +436,16 @@ impl Network {
                 (v - self.mean[c]) / self.std[c]
             })
             .collect();
+        if let Some(g) = &self.graph {
+            let traces: Vec<GraphTrace> = x.par_chunks(n).map(|xi| g.forward(xi)).collect();
+            let logits = traces.iter().flat_map(|t| t.logits(g).to_vec()).collect();
+            return Trace {
+                batch,
+                acts: vec![logits],
+                argmax: Vec::new(),
+                graph: traces,
+            };
+        }
         let mut acts = Vec::with_capacity(self.ops.len() + 1);
         let mut argmax = Vec::new();
         for (i, op) in self.ops.iter().enumerate() {
@@ -425,11 +481,24 @@ impl Network {
             acts.push(std::mem::replace(&mut x, y));
         }
         acts.push(x);
-        Trace { batch, acts, argmax }
+        Trace {
+            batch,
+            acts,
+            argmax,
+            graph: Vec::new(),
+        }
     }
 
     /// Logits of a batch, batch x classes.
     pub fn logits(&self, images: &[f32], batch: usize) -> Vec<f32> {
+        if self.graph.is_some() {
+            // Image by image, so no more than one trace per thread is alive.
+            let n = self.input_len();
+            return images
+                .par_chunks(n)
+                .flat_map_iter(|xi| self.forward(xi, 1).acts.pop().expect("logits"))
+                .collect();
+        }
         let mut trace = self.forward(images, batch);
         trace.acts.pop().expect("logits")
     }
@@ -468,6 +537,23 @@ impl Network {
             grads.is_none() || trace.batch == rows,
             "weight gradients need one image per row"
         );
+        if let Some(net) = &self.graph {
+            assert!(grads.is_none(), "graph models are not trained here");
+            if !want_input {
+                return None;
+            }
+            let c = self.num_classes();
+            let mut g = if trace.batch == 1 {
+                net.backward(&trace.graph[0], cotangents, rows)
+            } else {
+                (0..rows)
+                    .into_par_iter()
+                    .flat_map_iter(|r| net.backward(&trace.graph[r], &cotangents[r * c..(r + 1) * c], 1))
+                    .collect()
+            };
+            self.unnormalise_gradient(&mut g);
+            return Some(g);
+        }
         let mut g = cotangents.to_vec();
         let mut pool_index = trace.argmax.len();
         let mut grad_index = grads.as_ref().map_or(0, |g| g.len());
@@ -599,13 +685,17 @@ impl Network {
         if !want_input {
             return None;
         }
-        // d/dpixel = d/dnormalised / std
+        self.unnormalise_gradient(&mut g);
+        Some(g)
+    }
+
+    /// d/dpixel = d/dnormalised / std, for rows of input gradients.
+    fn unnormalise_gradient(&self, g: &mut [f32]) {
         let plane = self.input.height * self.input.width;
         let n = self.input_len();
         g.iter_mut()
             .enumerate()
             .for_each(|(i, v)| *v /= self.std[(i % n) / plane]);
-        Some(g)
     }
 
     /// Multiply-adds of the Jacobian at the image a single-image `trace` records, counting in the
@@ -614,6 +704,10 @@ impl Network {
     /// rate for the arithmetic floor of a step.
     pub fn jacobian_macs(&self, trace: &Trace) -> JacobianMacs {
         assert_eq!(trace.batch, 1, "one image");
+        if let Some(g) = &self.graph {
+            let (forward, per_row) = g.macs(&trace.graph[0]);
+            return JacobianMacs { forward, per_row };
+        }
         let mut forward = 0.0;
         for op in &self.ops {
             forward += match op {

@@ -91,6 +91,7 @@ pub fn mnist_architecture(arch: &str) -> Option<Architecture> {
         normalize: mnist_normalize(),
         classes: (0..10).map(|d| d.to_string()).collect(),
         layers,
+        nodes: Vec::new(),
         training: None,
     })
 }
@@ -169,6 +170,7 @@ pub fn scaling_architecture(name: &str, input: [usize; 3], classes: usize) -> Ar
         normalize: None,
         classes: (0..classes).map(|k| k.to_string()).collect(),
         layers,
+        nodes: Vec::new(),
         training: None,
     }
 }
