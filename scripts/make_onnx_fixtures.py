@@ -22,8 +22,9 @@ The committed outputs are read by the Rust tests; CI has no PyTorch. For each mo
 
 plus README.md and MANIFEST.json (operator kinds read back with the onnx package, parameter counts,
 file sizes). Deterministic: every model is built after torch.manual_seed(SEED); BatchNorm affine
-parameters are seeded random, running statistics are real (one train-mode pass over the 20 CIFAR
-images of the sample batch), so that folding errors show.
+parameters are seeded random, running statistics come from one train-mode pass over the 20 CIFAR
+images of the sample batch and are then moved off the batch's values (set_batchnorm), so that
+folding errors show.
 """
 
 import argparse
@@ -80,10 +81,20 @@ def f32(values):
 # --- Weights that are not the defaults ----------------------------------------------------------------
 
 
-def set_batchnorm(net, images, perturb):
-    """Seeded random BN affine parameters, then real running statistics from one train-mode pass over
-    `images` (momentum None: the batch's own statistics). `perturb` also shifts the statistics away
-    from the batch's (for shallow models whose BN sees already-normalised inputs, mean ~0 / var ~1)."""
+def set_batchnorm(net, images, floor=None):
+    """Every BatchNorm gets seeded random weight U(0.5, 1.5) and bias N(0, 0.2), and running statistics
+    that are not the defaults, so that folding errors show. They come from one train-mode pass over
+    `images` (momentum None: the batch's own statistics), and then
+      floor=k (the torchvision architectures): running_var += k * (mean over channels of the batch
+          variance + mean over channels of the squared batch mean). A random network's deep 1x1 feature
+          maps differ only a little between images; their bare batch variance would blow these
+          differences up at every layer (Jacobians of norm ~1e3, lambda_1 ~1e6), while the defaults
+          (or random statistics near them) let the logits collapse to the same values for every image.
+          k is chosen per architecture so that lambda_1 lands at ~10..200 and the images' probabilities
+          differ.
+      floor=None (the small per-operator models, whose BNs see already-normalised inputs, so mean ~0
+          and var ~1): the statistics are shifted by N(0, 0.3) standard deviations and scaled by
+          U(0.5, 2)."""
     bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns:
         return
@@ -101,7 +112,9 @@ def set_batchnorm(net, images, perturb):
         net.eval()
         for m in bns:
             m.momentum = 0.1
-            if perturb:
+            if floor is not None:
+                m.running_var.add_(floor * (m.running_var.mean() + m.running_mean.pow(2).mean()))
+            else:
                 m.running_mean.add_(torch.randn_like(m.running_mean) * 0.3 * m.running_var.sqrt())
                 m.running_var.mul_(torch.empty_like(m.running_var).uniform_(0.5, 2.0))
 
@@ -166,32 +179,32 @@ def regnet_x_400mf(w_0, w_a, group_width, stem):
 
 
 ARCHITECTURES = [
-    # (file name, builder, what it is)
+    # (file name, builder, what it is, BatchNorm variance floor k: see set_batchnorm)
     ("resnet18-w16", lambda: SmallResNet((16, 32, 64, 128)),
-     "torchvision ResNet-18 (BasicBlock [2,2,2,2]) at quarter widths 16/32/64/128"),
+     "torchvision ResNet-18 (BasicBlock [2,2,2,2]) at quarter widths 16/32/64/128", 0.2),
     ("mobilenet_v2-w25", lambda: torchvision.models.mobilenet_v2(weights=None, num_classes=10, width_mult=0.25),
-     "torchvision mobilenet_v2(width_mult=0.25)"),
+     "torchvision mobilenet_v2(width_mult=0.25)", 0.2),
     ("mobilenet_v3_small-w25", lambda: mobilenet_v3_small(0.25),
-     "torchvision MobileNetV3 small, _mobilenet_v3_conf(width_mult=0.25)"),
+     "torchvision MobileNetV3 small, _mobilenet_v3_conf(width_mult=0.25)", 0.2),
     ("densenet121-g8", lambda: DenseNet(growth_rate=8, block_config=(6, 12, 24, 16), num_init_features=16,
                                          num_classes=10),
-     "torchvision DenseNet-121 blocks (6,12,24,16) with growth_rate 8, 16 initial features"),
+     "torchvision DenseNet-121 blocks (6,12,24,16) with growth_rate 8, 16 initial features", 0.2),
     ("efficientnet_b0-w25", lambda: efficientnet_b0(0.25),
-     "torchvision EfficientNet-B0, _efficientnet_conf(width_mult=0.25, depth_mult=1.0)"),
+     "torchvision EfficientNet-B0, _efficientnet_conf(width_mult=0.25, depth_mult=1.0)", 0.1),
     ("regnet_x_400mf-w8", lambda: regnet_x_400mf(8, 8.16, 8, 8),
-     "torchvision RegNetX-400MF (depth 22, w_m 2.54) with w_0=8, w_a=8.16, group_width=8, stem 8"),
+     "torchvision RegNetX-400MF (depth 22, w_m 2.54) with w_0=8, w_a=8.16, group_width=8, stem 8", 0.2),
     ("shufflenet_v2_x0_5-w8", lambda: ShuffleNetV2([4, 8, 4], [8, 16, 32, 64, 256], num_classes=10),
-     "torchvision ShuffleNetV2 stages [4,8,4] with stages_out_channels [8,16,32,64,256] (x0_5: 24..1024)"),
+     "torchvision ShuffleNetV2 stages [4,8,4] with stages_out_channels [8,16,32,64,256] (x0_5: 24..1024)", 0.2),
 ]
 
 FULL_SIZE = [
-    ("resnet18", lambda: torchvision.models.resnet18(weights=None, num_classes=10)),
-    ("mobilenet_v2", lambda: torchvision.models.mobilenet_v2(weights=None, num_classes=10)),
-    ("mobilenet_v3_small", lambda: torchvision.models.mobilenet_v3_small(weights=None, num_classes=10)),
-    ("densenet121", lambda: torchvision.models.densenet121(weights=None, num_classes=10)),
-    ("efficientnet_b0", lambda: torchvision.models.efficientnet_b0(weights=None, num_classes=10)),
-    ("regnet_x_400mf", lambda: torchvision.models.regnet_x_400mf(weights=None, num_classes=10)),
-    ("shufflenet_v2_x0_5", lambda: torchvision.models.shufflenet_v2_x0_5(weights=None, num_classes=10)),
+    ("resnet18", lambda: torchvision.models.resnet18(weights=None, num_classes=10), 0.2),
+    ("mobilenet_v2", lambda: torchvision.models.mobilenet_v2(weights=None, num_classes=10), 0.2),
+    ("mobilenet_v3_small", lambda: torchvision.models.mobilenet_v3_small(weights=None, num_classes=10), 0.2),
+    ("densenet121", lambda: torchvision.models.densenet121(weights=None, num_classes=10), 0.2),
+    ("efficientnet_b0", lambda: torchvision.models.efficientnet_b0(weights=None, num_classes=10), 0.1),
+    ("regnet_x_400mf", lambda: torchvision.models.regnet_x_400mf(weights=None, num_classes=10), 0.35),
+    ("shufflenet_v2_x0_5", lambda: torchvision.models.shufflenet_v2_x0_5(weights=None, num_classes=10), 0.2),
 ]
 
 
@@ -546,7 +559,7 @@ def make(folder, name, net, x, normalize, with_sidecar, jacobian, export_kw=None
     return path
 
 
-def prepared(builder, images, perturb, normalize, reinit=False):
+def prepared(builder, images, floor, normalize, reinit=False):
     torch.manual_seed(SEED)
     net = builder()
     if reinit:  # He-normal weights keep the signal alive through the small models' stacks
@@ -558,7 +571,7 @@ def prepared(builder, images, perturb, normalize, reinit=False):
                         nn.init.uniform_(m.bias, -0.1, 0.1)
     xn = (images - torch.tensor(f32(MEAN)).view(1, 3, 1, 1)) / torch.tensor(f32(STD)).view(1, 3, 1, 1) \
         if normalize else images
-    set_batchnorm(net, xn, perturb)
+    set_batchnorm(net, xn, floor)
     spread_logits(net, xn[: len(INDICES)])
     return net.eval()
 
@@ -673,12 +686,14 @@ Made by `scripts/make_onnx_fixtures.py` (run once from the repository root with 
     torch.onnx.export(net.eval(), x, path, dynamo=False, opset_version=17,
                       input_names=["input"], output_names=["logits"])
 
-writes for a 1x3x32x32 input and 10 classes (exceptions: every-op.onnx, activations-fp16.onnx and the
-three error fixtures; see below). Weights are random (seed {seed}, nothing downloaded); every
-BatchNorm has seeded random weight/bias and real running statistics from one train-mode pass over the
-20 images of assets/data/cifar10-samples/test_batch.bin (the per-operator models' statistics are
-then shifted and scaled further), and the last layer is scaled so that the fixture images' logits
-spread over a few units. The TorchScript exporter folds every BatchNorm that follows a Conv into the
+writes for a 1x3x32x32 input and 10 classes (exceptions: every-op.onnx, activations-fp16.onnx,
+mobilenet_v3_small-w25-bn.onnx and the three error fixtures; see below). Weights are random (seed {seed}, nothing downloaded); every
+BatchNorm has seeded random weight/bias and running statistics from one train-mode pass over the 20
+images of assets/data/cifar10-samples/test_batch.bin, then (architectures) the variance raised by a
+floor k times the layer's mean second moment, k = 0.1..0.35 per architecture so that lambda_1 is
+~10..200 rather than ~1e6 or ~0, or (per-operator models) shifted and scaled at random; see
+`set_batchnorm` in the script. The last layer is scaled so that the fixture images' logits spread over
+a few units. The TorchScript exporter folds every BatchNorm that follows a Conv into the
 Conv (eval mode), so BatchNormalization nodes remain only where they cannot be folded (on the input,
 after Concat/Add, DenseNet's pre-activation).
 
@@ -719,6 +734,10 @@ README_TAIL = """
 - activations-fp16.onnx: activations.onnx with weights rounded to float16 before export; every float
   initializer is stored as FLOAT16 and read through one `Cast(to=FLOAT)` node each, so all operators
   still compute in float32. Its reference uses the float16-rounded weights in float64.
+- mobilenet_v3_small-w25-bn.onnx: the same network as mobilenet_v3_small-w25.onnx (same expected
+  values) exported with `training=torch.onnx.TrainingMode.PRESERVE`, which keeps every Conv ->
+  BatchNormalization pair unfolded (BN inputs: scale, bias, mean, var initializers; epsilon 1e-5 or
+  1e-3 as torchvision sets it) and passes some initializers through `Identity` nodes.
 - Error fixtures (no sidecar, no expected file): `unsupported-op.onnx` (a `Resize` from
   `F.interpolate`), `two-inputs.onnx` (graph inputs `input` and `input2`), `dynamic-dims.onnx`
   (`dynamic_axes` on batch, height and width).
@@ -740,17 +759,24 @@ def main():
     table = {}  # name -> (description, normalize, tail)
     torch.set_num_threads(2)
 
-    for name, builder, what in ARCHITECTURES:
+    for name, builder, what, floor in ARCHITECTURES:
         if only and name not in only:
             continue
-        net = prepared(builder, images, perturb=False, normalize=True)
+        net = prepared(builder, images, floor, normalize=True)
         make(OUT, name, net, x, True, True, jacobian=False)
         table[name] = (what, True, None)
+        if name == "mobilenet_v3_small-w25":
+            # The same network exported with training=PRESERVE: the exporter then leaves every
+            # BatchNormalization after its Conv (as other exporters do) instead of folding it.
+            make(OUT, name + "-bn", net, x, True, True, jacobian=False,
+                 export_kw={"training": torch.onnx.TrainingMode.PRESERVE})
+            table[name + "-bn"] = (what + ", exported with training=PRESERVE: Conv -> BatchNormalization unfolded",
+                                   True, None)
 
     for name, cls, normalize, with_sidecar, what in PER_OPERATOR:
         if only and name not in only:
             continue
-        net = prepared(cls, images, perturb=True, normalize=normalize, reinit=True)
+        net = prepared(cls, images, None, normalize=normalize, reinit=True)
         make(OUT, name, net, x, normalize, with_sidecar, jacobian=True)
         table[name] = (what, normalize, cls.tail)
         if name == "every-op":
@@ -784,8 +810,8 @@ def main():
 
     if not args.no_full and not only:
         os.makedirs(BENCH, exist_ok=True)
-        for name, builder in FULL_SIZE:
-            net = prepared(builder, images, perturb=False, normalize=True)
+        for name, builder, floor in FULL_SIZE:
+            net = prepared(builder, images, floor, normalize=True)
             make(BENCH, name, net, x, True, True, jacobian=False)
             print(f"  {BENCH}/{name}.onnx: {os.path.getsize(os.path.join(BENCH, name + '.onnx'))} bytes, "
                   f"onnxruntime max diff {onnxruntime_check(BENCH, name, True, None)}")
