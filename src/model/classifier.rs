@@ -244,12 +244,15 @@ impl CandleGraph {
                     if !symmetric {
                         x = x.pad_with_zeros(2, pads[0], pads[2])?.pad_with_zeros(3, pads[1], pads[3])?;
                     }
-                    if dilation[0] != dilation[1] {
-                        candle_core::bail!("the candle reference takes equal dilations only");
-                    }
+                    // Unequal dilations: the kernel itself spread out with zeros, then dilation 1.
+                    let (w, d) = if dilation[0] == dilation[1] {
+                        (self.weight(weight)?.clone(), dilation[0])
+                    } else {
+                        (dilate_kernel(self.weight(weight)?, *dilation)?, 1)
+                    };
                     let pad = if symmetric { pads[0] } else { 0 };
                     let s = if stride[0] == stride[1] { stride[0] } else { 1 };
-                    let mut y = x.conv2d(self.weight(weight)?, pad, s, dilation[0], *groups)?;
+                    let mut y = x.conv2d(&w, pad, s, d, *groups)?;
                     if stride[0] != stride[1] {
                         y = subsample(&y, 2, stride[0])?;
                         y = subsample(&y, 3, stride[1])?;
@@ -414,6 +417,22 @@ impl CandleGraph {
         let out = values.pop().expect("a graph has nodes");
         out.reshape((batch, ()))
     }
+}
+
+/// A [cout, cin, kh, kw] kernel with dilation written out: zeros between its taps.
+fn dilate_kernel(w: &Tensor, dilation: [usize; 2]) -> candle_core::Result<Tensor> {
+    let (co, ci, kh, kw) = w.dims4()?;
+    let (dh, dw) = ((kh - 1) * dilation[0] + 1, (kw - 1) * dilation[1] + 1);
+    let src: Vec<f32> = w.flatten_all()?.to_vec1()?;
+    let mut out = vec![0.0f32; co * ci * dh * dw];
+    for p in 0..co * ci {
+        for i in 0..kh {
+            for j in 0..kw {
+                out[(p * dh + i * dilation[0]) * dw + j * dilation[1]] = src[(p * kh + i) * kw + j];
+            }
+        }
+    }
+    Tensor::from_vec(out, (co, ci, dh, dw), &Device::Cpu)
 }
 
 /// Every `step`-th entry of axis `dim`.
