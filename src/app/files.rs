@@ -20,10 +20,10 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// A .json or .safetensors file is a model; anything else (an IDX file or folder) a dataset.
+    /// A .json, .safetensors or .onnx file is a model; anything else (an IDX file or folder) a dataset.
     pub fn of(path: &Path) -> Kind {
-        match path.extension().and_then(|e| e.to_str()) {
-            Some("json") | Some("safetensors") => Kind::Model,
+        match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+            Some("json") | Some("safetensors") | Some("onnx") => Kind::Model,
             _ => Kind::Dataset,
         }
     }
@@ -62,8 +62,8 @@ impl FilesWindow {
                 let dialog = rfd::FileDialog::new();
                 let dialog = match kind {
                     Kind::Model => dialog
-                        .set_title("Open a model (.json)")
-                        .add_filter("model", &["json"]),
+                        .set_title("Open a model (.onnx or .json)")
+                        .add_filter("model", &["onnx", "json"]),
                     Kind::Dataset => dialog.set_title("Open an IDX images file (a folder: type its path)"),
                 };
                 let _ = tx.send(dialog.pick_file());
@@ -121,7 +121,7 @@ impl FilesWindow {
                     ui,
                     "Model",
                     &mut self.model,
-                    "path/to/model.json, or mnist-medium-cnn",
+                    "path/to/model.onnx or .json, or mnist-medium-cnn",
                 ) {
                     actions.push(Kind::Model.action(self.model.trim().to_string()));
                 }

@@ -462,6 +462,15 @@ impl DataleafApp {
                                 *choice = None;
                             }
                         }
+                        // A new dataset whose indices the old walk does not fit: its first two
+                        // images, so there is a walk to play at once.
+                        let len = self.data.as_ref().map_or(0, |d| d.len());
+                        if self.settings.start.is_none() && len > 0 {
+                            self.settings.start = Some(Choice::Index(0));
+                        }
+                        if self.settings.target.is_none() && len > 1 {
+                            self.settings.target = Some(Choice::Index(1));
+                        }
                         if let Some(Choice::Index(i)) = self.settings.start {
                             self.gallery.reveal(i);
                         }

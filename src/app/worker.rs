@@ -259,12 +259,28 @@ impl Worker {
             )),
             None => None,
         };
-        let data = match &dataset_spec {
+        let mut dataset_spec = dataset_spec;
+        let mut data = match &dataset_spec {
             Some(spec) => Some(Arc::new(
                 Dataset::open(spec).map_err(|e| format!("cannot open dataset: {e}"))?,
             )),
             None => None,
         };
+        // A model alone that does not fit the open dataset (a CIFAR model over MNIST) comes with the
+        // first built-in dataset it fits, so one drop or one typed path is enough.
+        if let (Some(m), None, Some(current)) = (model.as_deref(), &data, self.dataset.as_ref()) {
+            if m.check_dataset(current).is_err() {
+                // mnist-train has the test set's shape and takes a second to read: skipped.
+                let candidates = crate::data::BUILT_IN.iter().filter(|s| **s != "mnist-train");
+                if let Some((spec, d)) = candidates.into_iter().find_map(|spec| {
+                    let d = Dataset::open(spec).ok()?;
+                    m.check_dataset(&d).is_ok().then(|| (spec.to_string(), d))
+                }) {
+                    dataset_spec = Some(spec);
+                    data = Some(Arc::new(d));
+                }
+            }
+        }
         if let (Some(m), Some(d)) = (
             model.as_deref().or(current),
             data.as_ref().or(self.dataset.as_ref()),

@@ -11,7 +11,7 @@ pub const EMBEDDED: &[&str] = &["mnist", "fashion-mnist"];
 
 /// Every name `Dataset::open` understands without a path: the embedded sets plus "mnist-train",
 /// which is read at run time from the source tree's assets (too big to embed).
-pub const BUILT_IN: &[&str] = &["mnist", "fashion-mnist", "mnist-train"];
+pub const BUILT_IN: &[&str] = &["mnist", "fashion-mnist", "mnist-train", "cifar10-samples"];
 
 /// The spec `Dataset::default_mnist` opens.
 pub const DEFAULT_DATASET: &str = "mnist";
@@ -34,6 +34,8 @@ const FASHION_TEST_LABELS: &[u8] = include_bytes!(concat!(
 ));
 
 /// Where "mnist-train" lives: the source tree this binary was built from.
+/// The 20 CIFAR-10 test images that ship (a binary batch), for colour models.
+const CIFAR_SAMPLES_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/data/cifar10-samples");
 const MNIST_TRAIN_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/data/mnist");
 
 /// Fashion-MNIST's class names, in label order.
@@ -69,6 +71,7 @@ impl Dataset {
             "mnist" => Dataset::embedded_mnist(),
             "fashion-mnist" => Dataset::embedded_fashion_mnist(),
             "mnist-train" => Dataset::mnist_train(),
+            "cifar10-samples" => Dataset::open_path(Path::new(CIFAR_SAMPLES_DIR)),
             _ => Dataset::open_path(Path::new(spec.trim())),
         }
     }
