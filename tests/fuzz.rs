@@ -1,5 +1,5 @@
 //! Mutation fuzzing of the parsers that read user files: IDX (raw and gzip), CIFAR-10 batches,
-//! the architecture JSON and safetensors weights. Each parser must return Ok or a clear error,
+//! the architecture JSON, safetensors weights and ONNX models. Each parser must return Ok or a clear error,
 //! never panic, on any input. cargo-fuzz needs a nightly toolchain, which this project's machines
 //! do not have, so this is a seeded in-process fuzzer: valid seeds, random mutations (bit flips,
 //! byte overwrites, truncations, insertions, header-field edits), a fixed number of executions per
@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 
 use dataleaf::data::{idx_images_from_bytes, idx_labels_from_bytes, parse_cifar_batch};
 use dataleaf::model::files::parse_weights;
-use dataleaf::model::{Architecture, Network};
+use dataleaf::model::{Architecture, Model, Network};
 
 fn iterations() -> usize {
     std::env::var("DATALEAF_FUZZ_ITERS")
@@ -153,6 +153,20 @@ fn weights_parser_never_panics() {
         if let Ok(weights) = parse_weights(b, Path::new("fuzz.safetensors")) {
             let _ = Network::new(&arch, &weights);
         }
+    });
+}
+
+/// The ONNX reader and its lowering, from three real exports: a residual network, the per-operator
+/// graph and the shuffle/split graph (its constant shape chains). A model that lowers also builds.
+#[test]
+fn onnx_reader_never_panics() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx");
+    let seeds: Vec<Vec<u8>> = ["pools.onnx", "every-op.onnx", "shuffle-split.onnx"]
+        .iter()
+        .map(|f| std::fs::read(dir.join(f)).unwrap())
+        .collect();
+    fuzz("onnx", &seeds, |b| {
+        let _ = Model::from_onnx_bytes(b, Path::new("/nonexistent/fuzz.onnx"));
     });
 }
 

@@ -241,8 +241,10 @@ fn scaling_row(arch: &Architecture, runs: usize, rates: (f64, f64)) -> Result<Va
 pub fn run(args: BenchArgs) -> Result<()> {
     let (model, data) = open_pair(&args.inputs.model, &args.inputs.dataset)?;
     let runs = args.runs.max(1);
-    let start = image_at(&data, 4185.min(data.len() - 1), "start")?.to_vec();
-    let target = image_at(&data, 5874.min(data.len() - 1), "target")?.to_vec();
+    // The papers' 4185 -> 5874 on MNIST-sized sets, else the first two images.
+    let (s, t) = if data.len() > 5874 { (4185, 5874) } else { (0, 1.min(data.len() - 1)) };
+    let start = image_at(&data, s, "start")?.to_vec();
+    let target = image_at(&data, t, "target")?.to_vec();
     let net = &model.network;
     let shape = (data.channels, data.height, data.width);
 

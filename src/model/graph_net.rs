@@ -778,6 +778,11 @@ impl GraphNet {
                             continue;
                         }
                         let len = self.lens[value];
+                        // A residual addition: the gradient passes as it is.
+                        if maps[k].is_none() && matches!((op, k), (Binary::Add, _) | (Binary::Sub, 0)) {
+                            give(&mut grads, value, g.clone());
+                            continue;
+                        }
                         // d out / d operand k at each output index.
                         let local: Option<Vec<f32>> = match (op, k) {
                             (Binary::Add, _) | (Binary::Sub, 0) => None,
@@ -994,6 +999,11 @@ fn col2im(c: &Conv, cols: &[f32], ld: usize, col0: usize, grp: usize, dx: &mut [
     }
 }
 
+/// 1x1, stride 1, no padding: input and output positions coincide.
+fn is_pointwise(c: &Conv) -> bool {
+    c.kh == 1 && c.kw == 1 && c.stride == [1, 1] && c.pads == [0; 4]
+}
+
 fn is_depthwise(c: &Conv) -> bool {
     c.groups == c.cin && c.groups == c.cout
 }
@@ -1013,6 +1023,22 @@ fn conv_forward(c: &Conv, x: &[f32], y: &mut [f32]) {
     let cin_g = c.cin / c.groups;
     let cout_g = c.cout / c.groups;
     let ckk = cin_g * c.kh * c.kw;
+    if is_pointwise(c) {
+        // A 1x1 convolution is a matrix product with the image as it is.
+        for grp in 0..c.groups {
+            matmul(
+                &mut y[grp * cout_g * hw..(grp + 1) * cout_g * hw],
+                View::rows(&c.weight[grp * cout_g * ckk..(grp + 1) * cout_g * ckk], cout_g, ckk),
+                View::rows(&x[grp * cin_g * hw..(grp + 1) * cin_g * hw], cin_g, hw),
+                false,
+                Threads::All,
+            );
+        }
+        for (row, b) in y.chunks_mut(hw).zip(&c.bias) {
+            row.iter_mut().for_each(|v| *v += b);
+        }
+        return;
+    }
     let mut cols = vec![0.0f32; ckk * hw];
     for grp in 0..c.groups {
         im2col(c, x, grp, &mut cols);
@@ -1114,6 +1140,17 @@ fn conv_backward(c: &Conv, g: &[f32], rows: usize) -> Vec<f32> {
                 false,
                 Threads::All,
             );
+            if is_pointwise(c) {
+                // dcols is already dx of this group, rows side by side.
+                for r in 0..n {
+                    let dr = &mut dx[(first + r) * in_len..(first + r + 1) * in_len];
+                    for ci in 0..cin_g {
+                        dr[(grp * cin_g + ci) * hw..(grp * cin_g + ci + 1) * hw]
+                            .copy_from_slice(&dcols[ci * ld + r * hw..ci * ld + (r + 1) * hw]);
+                    }
+                }
+                continue;
+            }
             dx[first * in_len..(first + n) * in_len]
                 .par_chunks_mut(in_len)
                 .enumerate()

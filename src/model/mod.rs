@@ -74,7 +74,12 @@ impl Model {
     /// class names that ONNX does not carry.
     pub fn load_onnx(path: &Path) -> Result<Model, ModelError> {
         let bytes = files::read_model_bytes(path)?;
-        let lowered = onnx::lower(&bytes).map_err(|m| ModelError::new(path, m))?;
+        Model::from_onnx_bytes(&bytes, path)
+    }
+
+    /// An ONNX model from its bytes; `path` names it in messages and locates its sidecar.
+    pub fn from_onnx_bytes(bytes: &[u8], path: &Path) -> Result<Model, ModelError> {
+        let lowered = onnx::lower(bytes).map_err(|m| ModelError::new(path, m))?;
         let sidecar_path = path.with_extension("json");
         let sidecar = if sidecar_path.is_file() {
             let text = files::read_json_text(&sidecar_path)?;
