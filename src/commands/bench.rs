@@ -212,9 +212,8 @@ fn whole_walk(net: &Network, start: &[f32], target: &[f32]) -> Result<Value> {
 }
 
 /// One row of the scaling table: a random-weight model of the given shape.
-fn scaling_row(arch: &Architecture, runs: usize, rates: (f64, f64)) -> Result<Value> {
-    let weights = Network::initial_weights(arch, 0);
-    let net = Network::new(arch, &weights).map_err(|m| anyhow!(m))?;
+fn scaling_row(arch: &Architecture, weights: &dataleaf::model::Weights, runs: usize, rates: (f64, f64)) -> Result<Value> {
+    let net = Network::new(arch, weights).map_err(|m| anyhow!(m))?;
     let n = net.input_len();
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     let start: Vec<f32> = (0..n).map(|_| rng.random::<f32>()).collect();
@@ -270,8 +269,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
             println!("| model | input | n | C | forward ms | J ms | spectrum ms | leaf step ms | kernel step ms | floor ms | step peak MB | n x n would be |");
             println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
         }
-        for (name, input, classes) in zoo::SCALING {
-            let row = scaling_row(&zoo::scaling_architecture(name, input, classes), runs, rates)?;
+        let vggs = zoo::SCALING.iter().map(|&(name, input, classes)| {
+            let arch = zoo::scaling_architecture(name, input, classes);
+            let weights = Network::initial_weights(&arch, 0);
+            (arch, weights)
+        });
+        let resnets = zoo::SCALING_RESNETS
+            .iter()
+            .map(|&(name, input, classes)| zoo::scaling_resnet(name, input, classes, 0));
+        for (arch, weights) in vggs.chain(resnets) {
+            let row = scaling_row(&arch, &weights, runs, rates)?;
             if !args.json {
                 print_row(&row);
             }

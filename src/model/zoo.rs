@@ -1,6 +1,8 @@
 //! The architectures `dataleaf train` knows, in the model-file format.
 
 use super::arch::{Architecture, Input, InputShape, Layer, Normalize, Task};
+use super::graph::{self, Node, NodeOp};
+use super::network::{Tensor32, Weights};
 
 /// MNIST normalisation used by the papers (mean 0.1307, std 0.3081).
 fn mnist_normalize() -> Option<Normalize> {
@@ -175,15 +177,149 @@ pub fn scaling_architecture(name: &str, input: [usize; 3], classes: usize) -> Ar
     }
 }
 
+/// The ResNet-style graphs `dataleaf bench --sizes` times beside the VGG-style ones.
+pub const SCALING_RESNETS: [(&str, [usize; 3], usize); 3] = [
+    ("cifar-resnet", [3, 32, 32], 10),
+    ("tiny-imagenet-resnet", [3, 64, 64], 200),
+    ("imagenet-resnet", [3, 224, 224], 1000),
+];
+
+/// A ResNet-18-style graph at a quarter of its widths (16, 32, 64, 128), with random weights and
+/// random BatchNorm statistics: a stem convolution (stride 2 and a 3x3 max-pool from 128 pixels
+/// up), four stages of two basic blocks (conv-BN-ReLU-conv-BN plus the identity, or a strided 1x1
+/// projection), global average pooling and a linear classifier.
+pub fn scaling_resnet(name: &str, input: [usize; 3], classes: usize, seed: u64) -> (Architecture, Weights) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut weights = Weights::new();
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut tensor = |weights: &mut Weights, key: &str, shape: Vec<usize>, lo: f32, hi: f32| {
+        let n = shape.iter().product();
+        let data = (0..n).map(|_| rng.random_range(lo..hi)).collect();
+        weights.insert(key.to_string(), Tensor32 { shape, data });
+    };
+    let node = |id: &str, inputs: &[&str], op: NodeOp| Node {
+        id: id.into(),
+        inputs: inputs.iter().map(|s| s.to_string()).collect(),
+        origin: String::new(),
+        op,
+    };
+    // conv + BatchNorm; returns the id of the BatchNorm's output.
+    let mut conv_bn = |nodes: &mut Vec<Node>, weights: &mut Weights, id: &str, from: &str, cin: usize, cout: usize, k: usize, stride: usize| -> String {
+        let bound = (6.0 / (cin * k * k) as f32).sqrt();
+        tensor(weights, &format!("{id}.weight"), vec![cout, cin, k, k], -bound, bound);
+        nodes.push(node(
+            id,
+            &[from],
+            NodeOp::Conv {
+                weight: format!("{id}.weight"),
+                bias: None,
+                stride: [stride, stride],
+                pads: [k / 2; 4],
+                dilation: [1, 1],
+                groups: 1,
+            },
+        ));
+        for (part, lo, hi) in [("g", 0.5, 1.5), ("b", -0.2, 0.2), ("m", -0.2, 0.2), ("v", 0.5, 2.0)] {
+            tensor(weights, &format!("{id}.bn.{part}"), vec![cout], lo, hi);
+        }
+        let bn = format!("{id}.bn");
+        nodes.push(node(
+            &bn,
+            &[id],
+            NodeOp::BatchNorm {
+                scale: format!("{bn}.g"),
+                bias: format!("{bn}.b"),
+                mean: format!("{bn}.m"),
+                var: format!("{bn}.v"),
+                epsilon: 1e-5,
+            },
+        ));
+        bn
+    };
+    let [channels, height, width] = input;
+    let big = height >= 128;
+    let stem = conv_bn(&mut nodes, &mut weights, "stem", graph::INPUT, channels, 16, 3, if big { 2 } else { 1 });
+    nodes.push(node("stem.relu", &[&stem], NodeOp::Relu));
+    let mut x = "stem.relu".to_string();
+    if big {
+        nodes.push(node(
+            "stem.pool",
+            &[&x],
+            NodeOp::MaxPool {
+                kernel: [3, 3],
+                stride: [2, 2],
+                pads: [1; 4],
+                dilation: [1, 1],
+                ceil_mode: false,
+            },
+        ));
+        x = "stem.pool".into();
+    }
+    let mut c = 16;
+    for (stage, out) in [16usize, 32, 64, 128].into_iter().enumerate() {
+        for block in 0..2 {
+            let id = format!("s{stage}b{block}");
+            let stride = if stage > 0 && block == 0 { 2 } else { 1 };
+            let a = conv_bn(&mut nodes, &mut weights, &format!("{id}.c1"), &x, c, out, 3, stride);
+            nodes.push(node(&format!("{id}.r1"), &[&a], NodeOp::Relu));
+            let b = conv_bn(&mut nodes, &mut weights, &format!("{id}.c2"), &format!("{id}.r1"), out, out, 3, 1);
+            let shortcut = if stride != 1 || c != out {
+                conv_bn(&mut nodes, &mut weights, &format!("{id}.down"), &x, c, out, 1, stride)
+            } else {
+                x.clone()
+            };
+            nodes.push(node(&format!("{id}.sum"), &[&b, &shortcut], NodeOp::Add));
+            nodes.push(node(&format!("{id}.out"), &[&format!("{id}.sum")], NodeOp::Relu));
+            x = format!("{id}.out");
+            c = out;
+        }
+    }
+    nodes.push(node("pool", &[&x], NodeOp::GlobalAvgPool));
+    nodes.push(node("flat", &["pool"], NodeOp::Flatten { axis: 1 }));
+    let bound = 1.0 / (c as f32).sqrt();
+    tensor(&mut weights, "fc.weight", vec![classes, c], -bound, bound);
+    tensor(&mut weights, "fc.bias", vec![classes], -bound, bound);
+    nodes.push(node(
+        "fc",
+        &["flat"],
+        NodeOp::Linear {
+            weight: "fc.weight".into(),
+            bias: Some("fc.bias".into()),
+        },
+    ));
+    let arch = Architecture {
+        name: format!("{name}-c{classes}"),
+        input: Input::Image(InputShape {
+            channels,
+            height,
+            width,
+        }),
+        task: Task::Classification,
+        normalize: None,
+        classes: (0..classes).map(|k| k.to_string()).collect(),
+        layers: Vec::new(),
+        nodes,
+        training: None,
+    };
+    (arch, weights)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Network;
 
     #[test]
     fn scaling_architectures_are_valid() {
         for (name, input, classes) in SCALING {
             let arch = scaling_architecture(name, input, classes);
             arch.validate().unwrap_or_else(|e| panic!("{}: {e}", arch.name));
+        }
+        for (name, input, classes) in SCALING_RESNETS {
+            let (arch, weights) = scaling_resnet(name, input, classes, 0);
+            let net = Network::new(&arch, &weights).unwrap_or_else(|e| panic!("{}: {e}", arch.name));
+            assert_eq!(net.num_classes(), classes);
         }
     }
 }
