@@ -78,18 +78,46 @@ fn every_op_weights(seed: u64) -> Weights {
     let put = |w: &mut Weights, k: &str, t: Tensor32| {
         w.insert(k.into(), t);
     };
-    put(&mut w, "mean", Tensor32 { shape: vec![1, 3, 1, 1], data: vec![0.49, 0.48, 0.45] });
-    put(&mut w, "std", Tensor32 { shape: vec![1, 3, 1, 1], data: vec![0.25, 0.24, 0.26] });
+    put(
+        &mut w,
+        "mean",
+        Tensor32 {
+            shape: vec![1, 3, 1, 1],
+            data: vec![0.49, 0.48, 0.45],
+        },
+    );
+    put(
+        &mut w,
+        "std",
+        Tensor32 {
+            shape: vec![1, 3, 1, 1],
+            data: vec![0.25, 0.24, 0.26],
+        },
+    );
     put(&mut w, "c1.w", random(&mut rng, &[8, 3, 3, 3], 0.4));
     put(&mut w, "c1.b", random(&mut rng, &[8], 0.1));
     put(&mut w, "dw.w", random(&mut rng, &[8, 1, 3, 3], 0.6));
     put(&mut w, "g2.w", random(&mut rng, &[8, 4, 3, 3], 0.4));
     put(&mut w, "g2.b", random(&mut rng, &[8], 0.1));
     for (bn, c) in [("bn1", 8), ("bn2", 16)] {
-        put(&mut w, &format!("{bn}.g"), Tensor32 { shape: vec![c], data: (0..c).map(|_| rng.random_range(0.5..1.5)).collect() });
+        put(
+            &mut w,
+            &format!("{bn}.g"),
+            Tensor32 {
+                shape: vec![c],
+                data: (0..c).map(|_| rng.random_range(0.5..1.5)).collect(),
+            },
+        );
         put(&mut w, &format!("{bn}.b"), random(&mut rng, &[c], 0.3));
         put(&mut w, &format!("{bn}.m"), random(&mut rng, &[c], 0.3));
-        put(&mut w, &format!("{bn}.v"), Tensor32 { shape: vec![c], data: (0..c).map(|_| rng.random_range(0.5..2.0)).collect() });
+        put(
+            &mut w,
+            &format!("{bn}.v"),
+            Tensor32 {
+                shape: vec![c],
+                data: (0..c).map(|_| rng.random_range(0.5..2.0)).collect(),
+            },
+        );
     }
     put(&mut w, "fc1.w", random(&mut rng, &[16, 16], 0.5));
     put(&mut w, "fc1.b", random(&mut rng, &[16], 0.5));
@@ -100,7 +128,8 @@ fn every_op_weights(seed: u64) -> Weights {
 
 fn every_op_model() -> Model {
     let arch = Architecture::from_json(EVERY_OP).expect("the every-op graph parses");
-    Model::from_parts(arch, &every_op_weights(7), Path::new("every-op.json")).expect("the every-op graph builds")
+    Model::from_parts(arch, &every_op_weights(7), Path::new("every-op.json"))
+        .expect("the every-op graph builds")
 }
 
 fn image(seed: u64, n: usize) -> Vec<f32> {
@@ -128,7 +157,10 @@ fn every_operator_jacobian_matches_candle_autograd() {
         let jmax = max_abs(&auto);
         assert!(jmax > 1e-3, "J is not trivially zero");
         let err = j.iter().zip(&auto).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(err <= 1e-4 * jmax, "seed {seed}: |J - J_candle| = {err} of max |J| = {jmax}");
+        assert!(
+            err <= 1e-4 * jmax,
+            "seed {seed}: |J - J_candle| = {err} of max |J| = {jmax}"
+        );
     }
 }
 
@@ -157,7 +189,10 @@ fn every_operator_jacobian_matches_central_differences() {
     // straddle a kink.
     let p99 = errors[errors.len() * 99 / 100];
     let median = errors[errors.len() / 2];
-    assert!(median < 1e-3 && p99 < 1e-2, "median {median}, 99th percentile {p99} of max |J|");
+    assert!(
+        median < 1e-3 && p99 < 1e-2,
+        "median {median}, 99th percentile {p99} of max |J|"
+    );
 }
 
 #[test]
@@ -217,16 +252,27 @@ fn sequential_model_as_a_graph_is_the_same_network() {
 
 #[test]
 fn graph_errors_name_the_node() {
-    let bad_input = EVERY_OP.replace(r#""inputs": ["r1"] },
-    { "id": "six""#, r#""inputs": ["nowhere"] },
-    { "id": "six""#);
+    let bad_input = EVERY_OP.replace(
+        r#""inputs": ["r1"] },
+    { "id": "six""#,
+        r#""inputs": ["nowhere"] },
+    { "id": "six""#,
+    );
     let arch = Architecture::from_json(&bad_input).expect("parses");
-    let err = Model::from_parts(arch, &every_op_weights(7), Path::new("bad.json")).err().expect("refused");
+    let err = Model::from_parts(arch, &every_op_weights(7), Path::new("bad.json"))
+        .err()
+        .expect("refused");
     let msg = err.to_string();
-    assert!(msg.contains("bad.json") && msg.contains("\"dw\"") && msg.contains("nowhere"), "{msg}");
+    assert!(
+        msg.contains("bad.json") && msg.contains("\"dw\"") && msg.contains("nowhere"),
+        "{msg}"
+    );
     let mut weights = every_op_weights(7);
     weights.remove("g2.w");
     let arch = Architecture::from_json(EVERY_OP).expect("parses");
-    let msg = Model::from_parts(arch, &weights, Path::new("bad.json")).err().expect("refused").to_string();
+    let msg = Model::from_parts(arch, &weights, Path::new("bad.json"))
+        .err()
+        .expect("refused")
+        .to_string();
     assert!(msg.contains("g2.w") && msg.contains("missing"), "{msg}");
 }

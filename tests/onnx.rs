@@ -39,7 +39,8 @@ fn referenced() -> Vec<String> {
 }
 
 fn expected(name: &str) -> Value {
-    let text = std::fs::read_to_string(fixtures().join(format!("{name}.expected.json"))).expect("expected file");
+    let text =
+        std::fs::read_to_string(fixtures().join(format!("{name}.expected.json"))).expect("expected file");
     serde_json::from_str(&text).expect("expected JSON")
 }
 
@@ -93,7 +94,10 @@ fn spectra_and_probabilities_equal_pytorch_float64() {
             let want_p = floats(&e["probs"][k]);
             let want_l = floats(&e["eigenvalues"][k]);
             for (a, b) in geometry.probs.iter().zip(&want_p) {
-                assert!((a - b).abs() <= 1e-5, "{name} image {index}: p {a} vs PyTorch {b}");
+                assert!(
+                    (a - b).abs() <= 1e-5,
+                    "{name} image {index}: p {a} vs PyTorch {b}"
+                );
             }
             let top = want_l[0];
             for (a, b) in geometry.eigenvalues.iter().zip(&want_l) {
@@ -112,14 +116,26 @@ fn spectra_and_probabilities_equal_pytorch_float64() {
             .args(["--index", &indices[0].to_string(), "--json"])
             .output()
             .expect("runs");
-        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: Value = serde_json::from_slice(&out.stdout).expect("spectrum JSON");
         let got = floats(&v["eigenvalues"]);
         let want = floats(&e["eigenvalues"][0]);
-        assert!((got[0] - want[0]).abs() <= 1e-3 * want[0], "{name}: CLI lambda_1 {} vs {}", got[0], want[0]);
+        assert!(
+            (got[0] - want[0]).abs() <= 1e-3 * want[0],
+            "{name}: CLI lambda_1 {} vs {}",
+            got[0],
+            want[0]
+        );
         let p = floats(&v["probs"]);
         let wp = floats(&e["probs"][0]);
-        assert!(p.iter().zip(&wp).all(|(a, b)| (a - b).abs() <= 1e-5), "{name}: CLI probs");
+        assert!(
+            p.iter().zip(&wp).all(|(a, b)| (a - b).abs() <= 1e-5),
+            "{name}: CLI probs"
+        );
     }
 }
 
@@ -140,12 +156,19 @@ fn jacobians_equal_pytorch_candle_and_central_differences() {
         let x = data.image(index).expect("image");
         let (_, j) = logits_and_jacobian(&model.network, x);
         let jmax = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        let err = j.iter().zip(&want).fold(0.0f64, |m, (a, b)| m.max((*a as f64 - b).abs()));
+        let err = j
+            .iter()
+            .zip(&want)
+            .fold(0.0f64, |m, (a, b)| m.max((*a as f64 - b).abs()));
         assert!(err <= 1e-4 * jmax, "{name}: |J - J_torch| = {err} of {jmax}");
 
         let i = model.network.input_shape();
-        let auto = jacobian_autograd(&model.classifier, x, (i.channels, i.height, i.width)).expect("autograd");
-        let err = j.iter().zip(&auto).fold(0.0f64, |m, (a, b)| m.max((a - b).abs() as f64));
+        let auto =
+            jacobian_autograd(&model.classifier, x, (i.channels, i.height, i.width)).expect("autograd");
+        let err = j
+            .iter()
+            .zip(&auto)
+            .fold(0.0f64, |m, (a, b)| m.max((a - b).abs() as f64));
         assert!(err <= 1e-4 * jmax, "{name}: |J - J_candle| = {err} of {jmax}");
 
         // Central differences on a sample of pixels (step 1e-3 in pixel units).
@@ -167,7 +190,10 @@ fn jacobians_equal_pytorch_candle_and_central_differences() {
         let median = errors[errors.len() / 2];
         let p95 = errors[errors.len() * 95 / 100];
         // f32 differences at this step carry about 1e-3 of max |J| of rounding noise.
-        assert!(median < 3e-3 && p95 < 2e-2, "{name}: central differences median {median}, p95 {p95}");
+        assert!(
+            median < 3e-3 && p95 < 2e-2,
+            "{name}: central differences median {median}, p95 {p95}"
+        );
         checked += 1;
     }
     assert!(checked >= 5, "per-operator fixtures with a Jacobian: {checked}");
@@ -302,7 +328,11 @@ fn field_int(n: u64, v: u64) -> Vec<u8> {
 fn value_info(name: &str, dims: &[i64]) -> Vec<u8> {
     let mut shape = Vec::new();
     for &d in dims {
-        let dim = if d < 0 { field(2, b"N") } else { field_int(1, d as u64) };
+        let dim = if d < 0 {
+            field(2, b"N")
+        } else {
+            field_int(1, d as u64)
+        };
         shape.extend(field(1, &dim));
     }
     let tensor_type = [field_int(1, 1), field(2, &shape)].concat();
@@ -351,7 +381,10 @@ fn float_tensor(name: &str, dims: &[u64], values: &[f32]) -> Vec<u8> {
 /// x [N,1,4,4] -> Flatten -> Gemm(W [2,16]) -> y: a valid model, from which the bad ones are made.
 fn good_model() -> Vec<u8> {
     let mut gemm = node("Gemm", &["f", "W"], &["y"], "fc");
-    gemm.extend(field(5, &[field(1, b"transB"), field_int(3, 1), field_int(20, 2)].concat()));
+    gemm.extend(field(
+        5,
+        &[field(1, b"transB"), field_int(3, 1), field_int(20, 2)].concat(),
+    ));
     model(
         &[node("Flatten", &["x"], &["f"], "flat"), gemm],
         &[float_tensor("W", &[2, 16], &[0.5; 32])],
@@ -373,7 +406,13 @@ fn every_bad_model_gets_one_line() {
     refused(&t.file("empty.onnx", b""), "empty");
     let good = good_model();
     refused(&t.file("truncated.onnx", &good[..good.len() - 7]), "truncated");
-    refused(&t.file("garbage.onnx", b"\x08\x96\x01 this is no protobuf \xff\xff\xff\xff"), "not a readable ONNX model");
+    refused(
+        &t.file(
+            "garbage.onnx",
+            b"\x08\x96\x01 this is no protobuf \xff\xff\xff\xff",
+        ),
+        "not a readable ONNX model",
+    );
     // The Gemm's matrix is not an initializer.
     let mut gemm = node("Gemm", &["f", "W"], &["y"], "fc");
     gemm.extend(field(5, &[field(1, b"transB"), field_int(3, 1)].concat()));
@@ -394,5 +433,8 @@ fn every_bad_model_gets_one_line() {
         .output()
         .expect("runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("m.json") && stderr.contains("3 classes"), "{stderr}");
+    assert!(
+        !out.status.success() && stderr.contains("m.json") && stderr.contains("3 classes"),
+        "{stderr}"
+    );
 }

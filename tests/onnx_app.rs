@@ -13,7 +13,9 @@ use egui_kittest::Harness;
 const TIMEOUT: Duration = Duration::from_secs(180);
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/onnx")
+        .join(name)
 }
 
 fn app() -> Harness<'static, DataleafApp> {
@@ -29,7 +31,9 @@ fn app() -> Harness<'static, DataleafApp> {
                 },
             )
         });
-    wait(&mut h, "the default model", |app| app.model().is_some() && app.dataset().is_some());
+    wait(&mut h, "the default model", |app| {
+        app.model().is_some() && app.dataset().is_some()
+    });
     h
 }
 
@@ -80,7 +84,8 @@ fn an_onnx_model_opens_by_typed_path() {
     h.step();
     h.get_by_label("Load model").click();
     wait(&mut h, "the ONNX model and the CIFAR samples", |app| {
-        app.model().is_some_and(|m| m.name == "resnet18-w16") && app.dataset().is_some_and(|d| d.channels == 3)
+        app.model().is_some_and(|m| m.name == "resnet18-w16")
+            && app.dataset().is_some_and(|d| d.channels == 3)
     });
     assert!(h.state().errors().is_empty(), "{:?}", h.state().errors());
     assert_eq!(h.state().model().expect("model").classes[3], "cat");
@@ -94,7 +99,8 @@ fn an_onnx_model_opens_by_drop() {
         .dropped_files
         .push(Arc::new(Dropped(fixture("mobilenet_v2-w25.onnx"))));
     wait(&mut h, "the dropped ONNX model", |app| {
-        app.model().is_some_and(|m| m.name == "mobilenet_v2-w25") && app.dataset().is_some_and(|d| d.channels == 3)
+        app.model().is_some_and(|m| m.name == "mobilenet_v2-w25")
+            && app.dataset().is_some_and(|d| d.channels == 3)
     });
     assert!(h.state().errors().is_empty(), "{:?}", h.state().errors());
     walks(&mut h);
@@ -105,7 +111,11 @@ fn an_onnx_model_opens_by_drop() {
     std::fs::write(&bad, b"\x0a\xff\xff\xff\x0f not onnx").expect("write");
     h.input_mut().dropped_files.push(Arc::new(Dropped(bad)));
     wait(&mut h, "the error", |app| !app.errors().is_empty());
-    assert!(h.state().errors()[0].contains("broken.onnx"), "{:?}", h.state().errors());
+    assert!(
+        h.state().errors()[0].contains("broken.onnx"),
+        "{:?}",
+        h.state().errors()
+    );
     assert_eq!(h.state().model().expect("model").name, "mobilenet_v2-w25");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -22,7 +22,12 @@ pub enum Kind {
 impl Kind {
     /// A .json, .safetensors or .onnx file is a model; anything else (an IDX file or folder) a dataset.
     pub fn of(path: &Path) -> Kind {
-        match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             Some("json") | Some("safetensors") | Some("onnx") => Kind::Model,
             _ => Kind::Dataset,
         }

@@ -212,7 +212,12 @@ fn whole_walk(net: &Network, start: &[f32], target: &[f32]) -> Result<Value> {
 }
 
 /// One row of the scaling table: a random-weight model of the given shape.
-fn scaling_row(arch: &Architecture, weights: &dataleaf::model::Weights, runs: usize, rates: (f64, f64)) -> Result<Value> {
+fn scaling_row(
+    arch: &Architecture,
+    weights: &dataleaf::model::Weights,
+    runs: usize,
+    rates: (f64, f64),
+) -> Result<Value> {
     let net = Network::new(arch, weights).map_err(|m| anyhow!(m))?;
     let n = net.input_len();
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
@@ -241,7 +246,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let (model, data) = open_pair(&args.inputs.model, &args.inputs.dataset)?;
     let runs = args.runs.max(1);
     // The papers' 4185 -> 5874 on MNIST-sized sets, else the first two images.
-    let (s, t) = if data.len() > 5874 { (4185, 5874) } else { (0, 1.min(data.len() - 1)) };
+    let (s, t) = if data.len() > 5874 {
+        (4185, 5874)
+    } else {
+        (0, 1.min(data.len() - 1))
+    };
     let start = image_at(&data, s, "start")?.to_vec();
     let target = image_at(&data, t, "target")?.to_vec();
     let net = &model.network;

@@ -181,9 +181,7 @@ pub struct CandleGraph {
 
 impl CandleGraph {
     fn new(arch: &Architecture, weights: &Weights) -> candle_core::Result<CandleGraph> {
-        let input = arch
-            .image_input()
-            .map_err(candle_core::Error::Msg)?;
+        let input = arch.image_input().map_err(candle_core::Error::Msg)?;
         let shapes = graph::shapes([input.channels, input.height, input.width], &arch.nodes, weights)
             .map_err(candle_core::Error::Msg)?;
         let ids = graph::resolve_ids(&arch.nodes);
@@ -200,7 +198,10 @@ impl CandleGraph {
             .collect();
         let mut tensors = std::collections::HashMap::new();
         for (k, t) in weights {
-            tensors.insert(k.clone(), Tensor::from_slice(&t.data, t.shape.as_slice(), &Device::Cpu)?);
+            tensors.insert(
+                k.clone(),
+                Tensor::from_slice(&t.data, t.shape.as_slice(), &Device::Cpu)?,
+            );
         }
         Ok(CandleGraph {
             nodes,
@@ -220,7 +221,10 @@ impl CandleGraph {
         let mut values: Vec<Tensor> = vec![x.clone()];
         for (k, (op, inputs)) in self.nodes.iter().enumerate() {
             let a = inputs.first().map(|&i| values[i].clone());
-            let a = || a.clone().ok_or_else(|| candle_core::Error::Msg("missing input".into()));
+            let a = || {
+                a.clone()
+                    .ok_or_else(|| candle_core::Error::Msg("missing input".into()))
+            };
             let b = || values[inputs[1]].clone();
             // The node's output shape with this batch in front.
             let shape_now = || {
@@ -242,7 +246,9 @@ impl CandleGraph {
                     let mut x = a()?;
                     let symmetric = pads[0] == pads[2] && pads[1] == pads[3] && pads[0] == pads[1];
                     if !symmetric {
-                        x = x.pad_with_zeros(2, pads[0], pads[2])?.pad_with_zeros(3, pads[1], pads[3])?;
+                        x = x
+                            .pad_with_zeros(2, pads[0], pads[2])?
+                            .pad_with_zeros(3, pads[1], pads[3])?;
                     }
                     // Unequal dilations: the kernel itself spread out with zeros, then dilation 1.
                     let (w, d) = if dilation[0] == dilation[1] {
@@ -351,7 +357,9 @@ impl CandleGraph {
                     let x = a()?;
                     let (_, _, h, w) = x.dims4()?;
                     let out = &self.shapes[k + 1];
-                    let xp = x.pad_with_zeros(2, pads[0], pads[2])?.pad_with_zeros(3, pads[1], pads[3])?;
+                    let xp = x
+                        .pad_with_zeros(2, pads[0], pads[2])?
+                        .pad_with_zeros(3, pads[1], pads[3])?;
                     let views = window_views(&xp, *kernel, *stride, [1, 1], out[2], out[3])?;
                     let sum = Tensor::stack(&views, 0)?.sum(0)?;
                     // PyTorch's divisor per output position.
@@ -384,7 +392,11 @@ impl CandleGraph {
                     axes.sort_unstable();
                     let mut y = x;
                     for &ax in axes.iter().rev() {
-                        y = if *keepdims { y.mean_keepdim(ax)? } else { y.mean(ax)? };
+                        y = if *keepdims {
+                            y.mean_keepdim(ax)?
+                        } else {
+                            y.mean(ax)?
+                        };
                     }
                     y
                 }
@@ -456,10 +468,14 @@ fn window_views(
 ) -> candle_core::Result<Vec<Tensor>> {
     let mut views = Vec::with_capacity(kernel[0] * kernel[1]);
     for ki in 0..kernel[0] {
-        let rows: Vec<u32> = (0..hout).map(|o| (o * stride[0] + ki * dilation[0]) as u32).collect();
+        let rows: Vec<u32> = (0..hout)
+            .map(|o| (o * stride[0] + ki * dilation[0]) as u32)
+            .collect();
         let r = xp.index_select(&Tensor::from_vec(rows, hout, &Device::Cpu)?, 2)?;
         for kj in 0..kernel[1] {
-            let cols: Vec<u32> = (0..wout).map(|o| (o * stride[1] + kj * dilation[1]) as u32).collect();
+            let cols: Vec<u32> = (0..wout)
+                .map(|o| (o * stride[1] + kj * dilation[1]) as u32)
+                .collect();
             views.push(r.index_select(&Tensor::from_vec(cols, wout, &Device::Cpu)?, 3)?);
         }
     }

@@ -238,7 +238,12 @@ impl NodeOp {
     pub fn is_smooth(&self) -> bool {
         matches!(
             self,
-            NodeOp::Sigmoid | NodeOp::Tanh | NodeOp::Gelu | NodeOp::Softplus | NodeOp::Erf | NodeOp::HardSwish
+            NodeOp::Sigmoid
+                | NodeOp::Tanh
+                | NodeOp::Gelu
+                | NodeOp::Softplus
+                | NodeOp::Erf
+                | NodeOp::HardSwish
         )
     }
 }
@@ -272,7 +277,9 @@ pub fn window_out(
         .and_then(|s| s.checked_add(pads.1))
         .ok_or("padding too large")?;
     if padded < span {
-        return Err(format!("its window ({span}) is larger than its padded input ({padded})"));
+        return Err(format!(
+            "its window ({span}) is larger than its padded input ({padded})"
+        ));
     }
     let rounding = if ceil { stride - 1 } else { 0 };
     let mut out = (padded - span + rounding) / stride + 1;
@@ -338,7 +345,10 @@ pub fn slice_ranges(
             None => return Err("slice needs one axis per start".into()),
         };
         if ax >= shape.len() {
-            return Err(format!("slice axis {ax} is outside a rank-{} tensor", shape.len()));
+            return Err(format!(
+                "slice axis {ax} is outside a rank-{} tensor",
+                shape.len()
+            ));
         }
         let step = steps.get(k).copied().unwrap_or(1);
         if step == 0 {
@@ -350,7 +360,10 @@ pub fn slice_ranges(
         let (start, end) = if step > 0 {
             (clampi(norm(starts[k]), 0, d), clampi(norm(ends[k]), 0, d))
         } else {
-            (clampi(norm(starts[k]), -1, d - 1), clampi(norm(ends[k]), -1, d - 1))
+            (
+                clampi(norm(starts[k]), -1, d - 1),
+                clampi(norm(ends[k]), -1, d - 1),
+            )
         };
         let count = if step > 0 {
             ((end - start).max(0) + step - 1) / step
@@ -383,7 +396,9 @@ pub fn infer_shape(op: &NodeOp, inputs: &[&[usize]], weights: &Weights) -> Resul
             let (c, h, w) = image("conv")?;
             let ws = tensor_shape(weights, weight)?;
             let [cout, cin_g, kh, kw] = *ws else {
-                return Err(format!("conv weight {weight:?} has shape {ws:?}, needs 4 dimensions"));
+                return Err(format!(
+                    "conv weight {weight:?} has shape {ws:?}, needs 4 dimensions"
+                ));
             };
             if *groups == 0 || c % groups != 0 || cout % groups != 0 || cin_g * groups != c {
                 return Err(format!(
@@ -403,10 +418,14 @@ pub fn infer_shape(op: &NodeOp, inputs: &[&[usize]], weights: &Weights) -> Resul
         NodeOp::Linear { weight, bias } => {
             let ws = tensor_shape(weights, weight)?;
             let [nout, nin] = *ws else {
-                return Err(format!("linear weight {weight:?} has shape {ws:?}, needs 2 dimensions"));
+                return Err(format!(
+                    "linear weight {weight:?} has shape {ws:?}, needs 2 dimensions"
+                ));
             };
             if x != [1, nin] {
-                return Err(format!("linear weight {weight:?} {ws:?} needs input [1, {nin}], gets {x:?}"));
+                return Err(format!(
+                    "linear weight {weight:?} {ws:?} needs input [1, {nin}], gets {x:?}"
+                ));
             }
             if let Some(b) = bias {
                 let bs = tensor_shape(weights, b)?;
@@ -417,7 +436,11 @@ pub fn infer_shape(op: &NodeOp, inputs: &[&[usize]], weights: &Weights) -> Resul
             vec![1, nout]
         }
         NodeOp::BatchNorm {
-            scale, bias, mean, var, ..
+            scale,
+            bias,
+            mean,
+            var,
+            ..
         } => {
             let c = *x.get(1).ok_or("batch_norm needs at least 2 dimensions")?;
             for key in [scale, bias, mean, var] {
@@ -452,7 +475,10 @@ pub fn infer_shape(op: &NodeOp, inputs: &[&[usize]], weights: &Weights) -> Resul
             let mut out = first.to_vec();
             for s in &inputs[1..] {
                 if s.len() != first.len()
-                    || s.iter().zip(first).enumerate().any(|(i, (p, q))| i != ax && p != q)
+                    || s.iter()
+                        .zip(first)
+                        .enumerate()
+                        .any(|(i, (p, q))| i != ax && p != q)
                 {
                     return Err(format!("concat on axis {ax} of shapes {first:?} and {s:?}"));
                 }
@@ -471,8 +497,22 @@ pub fn infer_shape(op: &NodeOp, inputs: &[&[usize]], weights: &Weights) -> Resul
             vec![
                 1,
                 c,
-                window_out(h, kernel[0], stride[0], (pads[0], pads[2]), dilation[0], *ceil_mode)?,
-                window_out(w, kernel[1], stride[1], (pads[1], pads[3]), dilation[1], *ceil_mode)?,
+                window_out(
+                    h,
+                    kernel[0],
+                    stride[0],
+                    (pads[0], pads[2]),
+                    dilation[0],
+                    *ceil_mode,
+                )?,
+                window_out(
+                    w,
+                    kernel[1],
+                    stride[1],
+                    (pads[1], pads[3]),
+                    dilation[1],
+                    *ceil_mode,
+                )?,
             ]
         }
         NodeOp::AvgPool {
@@ -507,7 +547,11 @@ pub fn infer_shape(op: &NodeOp, inputs: &[&[usize]], weights: &Weights) -> Resul
             out
         }
         NodeOp::Flatten { axis: a } => {
-            let ax = if *a == x.len() as i64 { x.len() } else { axis(*a, x.len())? };
+            let ax = if *a == x.len() as i64 {
+                x.len()
+            } else {
+                axis(*a, x.len())?
+            };
             vec![x[..ax].iter().product(), x[ax..].iter().product()]
         }
         NodeOp::Reshape { shape } => {
@@ -541,7 +585,10 @@ pub fn infer_shape(op: &NodeOp, inputs: &[&[usize]], weights: &Weights) -> Resul
             let mut sorted = perm.clone();
             sorted.sort_unstable();
             if sorted != (0..x.len()).collect::<Vec<_>>() {
-                return Err(format!("transpose perm {perm:?} does not fit a rank-{} tensor", x.len()));
+                return Err(format!(
+                    "transpose perm {perm:?} does not fit a rank-{} tensor",
+                    x.len()
+                ));
             }
             perm.iter().map(|&p| x[p]).collect()
         }
@@ -594,12 +641,19 @@ pub fn shapes(input: [usize; 3], nodes: &[Node], weights: &Weights) -> Result<Ve
         let name = node_label(node, id);
         let arity = node.op.arity();
         if (arity != usize::MAX && inputs.len() != arity) || (arity == usize::MAX && inputs.is_empty()) {
-            return Err(format!("{name}: {} takes {} inputs, has {}", node.op.kind(), arity, inputs.len()));
+            return Err(format!(
+                "{name}: {} takes {} inputs, has {}",
+                node.op.kind(),
+                arity,
+                inputs.len()
+            ));
         }
         let mut ins = Vec::with_capacity(inputs.len());
         for i in inputs {
             let Some(&v) = known.get(i.as_str()) else {
-                return Err(format!("{name}: input {i:?} is not the graph input nor an earlier node"));
+                return Err(format!(
+                    "{name}: input {i:?} is not the graph input nor an earlier node"
+                ));
             };
             ins.push(shapes[v].as_slice());
         }

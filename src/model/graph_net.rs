@@ -253,7 +253,9 @@ fn broadcast_map(shape: &[usize], out: &[usize]) -> Option<Vec<u32>> {
         return None;
     }
     let rank = out.len();
-    let padded: Vec<usize> = std::iter::repeat_n(1, rank - shape.len()).chain(shape.iter().copied()).collect();
+    let padded: Vec<usize> = std::iter::repeat_n(1, rank - shape.len())
+        .chain(shape.iter().copied())
+        .collect();
     // Strides of the operand, 0 along broadcast axes.
     let mut strides = vec![0usize; rank];
     let mut s = 1;
@@ -331,7 +333,14 @@ fn slice_map(shape: &[usize], ranges: &[(i64, i64, usize)]) -> Vec<u32> {
     map
 }
 
-fn window(x: &[usize], out: &[usize], kernel: [usize; 2], stride: [usize; 2], pads: [usize; 4], dilation: [usize; 2]) -> Window {
+fn window(
+    x: &[usize],
+    out: &[usize],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    pads: [usize; 4],
+    dilation: [usize; 2],
+) -> Window {
     Window {
         c: x[1],
         hin: x[2],
@@ -438,7 +447,12 @@ impl GraphNet {
                         .zip(v)
                         .map(|(&g, &v)| g as f64 / (v as f64 + *epsilon as f64).sqrt())
                         .collect();
-                    let t: Vec<f64> = b.iter().zip(m).zip(&s).map(|((&b, &m), &s)| b as f64 - s * m as f64).collect();
+                    let t: Vec<f64> = b
+                        .iter()
+                        .zip(m)
+                        .zip(&s)
+                        .map(|((&b, &m), &s)| b as f64 - s * m as f64)
+                        .collect();
                     let producer = ins[0];
                     let foldable = producer > 0
                         && readers[producer] == 1
@@ -495,10 +509,15 @@ impl GraphNet {
                     }
                     Kernel::Binary {
                         op,
-                        maps: [broadcast_map(&shapes[ins[0]], y), broadcast_map(&shapes[ins[1]], y)],
+                        maps: [
+                            broadcast_map(&shapes[ins[0]], y),
+                            broadcast_map(&shapes[ins[1]], y),
+                        ],
                     }
                 }
-                NodeOp::Constant { tensor: key } => Kernel::Constant(tensor(weights, key).map_err(fail)?.to_vec()),
+                NodeOp::Constant { tensor: key } => {
+                    Kernel::Constant(tensor(weights, key).map_err(fail)?.to_vec())
+                }
                 NodeOp::Concat { axis } => {
                     let ax = graph::axis(*axis, y.len()).map_err(fail)?;
                     Kernel::Concat {
@@ -536,7 +555,9 @@ impl GraphNet {
                         .map(|&a| graph::axis(a, x.len()))
                         .collect::<Result<_, _>>()
                         .map_err(fail)?;
-                    let kept: Vec<usize> = (0..x.len()).map(|a| if axes.contains(&a) { 1 } else { x[a] }).collect();
+                    let kept: Vec<usize> = (0..x.len())
+                        .map(|a| if axes.contains(&a) { 1 } else { x[a] })
+                        .collect();
                     let kept_strides = strides(&kept);
                     let total: usize = x.iter().product();
                     let mut map = Vec::with_capacity(total);
@@ -641,7 +662,10 @@ impl GraphNet {
                         .iter_mut()
                         .zip(a)
                         .for_each(|(o, &v)| *o = if v > 0.0 || v.is_nan() { v } else { 0.0 }),
-                    Kernel::Unary(u) => y.iter_mut().zip(a).for_each(|(o, &v)| *o = u.value(v as f64) as f32),
+                    Kernel::Unary(u) => y
+                        .iter_mut()
+                        .zip(a)
+                        .for_each(|(o, &v)| *o = u.value(v as f64) as f32),
                     Kernel::Binary { op, maps } => {
                         let b = &values[step.inputs[1]];
                         let at = |v: &[f32], m: &Option<Vec<u32>>, i: usize| match m {
@@ -722,7 +746,9 @@ impl GraphNet {
                     let d = conv_backward(c, &g, rows);
                     give(&mut grads, step.inputs[0], d);
                 }
-                Kernel::Linear { weight, nin, nout, .. } => {
+                Kernel::Linear {
+                    weight, nin, nout, ..
+                } => {
                     let d = if rows <= 32 {
                         sparse::linear_input_grad(weight, *nout, *nin, &g, rows)
                     } else {
@@ -742,7 +768,9 @@ impl GraphNet {
                     let c = scale.len();
                     let mut d = g;
                     for row in d.chunks_mut(in_len) {
-                        row.iter_mut().enumerate().for_each(|(i, v)| *v *= scale[(i / inner) % c]);
+                        row.iter_mut()
+                            .enumerate()
+                            .for_each(|(i, v)| *v *= scale[(i / inner) % c]);
                     }
                     give(&mut grads, step.inputs[0], d);
                 }
@@ -789,7 +817,9 @@ impl GraphNet {
                             (Binary::Sub, _) => Some(vec![-1.0; out_len]),
                             (Binary::Mul, 0) => Some((0..out_len).map(|i| at(b, &maps[1], i)).collect()),
                             (Binary::Mul, _) => Some((0..out_len).map(|i| at(a, &maps[0], i)).collect()),
-                            (Binary::Div, 0) => Some((0..out_len).map(|i| 1.0 / at(b, &maps[1], i)).collect()),
+                            (Binary::Div, 0) => {
+                                Some((0..out_len).map(|i| 1.0 / at(b, &maps[1], i)).collect())
+                            }
                             (Binary::Div, _) => Some(
                                 (0..out_len)
                                     .map(|i| {
@@ -858,7 +888,9 @@ impl GraphNet {
                     let inv = 1.0 / *count as f32;
                     let mut d = vec![0.0f32; rows * in_len];
                     for (dr, gr) in d.chunks_mut(in_len).zip(g.chunks(out_len)) {
-                        dr.iter_mut().zip(map).for_each(|(v, &m)| *v = gr[m as usize] * inv);
+                        dr.iter_mut()
+                            .zip(map)
+                            .for_each(|(v, &m)| *v = gr[m as usize] * inv);
                     }
                     give(&mut grads, step.inputs[0], d);
                 }
@@ -894,7 +926,9 @@ impl GraphNet {
         live[self.output] = Some(vec![true; self.num_outputs()]);
         let mut per_row = 0.0;
         for (s, step) in self.steps.iter().enumerate().rev() {
-            let Some(l) = live[step.output].take() else { continue };
+            let Some(l) = live[step.output].take() else {
+                continue;
+            };
             let count = l.iter().filter(|&&v| v).count();
             let x = &trace.values[step.inputs.first().copied().unwrap_or(0)];
             let mark = |live: &mut Vec<Option<Vec<bool>>>, value: usize, m: Vec<bool>| {
@@ -917,7 +951,11 @@ impl GraphNet {
                     per_row += (count * nin) as f64;
                     mark(&mut live, first, vec![count > 0; in_len]);
                 }
-                Kernel::Relu => mark(&mut live, first, l.iter().zip(x).map(|(&l, &v)| l && v > 0.0).collect()),
+                Kernel::Relu => mark(
+                    &mut live,
+                    first,
+                    l.iter().zip(x).map(|(&l, &v)| l && v > 0.0).collect(),
+                ),
                 Kernel::MaxPool(_) => {
                     let mut into = vec![false; in_len];
                     for (o, &j) in trace.argmax[&s].iter().enumerate() {
@@ -964,7 +1002,11 @@ fn im2col(c: &Conv, x: &[f32], grp: usize, cols: &mut [f32]) {
                     let src = &plane[ih as usize * c.win..][..c.win];
                     for (ow, o) in out.iter_mut().enumerate() {
                         let iw = (ow * c.stride[1] + kj * c.dilation[1]) as isize - c.pads[1] as isize;
-                        *o = if iw < 0 || iw >= c.win as isize { 0.0 } else { src[iw as usize] };
+                        *o = if iw < 0 || iw >= c.win as isize {
+                            0.0
+                        } else {
+                            src[iw as usize]
+                        };
                     }
                 }
             }
@@ -1028,7 +1070,11 @@ fn conv_forward(c: &Conv, x: &[f32], y: &mut [f32]) {
         for grp in 0..c.groups {
             matmul(
                 &mut y[grp * cout_g * hw..(grp + 1) * cout_g * hw],
-                View::rows(&c.weight[grp * cout_g * ckk..(grp + 1) * cout_g * ckk], cout_g, ckk),
+                View::rows(
+                    &c.weight[grp * cout_g * ckk..(grp + 1) * cout_g * ckk],
+                    cout_g,
+                    ckk,
+                ),
                 View::rows(&x[grp * cin_g * hw..(grp + 1) * cin_g * hw], cin_g, hw),
                 false,
                 Threads::All,
@@ -1044,7 +1090,11 @@ fn conv_forward(c: &Conv, x: &[f32], y: &mut [f32]) {
         im2col(c, x, grp, &mut cols);
         matmul(
             &mut y[grp * cout_g * hw..(grp + 1) * cout_g * hw],
-            View::rows(&c.weight[grp * cout_g * ckk..(grp + 1) * cout_g * ckk], cout_g, ckk),
+            View::rows(
+                &c.weight[grp * cout_g * ckk..(grp + 1) * cout_g * ckk],
+                cout_g,
+                ckk,
+            ),
             View::rows(&cols, ckk, hw),
             false,
             if c.groups == 1 { Threads::All } else { Threads::One },
@@ -1086,14 +1136,16 @@ fn conv_backward(c: &Conv, g: &[f32], rows: usize) -> Vec<f32> {
     let out_len = c.cout * hw;
     let mut dx = vec![0.0f32; rows * in_len];
     if is_depthwise(c) {
-        dx.par_chunks_mut(in_len).zip(g.par_chunks(out_len)).for_each(|(dr, gr)| {
-            for ch in 0..c.cout {
-                let w = &c.weight[ch * c.kh * c.kw..(ch + 1) * c.kh * c.kw];
-                let go = &gr[ch * hw..(ch + 1) * hw];
-                let plane = &mut dr[ch * c.hin * c.win..][..c.hin * c.win];
-                depthwise_plane(c, w, |ih, iw, o, wv| plane[ih * c.win + iw] += wv * go[o]);
-            }
-        });
+        dx.par_chunks_mut(in_len)
+            .zip(g.par_chunks(out_len))
+            .for_each(|(dr, gr)| {
+                for ch in 0..c.cout {
+                    let w = &c.weight[ch * c.kh * c.kw..(ch + 1) * c.kh * c.kw];
+                    let go = &gr[ch * hw..(ch + 1) * hw];
+                    let plane = &mut dr[ch * c.hin * c.win..][..c.hin * c.win];
+                    depthwise_plane(c, w, |ih, iw, o, wv| plane[ih * c.win + iw] += wv * go[o]);
+                }
+            });
         return dx;
     }
     // Behind a max-pool or ReLU most of g is zero: the sparse kernels of the sequential engine.
@@ -1135,7 +1187,11 @@ fn conv_backward(c: &Conv, g: &[f32], rows: usize) -> Vec<f32> {
             let mut dcols = vec![0.0f32; ckk * ld];
             matmul(
                 &mut dcols,
-                View::transposed(&c.weight[grp * cout_g * ckk..(grp + 1) * cout_g * ckk], cout_g, ckk),
+                View::transposed(
+                    &c.weight[grp * cout_g * ckk..(grp + 1) * cout_g * ckk],
+                    cout_g,
+                    ckk,
+                ),
                 View::rows(&gm, cout_g, ld),
                 false,
                 Threads::All,
@@ -1168,7 +1224,8 @@ fn window_positions(w: &Window, oh: usize, ow: usize) -> impl Iterator<Item = (u
         let ih = h0 + (ki * w.dilation[0]) as isize;
         (0..w.kernel[1]).filter_map(move |kj| {
             let iw = w0 + (kj * w.dilation[1]) as isize;
-            (ih >= 0 && ih < w.hin as isize && iw >= 0 && iw < w.win as isize).then_some((ih as usize, iw as usize))
+            (ih >= 0 && ih < w.hin as isize && iw >= 0 && iw < w.win as isize)
+                .then_some((ih as usize, iw as usize))
         })
     })
 }
@@ -1211,7 +1268,12 @@ fn avgpool(w: &Window, count_include_pad: bool, src: &[f32], dst: &mut [f32], ad
                 let w1 = (w0 + w.kernel[1] as isize).min((w.win + w.pads[3]) as isize);
                 let padded = ((h1 - h0) * (w1 - w0)) as f32;
                 let inside = window_positions(w, oh, ow).count() as f32;
-                let scale = 1.0 / if count_include_pad { padded } else { inside.max(1.0) };
+                let scale = 1.0
+                    / if count_include_pad {
+                        padded
+                    } else {
+                        inside.max(1.0)
+                    };
                 let mut sum = 0.0;
                 for (ih, iw) in window_positions(w, oh, ow) {
                     let i = (c * w.hin + ih) * w.win + iw;

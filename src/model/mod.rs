@@ -19,9 +19,9 @@ pub mod zoo;
 use std::path::{Path, PathBuf};
 
 pub use arch::{Architecture, Input, InputShape, Layer, Task};
-pub use graph::{Node, NodeOp};
 pub use classifier::Classifier;
 pub use files::ModelError;
+pub use graph::{Node, NodeOp};
 pub use network::{Network, Tensor32, Weights};
 
 use crate::data::Dataset;
@@ -53,12 +53,21 @@ impl Model {
     }
 
     /// `wpath` names the weights in messages about them.
-    fn build(arch: Architecture, weights: &Weights, source: &Path, wpath: &Path) -> Result<Model, ModelError> {
+    fn build(
+        arch: Architecture,
+        weights: &Weights,
+        source: &Path,
+        wpath: &Path,
+    ) -> Result<Model, ModelError> {
         arch.validate().map_err(|m| ModelError::new(source, m))?;
         // The image engines below take images only; features models open in the plane view.
         arch.image_input().map_err(|m| ModelError::new(source, m))?;
         // A graph's structure is checked with its weights; its messages name the graph's file.
-        let wpath = if arch.is_graph() { source.to_path_buf() } else { wpath.to_path_buf() };
+        let wpath = if arch.is_graph() {
+            source.to_path_buf()
+        } else {
+            wpath.to_path_buf()
+        };
         let network = Network::new(&arch, weights).map_err(|m| ModelError::new(&wpath, m))?;
         let classifier =
             Classifier::new(&arch, weights).map_err(|e| ModelError::new(&wpath, e.to_string()))?;
@@ -84,7 +93,10 @@ impl Model {
         let sidecar = if sidecar_path.is_file() {
             let text = files::read_json_text(&sidecar_path)?;
             serde_json::from_str::<Sidecar>(&text).map_err(|e| {
-                ModelError::new(&sidecar_path, format!("not a valid sidecar for {}: {e}", path.display()))
+                ModelError::new(
+                    &sidecar_path,
+                    format!("not a valid sidecar for {}: {e}", path.display()),
+                )
             })?
         } else {
             Sidecar::default()
@@ -93,16 +105,28 @@ impl Model {
             Some(c) if c.len() != lowered.outputs => {
                 return Err(ModelError::new(
                     &sidecar_path,
-                    format!("names {} classes, but the model {} outputs {}", c.len(), path.display(), lowered.outputs),
+                    format!(
+                        "names {} classes, but the model {} outputs {}",
+                        c.len(),
+                        path.display(),
+                        lowered.outputs
+                    ),
                 ))
             }
             Some(c) => c,
             None => (0..lowered.outputs).map(|k| k.to_string()).collect(),
         };
-        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let [channels, height, width] = lowered.input;
         let arch = Architecture {
-            name: sidecar.name.unwrap_or(if lowered.name.is_empty() { stem } else { lowered.name }),
+            name: sidecar.name.unwrap_or(if lowered.name.is_empty() {
+                stem
+            } else {
+                lowered.name
+            }),
             input: Input::Image(InputShape {
                 channels,
                 height,
@@ -116,7 +140,11 @@ impl Model {
             training: None,
         };
         if let Err(m) = arch.validate() {
-            let at = if m.starts_with("normalize") { &sidecar_path } else { path };
+            let at = if m.starts_with("normalize") {
+                &sidecar_path
+            } else {
+                path
+            };
             return Err(ModelError::new(at, m));
         }
         Model::build(arch, &lowered.weights, path, path)

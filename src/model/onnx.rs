@@ -44,7 +44,10 @@ impl Const {
 enum Val {
     Const(Const),
     /// Computed from the image: the id of the graph node that produces it, and its shape.
-    Act { id: String, shape: Vec<usize> },
+    Act {
+        id: String,
+        shape: Vec<usize>,
+    },
 }
 
 /// What the lowering produced: the graph's nodes and the tensors they name, the input shape
@@ -114,7 +117,11 @@ fn tensor_to_const(t: &TensorProto) -> NodeResult<Const> {
             shape: t.shape(),
             data: t.data.clone(),
         }),
-        other => Err(format!("tensor {:?} has type {}, which dataleaf does not read", t.name, dtype::name(other))),
+        other => Err(format!(
+            "tensor {:?} has type {}, which dataleaf does not read",
+            t.name,
+            dtype::name(other)
+        )),
     }
 }
 
@@ -207,7 +214,10 @@ fn const_concat(parts: &[&Const], axis: usize) -> NodeResult<Const> {
     if axis >= shape.len() {
         return Err("concat axis outside the tensor".into());
     }
-    shape[axis] = parts.iter().map(|p| p.shape.get(axis).copied().unwrap_or(0)).sum();
+    shape[axis] = parts
+        .iter()
+        .map(|p| p.shape.get(axis).copied().unwrap_or(0))
+        .sum();
     let outer: usize = first.shape[..axis].iter().product();
     let mut data = Vec::new();
     for o in 0..outer {
@@ -249,7 +259,10 @@ fn const_transpose(c: &Const, perm: &[usize]) -> Const {
 /// Unsqueeze's output shape: 1s inserted at `axes` (of the output rank).
 fn unsqueezed(shape: &[usize], axes: &[i64]) -> NodeResult<Vec<usize>> {
     let rank = shape.len() + axes.len();
-    let mut axes: Vec<usize> = axes.iter().map(|&a| graph::axis(a, rank)).collect::<Result<_, _>>()?;
+    let mut axes: Vec<usize> = axes
+        .iter()
+        .map(|&a| graph::axis(a, rank))
+        .collect::<Result<_, _>>()?;
     axes.sort_unstable();
     let mut out = Vec::with_capacity(rank);
     let mut rest = shape.iter();
@@ -267,7 +280,10 @@ fn squeezed(shape: &[usize], axes: Option<&[i64]>) -> NodeResult<Vec<usize>> {
     match axes {
         None => Ok(shape.iter().copied().filter(|&d| d != 1).collect()),
         Some(axes) => {
-            let axes: Vec<usize> = axes.iter().map(|&a| graph::axis(a, shape.len())).collect::<Result<_, _>>()?;
+            let axes: Vec<usize> = axes
+                .iter()
+                .map(|&a| graph::axis(a, shape.len()))
+                .collect::<Result<_, _>>()?;
             if axes.iter().any(|&a| shape[a] != 1) {
                 return Err(format!("squeeze of axes {axes:?} of shape {shape:?}: not 1"));
             }
@@ -332,7 +348,10 @@ impl Lowering {
 
     /// Emit a graph node taking activations `inputs`, producing ONNX value `output`.
     fn emit(&mut self, node: &NodeProto, output: &str, inputs: Vec<String>, op: NodeOp) -> NodeResult<()> {
-        let shapes: Vec<Vec<usize>> = inputs.iter().map(|i| self.act_shape(i)).collect::<NodeResult<_>>()?;
+        let shapes: Vec<Vec<usize>> = inputs
+            .iter()
+            .map(|i| self.act_shape(i))
+            .collect::<NodeResult<_>>()?;
         let refs: Vec<&[usize]> = shapes.iter().map(Vec::as_slice).collect();
         let shape = graph::infer_shape(&op, &refs, &self.weights)?;
         let id = self.unique(output);
@@ -384,12 +403,16 @@ impl Lowering {
         let name = node.inputs.get(k).map(String::as_str).unwrap_or("");
         match self.value(name)? {
             Val::Act { id, shape } => Ok((id.clone(), shape.clone())),
-            Val::Const(_) => Err(format!("input {k} is a constant where dataleaf expects the image's value")),
+            Val::Const(_) => Err(format!(
+                "input {k} is a constant where dataleaf expects the image's value"
+            )),
         }
     }
 
     fn alias(&mut self, node: &NodeProto, k: usize) -> NodeResult<()> {
-        let v = self.value(node.inputs.get(k).map(String::as_str).unwrap_or(""))?.clone();
+        let v = self
+            .value(node.inputs.get(k).map(String::as_str).unwrap_or(""))?
+            .clone();
         if let Some(out) = node.outputs.first() {
             self.values.insert(out.clone(), v);
         }
@@ -414,7 +437,10 @@ impl Lowering {
             return Ok(None);
         }
         let get = |k: usize| -> NodeResult<&Const> {
-            ins.get(k).copied().flatten().ok_or_else(|| format!("input {k} is missing"))
+            ins.get(k)
+                .copied()
+                .flatten()
+                .ok_or_else(|| format!("input {k} is missing"))
         };
         let one = |c: Const| Ok(Some(vec![c]));
         match node.op_type.as_str() {
@@ -457,11 +483,20 @@ impl Lowering {
             "Concat" => {
                 let parts: Vec<&Const> = ins.iter().flatten().copied().collect();
                 let rank = parts.first().map_or(0, |p| p.shape.len());
-                one(const_concat(&parts, graph::axis(attr_int(node, "axis", 0), rank)?)?)
+                one(const_concat(
+                    &parts,
+                    graph::axis(attr_int(node, "axis", 0), rank)?,
+                )?)
             }
             "Reshape" => {
                 let c = get(0)?;
-                let shape = graph::infer_shape(&NodeOp::Reshape { shape: get(1)?.ints() }, &[&c.shape], &Weights::new())?;
+                let shape = graph::infer_shape(
+                    &NodeOp::Reshape {
+                        shape: get(1)?.ints(),
+                    },
+                    &[&c.shape],
+                    &Weights::new(),
+                )?;
                 one(Const {
                     shape,
                     data: c.data.clone(),
@@ -472,7 +507,10 @@ impl Lowering {
                 let (starts, ends) = (get(1)?.ints(), get(2)?.ints());
                 let axes = ins.get(3).copied().flatten().map(Const::ints).unwrap_or_default();
                 let steps = ins.get(4).copied().flatten().map(Const::ints).unwrap_or_default();
-                one(const_slice(c, &graph::slice_ranges(&c.shape, &starts, &ends, &axes, &steps)?))
+                one(const_slice(
+                    c,
+                    &graph::slice_ranges(&c.shape, &starts, &ends, &axes, &steps)?,
+                ))
             }
             "Transpose" => {
                 let c = get(0)?;
@@ -483,7 +521,9 @@ impl Lowering {
             }
             "ConstantOfShape" => {
                 let shape: Vec<usize> = get(0)?.ints().iter().map(|&d| d.max(0) as usize).collect();
-                let value = attr(node, "value").and_then(|a| a.t.as_ref()).and_then(|t| t.data.first().copied());
+                let value = attr(node, "value")
+                    .and_then(|a| a.t.as_ref())
+                    .and_then(|t| t.data.first().copied());
                 let n: usize = shape.iter().product();
                 one(Const {
                     shape,
@@ -496,7 +536,9 @@ impl Lowering {
                     return Err("range with delta 0".into());
                 }
                 let n = ((limit - start) / delta).ceil().max(0.0) as usize;
-                one(Const::scalar_list((0..n).map(|i| start + i as f64 * delta).collect()))
+                one(Const::scalar_list(
+                    (0..n).map(|i| start + i as f64 * delta).collect(),
+                ))
             }
             "Neg" => {
                 let c = get(0)?;
@@ -539,7 +581,8 @@ impl Lowering {
             let start = clampi(attr_int(node, "start", 0));
             let end = clampi(attr_int(node, "end", rank));
             let dims = shape[start..end.max(start)].iter().map(|&d| d as f64).collect();
-            self.values.insert(node.outputs[0].clone(), Val::Const(Const::scalar_list(dims)));
+            self.values
+                .insert(node.outputs[0].clone(), Val::Const(Const::scalar_list(dims)));
             return Ok(());
         }
         if let Some(outs) = self.fold(node)? {
@@ -565,9 +608,13 @@ impl Lowering {
                 beta: attr_float(node, "beta", 0.5),
             }),
             "Gelu" => {
-                let approx = attr(node, "approximate").and_then(|a| a.s.clone()).unwrap_or_default();
+                let approx = attr(node, "approximate")
+                    .and_then(|a| a.s.clone())
+                    .unwrap_or_default();
                 if !(approx.is_empty() || approx == "none") {
-                    return Err(format!("approximate = {approx:?}: dataleaf takes the exact GELU only"));
+                    return Err(format!(
+                        "approximate = {approx:?}: dataleaf takes the exact GELU only"
+                    ));
                 }
                 simple(NodeOp::Gelu)
             }
@@ -575,7 +622,9 @@ impl Lowering {
                 let bound = |k: usize, name: &str| -> NodeResult<Option<f32>> {
                     match self.optional(node, k)? {
                         Some(Val::Const(c)) => Ok(c.data.first().map(|&v| v as f32)),
-                        Some(Val::Act { .. }) => Err(format!("its {name} bound is computed; dataleaf needs it constant")),
+                        Some(Val::Act { .. }) => Err(format!(
+                            "its {name} bound is computed; dataleaf needs it constant"
+                        )),
                         None => Ok(attr(node, name).and_then(|a| a.f)),
                     }
                 };
@@ -668,12 +717,17 @@ impl Lowering {
                 };
                 let bias = match self.optional(node, 2)? {
                     None => None,
-                    Some(Val::Act { .. }) => return Err("its bias C is computed; dataleaf needs it constant".into()),
+                    Some(Val::Act { .. }) => {
+                        return Err("its bias C is computed; dataleaf needs it constant".into())
+                    }
                     Some(Val::Const(c)) => {
                         let full = const_binary("Mul", c, &Const::scalar_list(vec![beta]))?;
                         let full = const_binary("Add", &full, &Const::scalar_list(vec![0.0; nout]))?;
                         if full.data.len() != nout {
-                            return Err(format!("bias C of shape {:?} does not fit {nout} outputs", c.shape));
+                            return Err(format!(
+                                "bias C of shape {:?} does not fit {nout} outputs",
+                                c.shape
+                            ));
                         }
                         let c = Const::scalar_list(full.data);
                         Some(self.weight(&node.inputs[2], &c))
@@ -685,7 +739,11 @@ impl Lowering {
                 let (x, _) = self.act(node, 0)?;
                 let b = match self.optional(node, 1)? {
                     Some(Val::Const(c)) => c.clone(),
-                    _ => return Err("a product of two computed values (dataleaf needs the matrix B constant)".into()),
+                    _ => {
+                        return Err(
+                            "a product of two computed values (dataleaf needs the matrix B constant)".into(),
+                        )
+                    }
                 };
                 if b.shape.len() != 2 {
                     return Err(format!("matrix B has shape {:?}, needs 2 dimensions", b.shape));
@@ -830,11 +888,16 @@ impl Lowering {
                     (None, None) => {
                         let d = shape[ax];
                         let each = d.div_ceil(parts.max(1));
-                        (0..parts).map(|k| each.min(d.saturating_sub(k * each)) as i64).collect()
+                        (0..parts)
+                            .map(|k| each.min(d.saturating_sub(k * each)) as i64)
+                            .collect()
                     }
                 };
                 if sizes.len() != parts || sizes.iter().sum::<i64>() != shape[ax] as i64 {
-                    return Err(format!("split sizes {sizes:?} do not fit dimension {} into {parts} parts", shape[ax]));
+                    return Err(format!(
+                        "split sizes {sizes:?} do not fit dimension {} into {parts} parts",
+                        shape[ax]
+                    ));
                 }
                 let mut start = 0;
                 for (name, &size) in node.outputs.iter().zip(&sizes) {
@@ -894,7 +957,10 @@ impl Lowering {
         let (x, shape) = self.act(node, 0)?;
         let w = self.constant(node, 1, "weight")?;
         if w.shape.len() != 4 {
-            return Err(format!("weight of shape {:?}: dataleaf takes 2-D convolutions", w.shape));
+            return Err(format!(
+                "weight of shape {:?}: dataleaf takes 2-D convolutions",
+                w.shape
+            ));
         }
         let weight = self.weight(&node.inputs[1], &w);
         let bias = match self.optional(node, 2)? {
@@ -933,12 +999,16 @@ impl Lowering {
         stride: [usize; 2],
         dilation: [usize; 2],
     ) -> NodeResult<[usize; 4]> {
-        let auto = attr(node, "auto_pad").and_then(|a| a.s.clone()).unwrap_or_default();
+        let auto = attr(node, "auto_pad")
+            .and_then(|a| a.s.clone())
+            .unwrap_or_default();
         match auto.as_str() {
             "" | "NOTSET" => {
                 let p = attr_ints(node, "pads").unwrap_or(vec![0; 4]);
                 match p[..] {
-                    [a, b, c, d] if p.iter().all(|&v| v >= 0) => Ok([a as usize, b as usize, c as usize, d as usize]),
+                    [a, b, c, d] if p.iter().all(|&v| v >= 0) => {
+                        Ok([a as usize, b as usize, c as usize, d as usize])
+                    }
                     _ => Err(format!("pads {p:?}: dataleaf takes four non-negative pads")),
                 }
             }
@@ -951,7 +1021,11 @@ impl Lowering {
                     let span = dilation[a] * (kernel[a] - 1) + 1;
                     let total = ((out - 1) * stride[a] + span).saturating_sub(size);
                     let (small, big) = (total / 2, total - total / 2);
-                    let (begin, end) = if auto == "SAME_UPPER" { (small, big) } else { (big, small) };
+                    let (begin, end) = if auto == "SAME_UPPER" {
+                        (small, big)
+                    } else {
+                        (big, small)
+                    };
                     pads[a] = begin;
                     pads[a + 2] = end;
                 }
@@ -963,7 +1037,10 @@ impl Lowering {
 
     fn pool(&mut self, node: &NodeProto, out: &str) -> NodeResult<()> {
         let (x, shape) = self.act(node, 0)?;
-        let kernel = pair(&attr_ints(node, "kernel_shape").ok_or("kernel_shape is missing")?, "kernel_shape")?;
+        let kernel = pair(
+            &attr_ints(node, "kernel_shape").ok_or("kernel_shape is missing")?,
+            "kernel_shape",
+        )?;
         let stride = pair(&attr_ints(node, "strides").unwrap_or(vec![1, 1]), "strides")?;
         let dilation = pair(&attr_ints(node, "dilations").unwrap_or(vec![1, 1]), "dilations")?;
         let pads = self.pads(node, &shape, kernel, stride, dilation)?;
@@ -1000,8 +1077,18 @@ fn constant_node_value(node: &NodeProto) -> NodeResult<Const> {
     for a in &node.attributes {
         match a.name.as_str() {
             "value" => return tensor_to_const(a.t.as_ref().ok_or("value is not a tensor")?),
-            "value_float" => return Ok(Const { shape: vec![], data: vec![a.f.unwrap_or(0.0) as f64] }),
-            "value_int" => return Ok(Const { shape: vec![], data: vec![a.i.unwrap_or(0) as f64] }),
+            "value_float" => {
+                return Ok(Const {
+                    shape: vec![],
+                    data: vec![a.f.unwrap_or(0.0) as f64],
+                })
+            }
+            "value_int" => {
+                return Ok(Const {
+                    shape: vec![],
+                    data: vec![a.i.unwrap_or(0) as f64],
+                })
+            }
             "value_floats" => return Ok(Const::scalar_list(a.floats.iter().map(|&v| v as f64).collect())),
             "value_ints" => return Ok(Const::scalar_list(a.ints.iter().map(|&v| v as f64).collect())),
             _ => {}
@@ -1024,7 +1111,10 @@ pub fn lower(bytes: &[u8]) -> Result<Lowered, String> {
     };
     for t in &graph.initializers {
         let c = tensor_to_const(t)?;
-        if matches!(t.data_type, dtype::FLOAT | dtype::DOUBLE | dtype::FLOAT16 | dtype::BFLOAT16) {
+        if matches!(
+            t.data_type,
+            dtype::FLOAT | dtype::DOUBLE | dtype::FLOAT16 | dtype::BFLOAT16
+        ) {
             lowering.weights.insert(t.name.clone(), c.f32());
             lowering.taken.insert(t.name.clone());
         }
@@ -1072,7 +1162,10 @@ pub fn lower(bytes: &[u8]) -> Result<Lowered, String> {
         match (k, d) {
             (0, Dim::Value(1) | Dim::Param(_) | Dim::Unknown) => {}
             (0, Dim::Value(n)) => {
-                return Err(format!("input {:?} has a fixed batch of {n}; export with a batch of 1", input.name))
+                return Err(format!(
+                    "input {:?} has a fixed batch of {n}; export with a batch of 1",
+                    input.name
+                ))
             }
             (_, Dim::Value(n)) if *n > 0 => chw[k - 1] = *n as usize,
             (_, Dim::Param(p)) => {
@@ -1096,7 +1189,9 @@ pub fn lower(bytes: &[u8]) -> Result<Lowered, String> {
         },
     );
     lowering.taken.insert(INPUT.to_string());
-    lowering.shapes.insert(INPUT.to_string(), vec![1, chw[0], chw[1], chw[2]]);
+    lowering
+        .shapes
+        .insert(INPUT.to_string(), vec![1, chw[0], chw[1], chw[2]]);
     let output = match &graph.outputs[..] {
         [one] => one.name.clone(),
         [] => return Err("the graph has no output".into()),
@@ -1111,7 +1206,10 @@ pub fn lower(bytes: &[u8]) -> Result<Lowered, String> {
         let is_output = node.outputs.first() == Some(&output);
         lowering.lower(node, is_output).map_err(|m| {
             let name = if node.name.is_empty() {
-                format!("producing {:?}", node.outputs.first().cloned().unwrap_or_default())
+                format!(
+                    "producing {:?}",
+                    node.outputs.first().cloned().unwrap_or_default()
+                )
             } else {
                 format!("{:?}", node.name)
             };
@@ -1177,7 +1275,11 @@ fn prune(nodes: Vec<Node>) -> Vec<Node> {
         .filter(|(_, keep)| *keep)
         .map(|(mut n, _)| {
             // Inputs explicit, so dropping a node never rewires its successor.
-            n.inputs = ids.iter().find(|(id, _)| *id == n.id).map(|(_, i)| i.clone()).unwrap_or(n.inputs);
+            n.inputs = ids
+                .iter()
+                .find(|(id, _)| *id == n.id)
+                .map(|(_, i)| i.clone())
+                .unwrap_or(n.inputs);
             n
         })
         .collect()
@@ -1190,11 +1292,23 @@ mod tests {
     #[test]
     fn constant_shape_arithmetic_folds() {
         let shape = Const::scalar_list(vec![1.0, 64.0, 4.0, 4.0]);
-        let g = const_gather(&shape, &Const { shape: vec![], data: vec![0.0] }, 0).unwrap();
+        let g = const_gather(
+            &shape,
+            &Const {
+                shape: vec![],
+                data: vec![0.0],
+            },
+            0,
+        )
+        .unwrap();
         assert_eq!(g.shape, Vec::<usize>::new());
         let u = unsqueezed(&g.shape, &[0]).unwrap();
         assert_eq!(u, vec![1]);
-        let cat = const_concat(&[&Const::scalar_list(vec![1.0]), &Const::scalar_list(vec![-1.0])], 0).unwrap();
+        let cat = const_concat(
+            &[&Const::scalar_list(vec![1.0]), &Const::scalar_list(vec![-1.0])],
+            0,
+        )
+        .unwrap();
         assert_eq!(cat.ints(), vec![1, -1]);
         let t = const_transpose(
             &Const {

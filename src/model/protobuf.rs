@@ -142,7 +142,10 @@ fn push_floats(v: Value, out: &mut Vec<f32>) -> Result<()> {
             if b.len() % 4 != 0 {
                 return err("a float list is not a whole number of floats");
             }
-            out.extend(b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4"))));
+            out.extend(
+                b.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().expect("4"))),
+            );
         }
         _ => return err("a float list has the wrong wire type"),
     }
@@ -157,7 +160,10 @@ fn push_doubles(v: Value, out: &mut Vec<f64>) -> Result<()> {
             if b.len() % 8 != 0 {
                 return err("a double list is not a whole number of doubles");
             }
-            out.extend(b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8"))));
+            out.extend(
+                b.chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().expect("8"))),
+            );
         }
         _ => return err("a double list has the wrong wire type"),
     }
@@ -224,7 +230,11 @@ impl TensorProto {
             }
             Ok(())
         })?;
-        let what = if t.name.is_empty() { "a tensor".to_string() } else { format!("tensor {:?}", t.name) };
+        let what = if t.name.is_empty() {
+            "a tensor".to_string()
+        } else {
+            format!("tensor {:?}", t.name)
+        };
         if external {
             return err(format!(
                 "{what} is stored in an external data file; save the model with its weights inside \
@@ -241,7 +251,9 @@ impl TensorProto {
             .filter(|&c| c <= super::arch::MAX_ACTIVATION)
             .ok_or_else(|| WireError(format!("{what} has too many values")))?;
         t.data = match raw {
-            Some(raw) => decode_raw(raw, t.data_type, count).map_err(|m| WireError(format!("{what}: {m}")))?,
+            Some(raw) => {
+                decode_raw(raw, t.data_type, count).map_err(|m| WireError(format!("{what}: {m}")))?
+            }
             None => match t.data_type {
                 dtype::FLOAT => floats.iter().map(|&v| v as f64).collect(),
                 dtype::DOUBLE => doubles,
@@ -285,12 +297,22 @@ fn decode_raw(raw: &[u8], data_type: i64, count: usize) -> std::result::Result<V
     }
     let c = raw.chunks_exact(width);
     Ok(match data_type {
-        dtype::FLOAT => c.map(|b| f32::from_le_bytes(b.try_into().expect("4")) as f64).collect(),
-        dtype::INT32 => c.map(|b| i32::from_le_bytes(b.try_into().expect("4")) as f64).collect(),
-        dtype::INT64 => c.map(|b| i64::from_le_bytes(b.try_into().expect("8")) as f64).collect(),
+        dtype::FLOAT => c
+            .map(|b| f32::from_le_bytes(b.try_into().expect("4")) as f64)
+            .collect(),
+        dtype::INT32 => c
+            .map(|b| i32::from_le_bytes(b.try_into().expect("4")) as f64)
+            .collect(),
+        dtype::INT64 => c
+            .map(|b| i64::from_le_bytes(b.try_into().expect("8")) as f64)
+            .collect(),
         dtype::DOUBLE => c.map(|b| f64::from_le_bytes(b.try_into().expect("8"))).collect(),
-        dtype::FLOAT16 => c.map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])) as f64).collect(),
-        dtype::BFLOAT16 => c.map(|b| bf16_to_f32(u16::from_le_bytes([b[0], b[1]])) as f64).collect(),
+        dtype::FLOAT16 => c
+            .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])) as f64)
+            .collect(),
+        dtype::BFLOAT16 => c
+            .map(|b| bf16_to_f32(u16::from_le_bytes([b[0], b[1]])) as f64)
+            .collect(),
         3 => c.map(|b| b[0] as i8 as f64).collect(),
         _ => c.map(|b| b[0] as f64).collect(),
     })
@@ -542,7 +564,13 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        for bytes in [&b""[..], b"\xff\xff\xff", b"\x0a\x05ab", b"\x00", b"hello world, not onnx"] {
+        for bytes in [
+            &b""[..],
+            b"\xff\xff\xff",
+            b"\x0a\x05ab",
+            b"\x00",
+            b"hello world, not onnx",
+        ] {
             assert!(ModelProto::parse(bytes).is_err(), "{bytes:?}");
         }
     }

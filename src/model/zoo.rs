@@ -205,9 +205,23 @@ pub fn scaling_resnet(name: &str, input: [usize; 3], classes: usize, seed: u64) 
         op,
     };
     // conv + BatchNorm; returns the id of the BatchNorm's output.
-    let mut conv_bn = |nodes: &mut Vec<Node>, weights: &mut Weights, id: &str, from: &str, cin: usize, cout: usize, k: usize, stride: usize| -> String {
+    let mut conv_bn = |nodes: &mut Vec<Node>,
+                       weights: &mut Weights,
+                       id: &str,
+                       from: &str,
+                       cin: usize,
+                       cout: usize,
+                       k: usize,
+                       stride: usize|
+     -> String {
         let bound = (6.0 / (cin * k * k) as f32).sqrt();
-        tensor(weights, &format!("{id}.weight"), vec![cout, cin, k, k], -bound, bound);
+        tensor(
+            weights,
+            &format!("{id}.weight"),
+            vec![cout, cin, k, k],
+            -bound,
+            bound,
+        );
         nodes.push(node(
             id,
             &[from],
@@ -220,7 +234,12 @@ pub fn scaling_resnet(name: &str, input: [usize; 3], classes: usize, seed: u64) 
                 groups: 1,
             },
         ));
-        for (part, lo, hi) in [("g", 0.5, 1.5), ("b", -0.2, 0.2), ("m", -0.2, 0.2), ("v", 0.5, 2.0)] {
+        for (part, lo, hi) in [
+            ("g", 0.5, 1.5),
+            ("b", -0.2, 0.2),
+            ("m", -0.2, 0.2),
+            ("v", 0.5, 2.0),
+        ] {
             tensor(weights, &format!("{id}.bn.{part}"), vec![cout], lo, hi);
         }
         let bn = format!("{id}.bn");
@@ -239,7 +258,16 @@ pub fn scaling_resnet(name: &str, input: [usize; 3], classes: usize, seed: u64) 
     };
     let [channels, height, width] = input;
     let big = height >= 128;
-    let stem = conv_bn(&mut nodes, &mut weights, "stem", graph::INPUT, channels, 16, 3, if big { 2 } else { 1 });
+    let stem = conv_bn(
+        &mut nodes,
+        &mut weights,
+        "stem",
+        graph::INPUT,
+        channels,
+        16,
+        3,
+        if big { 2 } else { 1 },
+    );
     nodes.push(node("stem.relu", &[&stem], NodeOp::Relu));
     let mut x = "stem.relu".to_string();
     if big {
@@ -261,11 +289,38 @@ pub fn scaling_resnet(name: &str, input: [usize; 3], classes: usize, seed: u64) 
         for block in 0..2 {
             let id = format!("s{stage}b{block}");
             let stride = if stage > 0 && block == 0 { 2 } else { 1 };
-            let a = conv_bn(&mut nodes, &mut weights, &format!("{id}.c1"), &x, c, out, 3, stride);
+            let a = conv_bn(
+                &mut nodes,
+                &mut weights,
+                &format!("{id}.c1"),
+                &x,
+                c,
+                out,
+                3,
+                stride,
+            );
             nodes.push(node(&format!("{id}.r1"), &[&a], NodeOp::Relu));
-            let b = conv_bn(&mut nodes, &mut weights, &format!("{id}.c2"), &format!("{id}.r1"), out, out, 3, 1);
+            let b = conv_bn(
+                &mut nodes,
+                &mut weights,
+                &format!("{id}.c2"),
+                &format!("{id}.r1"),
+                out,
+                out,
+                3,
+                1,
+            );
             let shortcut = if stride != 1 || c != out {
-                conv_bn(&mut nodes, &mut weights, &format!("{id}.down"), &x, c, out, 1, stride)
+                conv_bn(
+                    &mut nodes,
+                    &mut weights,
+                    &format!("{id}.down"),
+                    &x,
+                    c,
+                    out,
+                    1,
+                    stride,
+                )
             } else {
                 x.clone()
             };
