@@ -70,15 +70,16 @@ pub fn run(args: ExperimentArgs) -> Result<()> {
         None => None,
         Some("all") => Some(ALL),
         Some(text) => match text.parse::<usize>() {
-            Ok(0) | Err(_) => {
-                return Err(anyhow!(
-                    "--samples {text:?}: give a count of at least 1, or all"
-                ))
-            }
+            Ok(0) | Err(_) => return Err(anyhow!("--samples {text:?}: give a count of at least 1, or all")),
             Ok(n) => Some(n),
         },
     };
-    let shard = args.shard.as_deref().map(Shard::parse).transpose().map_err(|e| anyhow!(e))?;
+    let shard = args
+        .shard
+        .as_deref()
+        .map(Shard::parse)
+        .transpose()
+        .map_err(|e| anyhow!(e))?;
     if let Some(path) = &args.plot {
         if shard.is_some() {
             return Err(anyhow!(
@@ -99,7 +100,9 @@ pub fn run(args: ExperimentArgs) -> Result<()> {
     };
     if let Some(shard) = shard {
         let label = format!("[shard {shard}] ");
-        let part = with_progress(&label, |p| experiments::run_shard(&args.name, &settings, shard, p))?;
+        let part = with_progress(&label, |p| {
+            experiments::run_shard(&args.name, &settings, shard, p)
+        })?;
         let text = serde_json::to_string(&part).expect("parts serialise");
         return match &args.out {
             Some(path) => write_whole(path, text.as_bytes()),
@@ -131,9 +134,7 @@ fn merge(args: &ExperimentArgs) -> Result<()> {
         let name = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| anyhow!("{name}: cannot read the part: {e}"))?;
         if text.trim().is_empty() {
-            return Err(anyhow!(
-                "{name}: empty (its shard did not finish: run it again)"
-            ));
+            return Err(anyhow!("{name}: empty (its shard did not finish: run it again)"));
         }
         let part: Part = serde_json::from_str(&text)
             .map_err(|e| anyhow!("{name}: not a dataleaf experiment part ({e})"))?;
@@ -166,7 +167,11 @@ fn print(outcome: &Outcome, args: &ExperimentArgs) -> Result<()> {
 
 /// "png" or "svg", from the file name.
 fn figure_kind(path: &Path) -> Result<&'static str> {
-    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase) {
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+    {
         Some(e) if e == "png" => Ok("png"),
         Some(e) if e == "svg" => Ok("svg"),
         _ => Err(anyhow!(

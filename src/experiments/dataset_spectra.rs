@@ -236,7 +236,12 @@ fn report(header: Header, samples: Vec<Sample>) -> Report {
         let rows: Vec<Sample> = samples.by_ref().take(count).collect();
         let c = rows.first().map_or(0, |r| r.log10_lambda.len());
         let median_log10_lambda = (0..c)
-            .map(|k| round(median(&rows.iter().map(|r| r.log10_lambda[k]).collect::<Vec<_>>()), 3))
+            .map(|k| {
+                round(
+                    median(&rows.iter().map(|r| r.log10_lambda[k]).collect::<Vec<_>>()),
+                    3,
+                )
+            })
             .collect();
         let log10_trace: Vec<f64> = rows.iter().map(|r| r.log10_trace).collect();
         datasets.push(SetSpectrum {

@@ -24,7 +24,9 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         tail.push(0);
     }
     tail.extend_from_slice(&((bytes.len() as u64).wrapping_mul(8)).to_be_bytes());
-    let blocks = bytes[..bytes.len() / 64 * 64].chunks_exact(64).chain(tail.chunks_exact(64));
+    let blocks = bytes[..bytes.len() / 64 * 64]
+        .chunks_exact(64)
+        .chain(tail.chunks_exact(64));
     for block in blocks {
         let mut w = [0u32; 64];
         for (t, word) in block.chunks_exact(4).enumerate() {
@@ -33,10 +35,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         for t in 16..64 {
             let s0 = w[t - 15].rotate_right(7) ^ w[t - 15].rotate_right(18) ^ (w[t - 15] >> 3);
             let s1 = w[t - 2].rotate_right(17) ^ w[t - 2].rotate_right(19) ^ (w[t - 2] >> 10);
-            w[t] = w[t - 16]
-                .wrapping_add(s0)
-                .wrapping_add(w[t - 7])
-                .wrapping_add(s1);
+            w[t] = w[t - 16].wrapping_add(s0).wrapping_add(w[t - 7]).wrapping_add(s1);
         }
         let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut hh] = h;
         for t in 0..64 {

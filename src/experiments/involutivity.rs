@@ -606,7 +606,8 @@ impl Involutivity {
         let mut all: Vec<usize> = (0..test.len()).collect();
         all.shuffle(&mut rng);
         let picks: Vec<usize> = all.into_iter().take(config.points.max(1)).collect();
-        let mnist_shaped = (test.channels, test.height, test.width) == (1, 28, 28) && model.num_classes() == 10;
+        let mnist_shaped =
+            (test.channels, test.height, test.width) == (1, 28, 28) && model.num_classes() == 10;
         let (mut mlps, mut note) = (Vec::new(), None);
         if !config.activations.is_empty() && !mnist_shaped {
             note = Some(format!(
@@ -637,7 +638,9 @@ impl Involutivity {
     }
 
     fn train_images(&self) -> usize {
-        self.config.train_images.min(self.train.as_ref().map_or(0, |t| t.len()))
+        self.config
+            .train_images
+            .min(self.train.as_ref().map_or(0, |t| t.len()))
     }
 
     /// Test images plus a little uniform noise (not clamped): an MNIST image's flat background

@@ -282,7 +282,11 @@ impl Sharded for Leaves {
                         .walks
                         .get_mut(variant)
                         .and_then(|k| k.get_mut(kind))
-                        .ok_or_else(|| ExperimentError::Invalid(format!("leaves: a pair lacks its {variant} {kind} walk")))?;
+                        .ok_or_else(|| {
+                            ExperimentError::Invalid(format!(
+                                "leaves: a pair lacks its {variant} {kind} walk"
+                            ))
+                        })?;
                     record.curve = curves.next().unwrap_or_default();
                 }
             }

@@ -231,7 +231,12 @@ fn find(name: &str) -> Result<Entry, ExperimentError> {
 }
 
 /// Run shard `shard` of the experiment called `name`: its part, to merge with the others.
-pub fn run_shard(name: &str, settings: &Settings, shard: Shard, progress: &Progress) -> Result<Part, ExperimentError> {
+pub fn run_shard(
+    name: &str,
+    settings: &Settings,
+    shard: Shard,
+    progress: &Progress,
+) -> Result<Part, ExperimentError> {
     (find(name)?.part)(settings, shard, progress)
 }
 
@@ -270,7 +275,10 @@ pub fn model_and_data(settings: &Settings) -> Result<(Model, Dataset), Experimen
     let data = Dataset::open(&settings.dataset)?;
     model.check_dataset(&data).map_err(ExperimentError::Invalid)?;
     if data.is_empty() {
-        return Err(ExperimentError::Invalid(format!("dataset {} has no images", data.name)));
+        return Err(ExperimentError::Invalid(format!(
+            "dataset {} has no images",
+            data.name
+        )));
     }
     Ok((model, data))
 }

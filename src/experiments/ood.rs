@@ -247,14 +247,7 @@ impl Report {
                 (0.0, 1.0),
                 (0.0, 1.0),
             );
-            ax.frame(
-                &mut c,
-                titles[s],
-                &flagged,
-                "true positive rate",
-                &ticks,
-                &ticks,
-            );
+            ax.frame(&mut c, titles[s], &flagged, "true positive rate", &ticks, &ticks);
             let (a, b) = (ax.px(0.0, 0.0), ax.px(1.0, 1.0));
             c.dashed_line(a, b, 1.0, 5.0, plot::GREY);
             let neg: Vec<f64> = self.values[0].1.iter().map(|r| r[s]).collect();

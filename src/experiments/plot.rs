@@ -351,19 +351,22 @@ fn em_of(size: f32) -> f32 {
     size * per_em / font.height_unscaled()
 }
 
-fn replay<B: DrawingBackend>(
-    shapes: &[Shape],
-    out: &mut B,
-    (width, height): (u32, u32),
-) -> Option<()> {
-    out.draw_rect((0, 0), (width as i32, height as i32), &fill(WHITE), true).ok()?;
+fn replay<B: DrawingBackend>(shapes: &[Shape], out: &mut B, (width, height): (u32, u32)) -> Option<()> {
+    out.draw_rect((0, 0), (width as i32, height as i32), &fill(WHITE), true)
+        .ok()?;
     let mut k = 0;
     while k < shapes.len() {
         match &shapes[k] {
             Shape::Line { a, width, colour, .. } => {
                 // Gather the segments that continue this one in the same style into a path.
                 let mut points = vec![(px(a.0), px(a.1))];
-                while let Some(Shape::Line { a, b, width: w, colour: c }) = shapes.get(k) {
+                while let Some(Shape::Line {
+                    a,
+                    b,
+                    width: w,
+                    colour: c,
+                }) = shapes.get(k)
+                {
                     let last = *points.last().expect("non-empty");
                     if w != width || c != colour || (points.len() > 1 && (px(a.0), px(a.1)) != last) {
                         break;
@@ -380,22 +383,26 @@ fn replay<B: DrawingBackend>(
                 x1,
                 y1,
                 colour,
-            } => out.draw_rect(
-                (px(x0.min(*x1)), px(y0.min(*y1))),
-                (px(x0.max(*x1)), px(y0.max(*y1))),
-                &fill(*colour),
-                true,
-            ).ok()?,
+            } => out
+                .draw_rect(
+                    (px(x0.min(*x1)), px(y0.min(*y1))),
+                    (px(x0.max(*x1)), px(y0.max(*y1))),
+                    &fill(*colour),
+                    true,
+                )
+                .ok()?,
             Shape::Disc {
                 centre,
                 radius,
                 colour,
-            } => out.draw_circle(
-                (px(centre.0), px(centre.1)),
-                radius.round().max(1.0) as u32,
-                &fill(*colour),
-                true,
-            ).ok()?,
+            } => out
+                .draw_circle(
+                    (px(centre.0), px(centre.1)),
+                    radius.round().max(1.0) as u32,
+                    &fill(*colour),
+                    true,
+                )
+                .ok()?,
             Shape::Text {
                 text,
                 x,
@@ -420,9 +427,7 @@ fn replay<B: DrawingBackend>(
                     FontStyle::Normal,
                 );
                 let ink = rgb(*colour);
-                let mut style = TextStyle::from(font)
-                    .color(&ink)
-                    .pos(Pos::new(h, VPos::Top));
+                let mut style = TextStyle::from(font).color(&ink).pos(Pos::new(h, VPos::Top));
                 let at = if *vertical {
                     style = style.transform(FontTransform::Rotate270);
                     (px(x + shift), px(*y))
@@ -452,7 +457,8 @@ fn replay<B: DrawingBackend>(
                             (left + (end - start) as i32 * s, top + s),
                             &fill(line[start]),
                             true,
-                        ).ok()?;
+                        )
+                        .ok()?;
                         start = end;
                     }
                 }

@@ -36,8 +36,9 @@
 //!
 //! then list it in `experiments::entries()` (one line, `entry::<same_leaf::SameLeaf>()`) beside its
 //! name in `NAMES`, `claim` and `default_samples`. `report` must not need the model: a merge runs
-//! without it. A sample's floats survive the JSON exactly (shortest round-trip digits); a float
-//! that may be infinite or NaN takes `#[serde(with = "finite")]`.
+//! without it. A sample's floats pass through JSON text in the single run and in a merge alike,
+//! so the two agree to the bit; a float that may be infinite or NaN takes
+//! `#[serde(with = "finite")]` (JSON has no such numbers).
 
 use std::fmt;
 use std::ops::Range;
@@ -153,7 +154,11 @@ impl Part {
 }
 
 /// Run one shard of `E`.
-pub fn run_part<E: Sharded>(settings: &Settings, shard: Shard, progress: &Progress) -> Result<Part, ExperimentError> {
+pub fn run_part<E: Sharded>(
+    settings: &Settings,
+    shard: Shard,
+    progress: &Progress,
+) -> Result<Part, ExperimentError> {
     let run = RunId::of(E::NAME, settings)?;
     let experiment = E::open(settings)?;
     let total = experiment.len();
@@ -184,7 +189,10 @@ pub fn run_part<E: Sharded>(settings: &Settings, shard: Shard, progress: &Progre
 /// to be one complete run).
 pub fn finish<E: Sharded>(header: Value, samples: Vec<Value>) -> Result<super::Outcome, ExperimentError> {
     let bad = |what: &str, e: serde_json::Error| {
-        ExperimentError::Invalid(format!("{}: the parts' {what} do not read as this experiment's: {e}", E::NAME))
+        ExperimentError::Invalid(format!(
+            "{}: the parts' {what} do not read as this experiment's: {e}",
+            E::NAME
+        ))
     };
     let header: E::Header = serde_json::from_value(header).map_err(|e| bad("header", e))?;
     let samples = samples
@@ -203,7 +211,7 @@ pub fn finish<E: Sharded>(header: Value, samples: Vec<Value>) -> Result<super::O
     })
 }
 
-/// A sample or header as JSON (every float exactly; non-finite ones through `finite`).
+/// A sample or header as JSON (non-finite floats through `finite`).
 fn to_value<T: Serialize>(v: &T) -> Value {
     serde_json::to_value(v).expect("samples and headers serialise")
 }
@@ -228,7 +236,9 @@ impl RunId {
     pub fn difference(&self, other: &RunId) -> Option<String> {
         let a = serde_json::to_value(self).expect("serialises");
         let b = serde_json::to_value(other).expect("serialises");
-        let (Value::Object(a), Value::Object(b)) = (a, b) else { return None };
+        let (Value::Object(a), Value::Object(b)) = (a, b) else {
+            return None;
+        };
         a.iter()
             .find(|(k, v)| b.get(k.as_str()) != Some(v))
             .map(|(k, v)| format!("{k} {} vs {}", v, b.get(k.as_str()).unwrap_or(&Value::Null)))
@@ -259,7 +269,9 @@ pub fn model_digests(spec: &str) -> Result<Vec<String>, ExperimentError> {
     };
     if path.is_dir() {
         let mut files: Vec<PathBuf> = std::fs::read_dir(&path)
-            .map_err(|e| ExperimentError::Invalid(format!("{}: cannot read the folder: {e}", path.display())))?
+            .map_err(|e| {
+                ExperimentError::Invalid(format!("{}: cannot read the folder: {e}", path.display()))
+            })?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.is_file())
             .collect();

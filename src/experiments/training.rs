@@ -115,7 +115,9 @@ pub type Sample = (f64, f64, f64, f64, f64);
 impl Training {
     pub fn new(config: &Config, dataset: &str) -> Result<Training, ExperimentError> {
         if config.checkpoints.is_empty() {
-            return Err(ExperimentError::Invalid("training needs a checkpoint series".into()));
+            return Err(ExperimentError::Invalid(
+                "training needs a checkpoint series".into(),
+            ));
         }
         let data = Dataset::open(dataset)?;
         let images = config.images.clamp(1, data.len());
@@ -341,7 +343,10 @@ impl Report {
         );
         let epochs: Vec<String> = self.epochs.iter().map(|e| e.to_string()).collect();
         c.text(
-            &format!("x axis: the checkpoints (epochs {}), evenly spaced", epochs.join(", ")),
+            &format!(
+                "x axis: the checkpoints (epochs {}), evenly spaced",
+                epochs.join(", ")
+            ),
             600.0,
             415.0,
             12.0,
