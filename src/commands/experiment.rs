@@ -216,12 +216,11 @@ fn with_progress<T: Send>(
                 bar.set_length(total.max(1));
                 bar.set_position(done.min(total));
                 bar.set_message(format!("{label}{stage}"));
-            } else if total > 0 {
-                let tenth = (10 * done.min(total) / total, stage.clone());
+            } else if let Some(percent) = (100 * done.min(total)).checked_div(total) {
+                let tenth = (percent / 10, stage.clone());
                 if last_tenth.as_ref() != Some(&tenth) || last_line.elapsed() > Duration::from_secs(30) {
                     eprintln!(
-                        "{label}{stage}: {done} / {total} ({} %, {:.0} s)",
-                        100 * done.min(total) / total,
+                        "{label}{stage}: {done} / {total} ({percent} %, {:.0} s)",
                         started.elapsed().as_secs_f64()
                     );
                     last_line = Instant::now();

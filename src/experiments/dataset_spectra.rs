@@ -161,7 +161,7 @@ impl Sharded for DatasetSpectra {
         }
     }
 
-    fn len(&self) -> usize {
+    fn sample_count(&self) -> usize {
         self.sets.iter().map(Dataset::len).sum()
     }
 

@@ -321,7 +321,7 @@ impl Sharded for Denoise {
         }
     }
 
-    fn len(&self) -> usize {
+    fn sample_count(&self) -> usize {
         self.jobs.len()
     }
 

@@ -701,7 +701,7 @@ impl Sharded for Involutivity {
         }
     }
 
-    fn len(&self) -> usize {
+    fn sample_count(&self) -> usize {
         (1 + self.mlps.len()) * self.picks.len()
     }
 

@@ -227,7 +227,7 @@ impl Sharded for Leaves {
         }
     }
 
-    fn len(&self) -> usize {
+    fn sample_count(&self) -> usize {
         self.pairs.len()
     }
 

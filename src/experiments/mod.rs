@@ -264,7 +264,7 @@ pub fn run(name: &str, settings: &Settings, progress: &Progress) -> Result<Outco
 /// Every sample of an opened experiment computed in this process, and its report (the tests'
 /// entry: `run` without the JSON round trip).
 pub fn whole<E: Sharded>(experiment: &E, progress: &Progress) -> Result<E::Report, ExperimentError> {
-    let samples = experiment.run(0..experiment.len(), progress)?;
+    let samples = experiment.run(0..experiment.sample_count(), progress)?;
     progress.check()?;
     E::report(experiment.header(), samples)
 }

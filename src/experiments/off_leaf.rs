@@ -80,6 +80,10 @@ pub struct Report {
     pub shape: (usize, usize, usize),
 }
 
+/// The figure's example: the images and the (prediction, probability) at every distance, per
+/// direction.
+type Example = ([Vec<Vec<f32>>; 3], [Vec<(usize, f64)>; 3]);
+
 /// What one image gives at every distance, per direction (kernel, leaf, random).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Sample {
@@ -89,7 +93,7 @@ pub struct Sample {
     true_prob: [Vec<f64>; 3],
     /// The images and (prediction, probability) at every distance, kept for the first sample only
     /// (the figure's example).
-    example: Option<([Vec<Vec<f32>>; 3], [Vec<(usize, f64)>; 3])>,
+    example: Option<Example>,
 }
 
 /// Step counts at which each distance is reached.
@@ -264,7 +268,7 @@ impl Sharded for OffLeaf {
         }
     }
 
-    fn len(&self) -> usize {
+    fn sample_count(&self) -> usize {
         self.indices.len()
     }
 

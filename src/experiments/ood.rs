@@ -86,7 +86,7 @@ impl Sharded for Ood {
         }
     }
 
-    fn len(&self) -> usize {
+    fn sample_count(&self) -> usize {
         self.sets.iter().map(Dataset::len).sum()
     }
 

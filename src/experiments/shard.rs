@@ -1,7 +1,7 @@
 //! Shards: an experiment split into independent pieces that any scheduler (a Slurm array job,
 //! Kubernetes Jobs, GNU parallel, a loop) runs, and an exact merge of the pieces.
 //!
-//! An experiment is a list of `len()` samples (images, pairs, points, ...) that are computed
+//! An experiment is a list of `sample_count()` samples (images, pairs, points, ...) that are computed
 //! independently of each other, and a report made from all of them in order. Shard K of N computes
 //! the contiguous block `Shard::range` of that list, which depends only on K, N and the list, never
 //! on which shards ran first or where; it writes a `Part` holding every number the report and the
@@ -24,7 +24,7 @@
 //!     type Report = Report;
 //!     fn open(s: &Settings) -> Result<Self, ExperimentError> { /* model, data, the sample list */ }
 //!     fn header(&self) -> Header { .. }
-//!     fn len(&self) -> usize { self.pairs.len() }
+//!     fn sample_count(&self) -> usize { self.pairs.len() }
 //!     fn run(&self, range: Range<usize>, p: &Progress) -> Result<Vec<PairResult>, ExperimentError> {
 //!         par_map(&self.pairs[range], p, |pair| self.one(pair))
 //!     }
@@ -105,7 +105,7 @@ pub trait Sharded: Sized + Sync {
     fn open(settings: &Settings) -> Result<Self, ExperimentError>;
     fn header(&self) -> Self::Header;
     /// How many samples the whole run has.
-    fn len(&self) -> usize;
+    fn sample_count(&self) -> usize;
     /// Compute the samples in `range` (on all cores), in order, reporting progress.
     fn run(&self, range: Range<usize>, progress: &Progress) -> Result<Vec<Self::Sample>, ExperimentError>;
     /// The report from the header and every sample, in order (no model: merges run without one).
@@ -161,7 +161,7 @@ pub fn run_part<E: Sharded>(
 ) -> Result<Part, ExperimentError> {
     let run = RunId::of(E::NAME, settings)?;
     let experiment = E::open(settings)?;
-    let total = experiment.len();
+    let total = experiment.sample_count();
     let range = shard.range(total);
     let samples = experiment.run(range.clone(), progress)?;
     progress.check()?;

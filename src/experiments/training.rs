@@ -165,7 +165,7 @@ impl Sharded for Training {
         self.header.clone()
     }
 
-    fn len(&self) -> usize {
+    fn sample_count(&self) -> usize {
         self.models.len() * self.images
     }
 
