@@ -38,7 +38,10 @@
 //! name in `NAMES`, `claim` and `default_samples`. `report` must not need the model: a merge runs
 //! without it. A sample's floats pass through JSON text in the single run and in a merge alike,
 //! so the two agree to the bit; a float that may be infinite or NaN takes
-//! `#[serde(with = "finite")]` (JSON has no such numbers).
+//! `#[serde(with = "finite")]` (JSON has no such numbers). The merge is exact when each sample is
+//! computed the same way in every process (seeds by sample, no reductions whose order depends on
+//! thread timing). An experiment not split yet can still be listed as one sample: `sample_count`
+//! 1 and a `Sample` holding everything its report needs (then only `--shard 1/1` makes sense).
 
 use std::fmt;
 use std::ops::Range;
