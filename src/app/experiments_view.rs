@@ -73,7 +73,12 @@ impl ExperimentsView {
         let name = NAMES[self.selected];
         let settings = experiments::Settings {
             samples: Some(self.samples[self.selected].max(1)),
-            model: model.to_string(),
+            // `training` studies its own checkpoint series (the default model's is the shipped one).
+            model: if experiments::uses_model(name) {
+                model.to_string()
+            } else {
+                crate::model::DEFAULT_MODEL.to_string()
+            },
             ..experiments::Settings::default()
         };
         let progress = Arc::new(Progress::new());

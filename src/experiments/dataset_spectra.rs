@@ -7,12 +7,16 @@
 //! between the two empirical distributions of log10 lambda_k, averaged over k (in decades). lambda_C
 //! is left out: sqrt(p) is an exact null vector of B B^T, so lambda_C is zero up to round-off.
 
-use serde::Serialize;
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
 
 use super::plot::{self, median, Align, Axes, BoxStats, Canvas, PALETTE};
-use super::{mnist_model, par_map, round, sets, spread, ExperimentError, Progress, Settings};
+use super::shard::Sharded;
+use super::{model_and_data, par_map, round, sets, spread, ExperimentError, Progress, Settings};
 use crate::data::Dataset;
 use crate::geometry::LocalGeometry;
+use crate::model::Model;
 
 /// log10 of eigenvalues below 1e-20 (lambda_C, at round-off) is reported as -20.
 pub const LOG10_FLOOR: f64 = -20.0;
@@ -20,6 +24,8 @@ pub const LOG10_FLOOR: f64 = -20.0;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub model: String,
+    /// The in-distribution dataset (the model's shape; the other sets are brought to it).
+    pub dataset: String,
     /// Images per set (CIFAR-10 has only its 20).
     pub samples: usize,
     pub seed: u64,
@@ -29,6 +35,7 @@ impl From<&Settings> for Config {
     fn from(s: &Settings) -> Config {
         Config {
             model: s.model.clone(),
+            dataset: s.dataset.clone(),
             samples: s.samples.unwrap_or(250),
             seed: s.seed,
         }
@@ -58,21 +65,139 @@ pub struct Report {
     pub distance: &'static str,
 }
 
-/// The sets the spectra are compared over, MNIST first.
-pub fn comparison_sets(mnist: &Dataset, samples: usize, seed: u64) -> Result<Vec<Dataset>, ExperimentError> {
-    let count = samples.max(1);
-    let fashion = Dataset::open("fashion-mnist")?;
-    let picks = spread(mnist.len(), count);
-    // Mirror other digits than the MNIST sample: the same spread, shifted by half a gap.
-    let half = (mnist.len() / count / 2).max(1);
-    let mirror_picks: Vec<usize> = picks.iter().map(|i| (i + half) % mnist.len()).collect();
-    Ok(vec![
-        sets::subset(mnist, &picks, "MNIST"),
-        sets::subset(&fashion, &spread(fashion.len(), count), "Fashion-MNIST"),
-        sets::cifar10_grey(),
-        sets::uniform_noise(count, seed),
-        sets::mirrored(mnist, &mirror_picks),
-    ])
+/// The sets the spectra are compared over, the dataset under study first, then the other
+/// reference sets (MNIST, Fashion-MNIST, the 20 CIFAR-10 images), uniform noise and mirrored images
+/// of the dataset, all in the dataset's shape: for an MNIST-shaped model MNIST, Fashion-MNIST,
+/// CIFAR-10 grey, uniform noise, mirrored MNIST; for a colour model colour sets.
+pub fn comparison_sets(data: &Dataset, samples: usize, seed: u64) -> Result<Vec<Dataset>, ExperimentError> {
+    let count = samples.clamp(1, data.len());
+    let shape = (data.channels, data.height, data.width);
+    let picks = spread(data.len(), count);
+    // Mirror other images than the sample: the same spread, shifted by half a gap.
+    let half = (data.len() / count / 2).max(1);
+    let mirror_picks: Vec<usize> = picks.iter().map(|i| (i + half) % data.len()).collect();
+    let own = sets::family(&data.name);
+    let mut out = vec![sets::subset(data, &picks, sets::short_name(&data.name))];
+    for reference in ["MNIST", "Fashion-MNIST", "CIFAR-10"] {
+        if own == Some(reference) {
+            continue;
+        }
+        out.push(match reference {
+            "CIFAR-10" if shape == (1, 28, 28) => sets::cifar10_grey(),
+            "CIFAR-10" => {
+                let c = sets::cifar10_rgb();
+                sets::fitted(&c, &(0..c.len()).collect::<Vec<_>>(), shape)
+            }
+            name => {
+                let d = Dataset::open(&name.to_ascii_lowercase())?;
+                sets::fitted(&d, &spread(d.len(), count), shape)
+            }
+        });
+    }
+    out.push(sets::uniform_noise_shaped(count, seed, shape));
+    out.push(sets::mirrored(data, &mirror_picks));
+    Ok(out)
+}
+
+/// The experiment opened: the model and every set; its samples are the sets' images, set by set.
+pub struct DatasetSpectra {
+    model: Model,
+    sets: Vec<Dataset>,
+}
+
+/// What the report needs besides the samples.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Header {
+    pub model: String,
+    /// Each set's name and image count, in sample order.
+    pub sets: Vec<(String, usize)>,
+}
+
+/// One image's spectrum.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sample {
+    pub log10_lambda: Vec<f64>,
+    pub log10_trace: f64,
+}
+
+impl DatasetSpectra {
+    pub fn new(config: &Config) -> Result<DatasetSpectra, ExperimentError> {
+        let settings = Settings {
+            model: config.model.clone(),
+            dataset: config.dataset.clone(),
+            ..Settings::default()
+        };
+        let (model, data) = model_and_data(&settings)?;
+        let sets = comparison_sets(&data, config.samples, config.seed)?;
+        Ok(DatasetSpectra { model, sets })
+    }
+
+    /// (set, image) of sample `k`.
+    fn locate(&self, mut k: usize) -> (usize, usize) {
+        for (s, set) in self.sets.iter().enumerate() {
+            if k < set.len() {
+                return (s, k);
+            }
+            k -= set.len();
+        }
+        unreachable!("sample index in range")
+    }
+}
+
+impl Sharded for DatasetSpectra {
+    const NAME: &'static str = "dataset-spectra";
+    type Sample = Sample;
+    type Header = Header;
+    type Report = Report;
+
+    fn open(settings: &Settings) -> Result<Self, ExperimentError> {
+        DatasetSpectra::new(&Config::from(settings))
+    }
+
+    fn header(&self) -> Header {
+        Header {
+            model: self.model.name().to_string(),
+            sets: self.sets.iter().map(|s| (s.name.clone(), s.len())).collect(),
+        }
+    }
+
+    fn sample_count(&self) -> usize {
+        self.sets.iter().map(Dataset::len).sum()
+    }
+
+    fn run(&self, range: Range<usize>, progress: &Progress) -> Result<Vec<Sample>, ExperimentError> {
+        progress.begin("dataset-spectra: G on every set", range.len() as u64);
+        let picks: Vec<(usize, usize)> = range.map(|k| self.locate(k)).collect();
+        par_map(&picks, progress, |&(s, i)| {
+            let geo = LocalGeometry::at(&self.model.network, self.sets[s].image(i).expect("in range"));
+            progress.advance(1);
+            Sample {
+                log10_lambda: geo
+                    .eigenvalues
+                    .iter()
+                    .map(|&l| l.max(0.0).log10().max(LOG10_FLOOR))
+                    .collect(),
+                log10_trace: geo.trace.max(0.0).log10().max(LOG10_FLOOR),
+            }
+        })
+    }
+
+    fn report(header: Header, samples: Vec<Sample>) -> Result<Report, ExperimentError> {
+        Ok(report(header, samples))
+    }
+
+    fn summary(report: &Report) -> String {
+        report.summary()
+    }
+
+    fn figure(report: &Report) -> Canvas {
+        report.plot()
+    }
+}
+
+/// Run every sample here and make the report.
+pub fn run(config: &Config, progress: &Progress) -> Result<Report, ExperimentError> {
+    super::whole(&DatasetSpectra::new(config)?, progress)
 }
 
 /// W1 distance between two empirical distributions on the line: the integral over q of the gap
@@ -104,35 +229,27 @@ pub fn wasserstein1(a: &[f64], b: &[f64]) -> f64 {
     total
 }
 
-pub fn run(config: &Config, progress: &Progress) -> Result<Report, ExperimentError> {
-    let (model, mnist) = mnist_model(&config.model)?;
-    let sets = comparison_sets(&mnist, config.samples, config.seed)?;
-    let total: usize = sets.iter().map(Dataset::len).sum();
-    progress.begin("dataset-spectra: G on every set", total as u64);
+fn report(header: Header, samples: Vec<Sample>) -> Report {
+    let mut samples = samples.into_iter();
     let mut datasets = Vec::new();
-    for set in &sets {
-        let indices: Vec<usize> = (0..set.len()).collect();
-        let rows = par_map(&indices, progress, |&i| {
-            let geo = LocalGeometry::at(&model.network, set.image(i).expect("in range"));
-            progress.advance(1);
-            let logs: Vec<f64> = geo
-                .eigenvalues
-                .iter()
-                .map(|&l| l.max(0.0).log10().max(LOG10_FLOOR))
-                .collect();
-            (logs, geo.trace.max(0.0).log10().max(LOG10_FLOOR))
-        })?;
-        let c = rows[0].0.len();
+    for (name, count) in header.sets {
+        let rows: Vec<Sample> = samples.by_ref().take(count).collect();
+        let c = rows.first().map_or(0, |r| r.log10_lambda.len());
         let median_log10_lambda = (0..c)
-            .map(|k| round(median(&rows.iter().map(|r| r.0[k]).collect::<Vec<_>>()), 3))
+            .map(|k| {
+                round(
+                    median(&rows.iter().map(|r| r.log10_lambda[k]).collect::<Vec<_>>()),
+                    3,
+                )
+            })
             .collect();
-        let log10_trace: Vec<f64> = rows.iter().map(|r| r.1).collect();
+        let log10_trace: Vec<f64> = rows.iter().map(|r| r.log10_trace).collect();
         datasets.push(SetSpectrum {
-            name: set.name.clone(),
-            count: set.len(),
+            name,
+            count,
             median_log10_lambda,
             median_log10_trace: round(median(&log10_trace), 3),
-            log10_lambda: rows.into_iter().map(|r| r.0).collect(),
+            log10_lambda: rows.into_iter().map(|r| r.log10_lambda).collect(),
             log10_trace,
         });
     }
@@ -152,12 +269,12 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Report, ExperimentErr
                 .collect()
         })
         .collect();
-    Ok(Report {
-        model: model.name().to_string(),
+    Report {
+        model: header.model,
         datasets,
         distances,
         distance: "mean over k = 1..C-1 of the Wasserstein-1 distance between the sets' distributions of log10 lambda_k (decades)",
-    })
+    }
 }
 
 impl Report {
@@ -190,11 +307,11 @@ impl Report {
         out.trim_end().to_string()
     }
 
-    pub fn plot(&self) -> image::RgbaImage {
+    pub fn plot(&self) -> Canvas {
         let mut c = Canvas::new(1500, 560);
         c.title(&format!(
-            "Spectrum of G ({}) on MNIST and on other image sets",
-            self.model
+            "Spectrum of G ({}) on {} and on other image sets",
+            self.model, self.datasets[0].name
         ));
         let classes = self.datasets[0].median_log10_lambda.len();
         // Box plots: one group per eigenvalue index k = 1..C-1, then the trace; one box per set.
@@ -266,7 +383,7 @@ impl Report {
             &labels,
             "distance (mean W1 of log10 λk, decades)",
         );
-        c.into_image()
+        c
     }
 }
 

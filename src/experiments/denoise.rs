@@ -7,24 +7,32 @@
 //! over it comes from the direction of the leaf, not from approaching y).
 //! Two kinds of noise: Gaussian pixel noise, and kernel noise (kernel steps, the papers' noisy leaves).
 
+use std::ops::Range;
+
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::plot::{self, Align, Axes, Canvas, PALETTE};
-use super::{mnist_model, par_map, round, spread, ExperimentError, Progress, Settings};
+use super::shard::{finite, Sharded};
+use super::{count, model_and_data, par_map, round, sets, spread, ExperimentError, Progress, Settings};
 use crate::data::Dataset;
-use crate::model::{argmax, Network};
+use crate::model::{argmax, Model, Network};
 use crate::walk::{l2, noisy, Mode, Walk, WalkConfig, DEFAULT_STEP};
 
 pub const NOISES: [&str; 2] = ["gaussian", "kernel"];
 
+/// Test images when `--samples` is not given.
+pub const DEFAULT_SAMPLES: usize = 20;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub model: String,
-    /// MNIST test images, evenly spread.
-    pub samples: usize,
+    /// The test images, evenly spread; the clean candidates are the MNIST training set for MNIST,
+    /// else the dataset's other images.
+    pub dataset: String,
+    pub samples: Option<usize>,
     /// Standard deviation of the Gaussian pixel noise (then clamped to [0, 1]).
     pub sigma: f32,
     /// Kernel steps of the kernel noise.
@@ -39,7 +47,8 @@ impl From<&Settings> for Config {
     fn from(s: &Settings) -> Config {
         Config {
             model: s.model.clone(),
-            samples: s.samples.unwrap_or(20),
+            dataset: s.dataset.clone(),
+            samples: s.samples,
             sigma: 0.3,
             noise_steps: 250,
             step: DEFAULT_STEP,
@@ -64,17 +73,21 @@ pub fn psnr(x: &[f32], reference: &[f32]) -> f64 {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Case {
     pub index: usize,
-    pub noise: &'static str,
-    /// The training image nearest to the noisy one.
+    pub noise: String,
+    /// The candidate (training) image nearest to the noisy one.
     pub nearest: usize,
+    #[serde(with = "finite")]
     pub psnr_noisy: f64,
+    #[serde(with = "finite")]
     pub psnr_nearest: f64,
+    #[serde(with = "finite")]
     pub psnr_projected: f64,
     /// Baseline: the straight line from the nearest clean image toward the noisy one, stopped as
     /// close to the noisy image as the projection got.
+    #[serde(with = "finite")]
     pub psnr_straight: f64,
     /// Whether the model classifies each as the original's label.
     pub correct_noisy: bool,
@@ -109,21 +122,28 @@ pub struct NoiseSummary {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub model: String,
+    pub dataset: String,
+    /// Where the nearest clean image is looked for.
+    pub candidates: String,
     pub samples: usize,
     pub sigma: f64,
     pub noise_steps: usize,
     pub max_steps: usize,
     pub cases: Vec<Case>,
     pub summary: std::collections::BTreeMap<&'static str, NoiseSummary>,
+    #[serde(skip)]
+    pub shape: (usize, usize, usize),
 }
 
-/// Index of the training image nearest to `y` (L2).
-fn nearest(train: &Dataset, y: &[f32]) -> usize {
+/// Index of the candidate image nearest to `y` (L2), leaving out `exclude` (the original itself
+/// when the candidates are the dataset under study).
+fn nearest(train: &Dataset, y: &[f32], exclude: Option<usize>) -> usize {
     let n = train.image_len();
     train
         .images
         .par_chunks(n)
         .enumerate()
+        .filter(|(i, _)| Some(*i) != exclude)
         .map(|(i, img)| (l2(img, y), i))
         .min_by(|a, b| a.0.total_cmp(&b.0))
         .map_or(0, |(_, i)| i)
@@ -136,7 +156,7 @@ fn predict(network: &Network, x: &[f32]) -> usize {
 #[allow(clippy::too_many_arguments)]
 fn denoise_one(
     network: &Network,
-    train: &Dataset,
+    train: (&Dataset, Option<usize>),
     x0: &[f32],
     label: usize,
     index: usize,
@@ -144,6 +164,7 @@ fn denoise_one(
     config: &Config,
     progress: &Progress,
 ) -> Case {
+    let (train, exclude) = train;
     let seed = config.seed ^ ((index as u64) << 16);
     let y = match noise {
         "gaussian" => {
@@ -159,7 +180,7 @@ fn denoise_one(
             y
         }
     };
-    let k = nearest(train, &y);
+    let k = nearest(train, &y, exclude);
     let c = train.image(k).expect("in range").to_vec();
     let walk_config = WalkConfig {
         step: config.step,
@@ -192,7 +213,7 @@ fn denoise_one(
     let straight: Vec<f32> = c.iter().zip(&y).map(|(a, b)| a + alpha * (b - a)).collect();
     Case {
         index,
-        noise,
+        noise: noise.to_string(),
         nearest: k,
         psnr_noisy: round(psnr(&y, x0), 3),
         psnr_nearest: round(psnr(&c, x0), 3),
@@ -208,32 +229,159 @@ fn denoise_one(
     }
 }
 
+/// The experiment opened: the model, the test images and the clean candidates.
+pub struct Denoise {
+    config: Config,
+    model: Model,
+    test: Dataset,
+    /// The MNIST training set, or None: the test set's other images.
+    train: Option<Dataset>,
+    jobs: Vec<(usize, &'static str)>,
+}
+
+/// What the report needs besides the samples.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Header {
+    pub model: String,
+    pub dataset: String,
+    pub candidates: String,
+    pub samples: usize,
+    pub sigma: f64,
+    pub noise_steps: usize,
+    pub max_steps: usize,
+    pub shape: (usize, usize, usize),
+}
+
+/// One (image, noise) case, with the four images for the figure's first case of each noise.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sample {
+    pub case: Case,
+    pub images: Option<[Vec<f32>; 4]>,
+}
+
+impl Denoise {
+    pub fn new(config: &Config) -> Result<Denoise, ExperimentError> {
+        let settings = Settings {
+            model: config.model.clone(),
+            dataset: config.dataset.clone(),
+            ..Settings::default()
+        };
+        let (model, test) = model_and_data(&settings)?;
+        // MNIST's own training set when the test set is MNIST's; otherwise the other images of the
+        // dataset itself are the clean candidates.
+        let train = if sets::family(&test.name) == Some("MNIST") && test.name.ends_with("test") {
+            Some(Dataset::open("mnist-train")?)
+        } else {
+            if test.len() < 2 {
+                return Err(ExperimentError::Invalid(format!(
+                    "denoise needs clean images to start from; dataset {} has only one",
+                    test.name
+                )));
+            }
+            None
+        };
+        let picks = spread(test.len(), count(config.samples, DEFAULT_SAMPLES, test.len()));
+        let jobs = picks
+            .iter()
+            .flat_map(|&i| NOISES.iter().map(move |&n| (i, n)))
+            .collect();
+        Ok(Denoise {
+            config: config.clone(),
+            model,
+            test,
+            train,
+            jobs,
+        })
+    }
+}
+
+impl Sharded for Denoise {
+    const NAME: &'static str = "denoise";
+    type Sample = Sample;
+    type Header = Header;
+    type Report = Report;
+
+    fn open(settings: &Settings) -> Result<Self, ExperimentError> {
+        Denoise::new(&Config::from(settings))
+    }
+
+    fn header(&self) -> Header {
+        Header {
+            model: self.model.name().to_string(),
+            dataset: self.test.name.clone(),
+            candidates: match &self.train {
+                Some(t) => t.name.clone(),
+                None => format!("the other images of {}", self.test.name),
+            },
+            samples: self.jobs.len() / NOISES.len(),
+            sigma: round(self.config.sigma as f64, 6),
+            noise_steps: self.config.noise_steps,
+            max_steps: self.config.max_steps,
+            shape: (self.test.channels, self.test.height, self.test.width),
+        }
+    }
+
+    fn sample_count(&self) -> usize {
+        self.jobs.len()
+    }
+
+    fn run(&self, range: Range<usize>, progress: &Progress) -> Result<Vec<Sample>, ExperimentError> {
+        let config = &self.config;
+        progress.begin(
+            "denoise: noise, nearest clean image, leaf walk",
+            (range.len() * (config.noise_steps + 2 * (config.max_steps + 1)) / NOISES.len()) as u64,
+        );
+        let ks: Vec<usize> = range.collect();
+        par_map(&ks, progress, |&k| {
+            let (i, noise) = self.jobs[k];
+            let train = match &self.train {
+                Some(t) => (t, None),
+                None => (&self.test, Some(i)),
+            };
+            let mut case = denoise_one(
+                &self.model.network,
+                train,
+                self.test.image(i).expect("in range"),
+                self.test.labels[i],
+                i,
+                noise,
+                config,
+                progress,
+            );
+            let images = std::mem::take(&mut case.images);
+            Sample {
+                case,
+                images: (k < NOISES.len()).then_some(images),
+            }
+        })
+    }
+
+    fn report(header: Header, samples: Vec<Sample>) -> Result<Report, ExperimentError> {
+        let cases = samples
+            .into_iter()
+            .map(|s| Case {
+                images: s.images.unwrap_or_default(),
+                ..s.case
+            })
+            .collect();
+        Ok(report(header, cases))
+    }
+
+    fn summary(report: &Report) -> String {
+        report.summary()
+    }
+
+    fn figure(report: &Report) -> Canvas {
+        report.plot()
+    }
+}
+
+/// Run every sample here and make the report.
 pub fn run(config: &Config, progress: &Progress) -> Result<Report, ExperimentError> {
-    let (model, test) = mnist_model(&config.model)?;
-    let train = Dataset::open("mnist-train")?;
-    let picks = spread(test.len(), config.samples.max(1));
-    let jobs: Vec<(usize, &'static str)> = picks
-        .iter()
-        .flat_map(|&i| NOISES.iter().map(move |&n| (i, n)))
-        .collect();
-    progress.begin(
-        "denoise: noise, nearest clean image, leaf walk",
-        (picks.len() * (config.noise_steps + 2 * (config.max_steps + 1))) as u64,
-    );
-    let cases = par_map(&jobs, progress, |&(i, noise)| {
-        let x0 = test.image(i).expect("in range");
-        denoise_one(
-            &model.network,
-            &train,
-            x0,
-            test.labels[i],
-            i,
-            noise,
-            config,
-            progress,
-        )
-    })?;
-    progress.check()?;
+    super::whole(&Denoise::new(config)?, progress)
+}
+
+fn report(header: Header, cases: Vec<Case>) -> Report {
     let mut summary = std::collections::BTreeMap::new();
     for noise in NOISES {
         let cs: Vec<&Case> = cases.iter().filter(|c| c.noise == noise).collect();
@@ -257,15 +405,18 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Report, ExperimentErr
             },
         );
     }
-    Ok(Report {
-        model: model.name().to_string(),
-        samples: picks.len(),
-        sigma: round(config.sigma as f64, 6),
-        noise_steps: config.noise_steps,
-        max_steps: config.max_steps,
+    Report {
+        model: header.model,
+        dataset: header.dataset,
+        candidates: header.candidates,
+        samples: header.samples,
+        sigma: header.sigma,
+        noise_steps: header.noise_steps,
+        max_steps: header.max_steps,
         cases,
         summary,
-    })
+        shape: header.shape,
+    }
 }
 
 impl Report {
@@ -278,8 +429,8 @@ impl Report {
 
     pub fn summary(&self) -> String {
         let mut out = format!(
-            "denoise: {} MNIST test images ({}); PSNR (dB) against the clean original, mean\n",
-            self.samples, self.model
+            "denoise: {} images of {} ({}), nearest clean image among {}; PSNR (dB) against the clean original, mean\n",
+            self.samples, self.dataset, self.model, self.candidates
         );
         for noise in NOISES {
             let s = &self.summary[noise];
@@ -302,11 +453,11 @@ impl Report {
         out.trim_end().to_string()
     }
 
-    pub fn plot(&self) -> image::RgbaImage {
+    pub fn plot(&self) -> Canvas {
         let mut c = Canvas::new(1180, 470);
         c.title(&format!(
-            "Denoising by projection onto the data leaf ({} MNIST test images, {})",
-            self.samples, self.model
+            "Denoising by projection onto the data leaf ({} images of {}, {})",
+            self.samples, self.dataset, self.model
         ));
         let hi = self
             .summary
@@ -383,7 +534,7 @@ impl Report {
         // Examples: the first image with each noise.
         let heads = ["original", "noisy", "nearest clean", "projection"];
         let scale = 3u32;
-        let tile = 28.0 * scale as f32;
+        let tile = self.shape.1.max(self.shape.2) as f32 * scale as f32;
         let left = 600.0;
         for (row, noise) in NOISES.iter().enumerate() {
             let Some(case) = self.cases.iter().find(|c| c.noise == *noise) else {
@@ -401,7 +552,7 @@ impl Report {
             let psnrs = [f64::NAN, case.psnr_noisy, case.psnr_nearest, case.psnr_projected];
             for (k, img) in case.images.iter().enumerate() {
                 let x = left + k as f32 * (tile + 30.0);
-                c.image(img, (1, 28, 28), x, y, scale);
+                c.image(img, self.shape, x, y, scale);
                 let caption = if k == 0 {
                     heads[0].to_string()
                 } else {
@@ -417,6 +568,6 @@ impl Report {
                 );
             }
         }
-        c.into_image()
+        c
     }
 }

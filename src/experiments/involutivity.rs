@@ -21,18 +21,21 @@
 //! region boundary (the measure-zero set where D is not defined), and its brackets are left out and
 //! counted.
 
+use std::ops::Range;
+
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::plot::{self, median, Align, Axes, BoxStats, Canvas, PALETTE};
-use super::{mnist_model, par_map, round, ExperimentError, Progress, Settings};
+use super::shard::{finite, Sharded};
+use super::{model_and_data, par_map, round, ExperimentError, Progress, Settings};
 use crate::data::Dataset;
 use crate::geometry::{eigen::symmetric_eigen, jacobian::logits_and_jacobian, softmax};
 use crate::model::arch::{Architecture, Layer};
 use crate::model::network::Activation;
 use crate::model::train::cross_entropy;
-use crate::model::{accuracy, zoo, Network, Weights};
+use crate::model::{accuracy, zoo, Model, Network, Weights};
 
 /// Finite-difference step along each unit direction, pixel units.
 pub const H: f64 = 1e-5;
@@ -47,7 +50,10 @@ const RESIDUAL_FLOOR: f64 = -17.0;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub model: String,
-    /// Random MNIST test images at which D is tested.
+    /// The images (plus a little noise) at which D is tested; the MLP comparison is trained on
+    /// MNIST and runs only with MNIST-shaped data.
+    pub dataset: String,
+    /// Random images of the dataset at which D is tested.
     pub points: usize,
     /// MLP training: images of the MNIST training set, one pass.
     pub train_images: usize,
@@ -59,6 +65,7 @@ impl From<&Settings> for Config {
     fn from(s: &Settings) -> Config {
         Config {
             model: s.model.clone(),
+            dataset: s.dataset.clone(),
             points: s.samples.unwrap_or(20),
             train_images: 60_000,
             activations: vec!["relu", "sigmoid", "tanh", "gelu"],
@@ -67,19 +74,21 @@ impl From<&Settings> for Config {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PointResult {
     pub index: usize,
     pub rank_grad_p: usize,
     pub rank_with_brackets: usize,
     /// Largest and median residual of the brackets outside D_x, relative to the size of their terms.
     pub max_residual: f64,
+    #[serde(with = "finite")]
     pub median_residual: f64,
     /// Directions v_i whose ends x +- h v_i lie in different linear regions (ReLU models only).
     pub crossed_directions: usize,
     /// Brackets measured (C (C-1) / 2 minus those of crossed directions).
     pub brackets: usize,
     /// Median relative change of the brackets between steps h and 2h (finite-difference accuracy).
+    #[serde(with = "finite")]
     pub fd_change: f64,
     #[serde(skip)]
     pub residuals: Vec<f64>,
@@ -91,7 +100,7 @@ pub struct ModelResult {
     pub activation: String,
     pub piecewise_linear: bool,
     /// How the fields were evaluated.
-    pub arithmetic: &'static str,
+    pub arithmetic: String,
     pub weights: String,
     pub test_accuracy: f64,
     /// Points where rank [grad log p; brackets] == rank grad log p.
@@ -109,6 +118,10 @@ pub struct ModelResult {
 pub struct Report {
     pub h: f64,
     pub tolerance: f64,
+    pub dataset: String,
+    /// Why the MLP comparison did not run, when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     pub models: Vec<ModelResult>,
 }
 
@@ -503,7 +516,7 @@ fn summarise(
     name: String,
     activation: &str,
     piecewise: bool,
-    arithmetic: &'static str,
+    arithmetic: String,
     weights: String,
     test_accuracy: f64,
     classes: usize,
@@ -538,94 +551,259 @@ fn summarise(
     }
 }
 
-pub fn run(config: &Config, progress: &Progress) -> Result<Report, ExperimentError> {
-    let (model, test) = mnist_model(&config.model)?;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
-    let mut all: Vec<usize> = (0..test.len()).collect();
-    all.shuffle(&mut rng);
-    let picks: Vec<usize> = all.into_iter().take(config.points.max(1)).collect();
-    let train = if config.activations.is_empty() {
-        None
-    } else {
-        Some(Dataset::open("mnist-train")?)
-    };
-    let train_images = config.train_images.min(train.as_ref().map_or(0, |t| t.len()));
-    let per_point = 1 + 4 * model.num_classes() as u64;
-    progress.begin(
-        "involutivity: training MLPs, then brackets",
-        config.activations.len() as u64 * (train_images as u64 + picks.len() as u64 * per_point)
-            + picks.len() as u64 * per_point,
-    );
-    // Test images plus a little uniform noise (not clamped): an MNIST image's flat background makes
-    // exact ties in the CNN's max-pool windows, which puts the image itself on a region boundary.
-    let point_of = |i: usize| -> Vec<f64> {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed ^ ((i as u64) << 24));
-        test.image(i)
+/// The experiment opened: the model under study, the test images, the points, and the MLP
+/// architectures to train (trained by a shard only when its samples need them). Samples are
+/// (model, point) pairs, model by model, the model under study first.
+pub struct Involutivity {
+    config: Config,
+    model: Model,
+    test: Dataset,
+    picks: Vec<usize>,
+    /// The MLPs' architectures, with the MNIST training set; empty when the data are not MNIST-shaped.
+    mlps: Vec<(&'static str, Architecture)>,
+    train: Option<Dataset>,
+    note: Option<String>,
+}
+
+/// A model as the report names it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub name: String,
+    pub activation: String,
+    pub piecewise_linear: bool,
+    pub arithmetic: String,
+    pub weights: String,
+    pub classes: usize,
+}
+
+/// What the report needs besides the samples.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Header {
+    pub dataset: String,
+    pub note: Option<String>,
+    pub points: usize,
+    pub models: Vec<ModelInfo>,
+}
+
+/// One point of one model: its result and bracket residuals, and for the model's first point its
+/// test accuracy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sample {
+    pub point: PointResult,
+    pub residuals: Vec<f64>,
+    pub test_accuracy: Option<f64>,
+}
+
+impl Involutivity {
+    pub fn new(config: &Config) -> Result<Involutivity, ExperimentError> {
+        let settings = Settings {
+            model: config.model.clone(),
+            dataset: config.dataset.clone(),
+            ..Settings::default()
+        };
+        let (model, test) = model_and_data(&settings)?;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
+        let mut all: Vec<usize> = (0..test.len()).collect();
+        all.shuffle(&mut rng);
+        let picks: Vec<usize> = all.into_iter().take(config.points.max(1)).collect();
+        let mnist_shaped =
+            (test.channels, test.height, test.width) == (1, 28, 28) && model.num_classes() == 10;
+        let (mut mlps, mut note) = (Vec::new(), None);
+        if !config.activations.is_empty() && !mnist_shaped {
+            note = Some(format!(
+                "the MLP comparison (ReLU against smooth activations) is trained on MNIST and needs 1x28x28 data with 10 classes; only {} is tested",
+                model.name()
+            ));
+        } else {
+            for &activation in &config.activations {
+                let arch = mlp_with(activation)
+                    .ok_or_else(|| ExperimentError::Invalid(format!("unknown activation {activation:?}")))?;
+                mlps.push((activation, arch));
+            }
+        }
+        let train = if mlps.is_empty() {
+            None
+        } else {
+            Some(Dataset::open("mnist-train")?)
+        };
+        Ok(Involutivity {
+            config: config.clone(),
+            model,
+            test,
+            picks,
+            mlps,
+            train,
+            note,
+        })
+    }
+
+    fn train_images(&self) -> usize {
+        self.config
+            .train_images
+            .min(self.train.as_ref().map_or(0, |t| t.len()))
+    }
+
+    /// Test images plus a little uniform noise (not clamped): an MNIST image's flat background
+    /// makes exact ties in the CNN's max-pool windows, which puts the image itself on a region
+    /// boundary.
+    fn point_of(&self, i: usize) -> Vec<f64> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(self.config.seed ^ ((i as u64) << 24));
+        self.test
+            .image(i)
             .expect("in range")
             .iter()
             .map(|&v| v as f64 + rng.random_range(-JITTER..JITTER))
             .collect()
-    };
-    let mut models = Vec::new();
-    // The shipped model, f32 network.
-    let eval = Evaluator::F32(&model.network);
-    let piecewise = model.arch.is_piecewise_linear();
-    let points = par_map(&picks, progress, |&i| {
-        let r = test_point(&eval, &point_of(i), i, piecewise);
-        progress.advance(per_point);
-        r
-    })?;
-    models.push(summarise(
-        model.name().to_string(),
-        "relu",
-        piecewise,
-        "f32 network, differences in f64",
-        "shipped".into(),
-        model.accuracy(&test),
-        model.num_classes(),
-        points,
-    ));
-    for &activation in &config.activations {
-        let arch = mlp_with(activation)
-            .ok_or_else(|| ExperimentError::Invalid(format!("unknown activation {activation:?}")))?;
-        let net = train_quickly(
-            &arch,
-            train.as_ref().expect("opened above"),
-            train_images,
-            progress,
-        )?;
-        let acc = accuracy(&net, &test);
-        let dense = Dense64::new(&arch, &net.weights()).expect("an MLP is dense");
-        let eval = Evaluator::F64(dense);
-        let piecewise = arch.is_piecewise_linear();
-        let points = par_map(&picks, progress, |&i| {
-            let r = test_point(&eval, &point_of(i), i, piecewise);
-            progress.advance(per_point);
-            r
-        })?;
-        models.push(summarise(
-            arch.name.clone(),
-            activation,
-            piecewise,
-            "f64",
-            format!("trained here: one pass over {train_images} MNIST training images, SGD lr 0.1, batch 60, seed 42"),
-            acc,
-            arch.num_classes(),
-            points,
-        ));
     }
-    Ok(Report {
-        h: H,
-        tolerance: TOL,
-        models,
-    })
+}
+
+impl Sharded for Involutivity {
+    const NAME: &'static str = "involutivity";
+    type Sample = Sample;
+    type Header = Header;
+    type Report = Report;
+
+    fn open(settings: &Settings) -> Result<Self, ExperimentError> {
+        Involutivity::new(&Config::from(settings))
+    }
+
+    fn header(&self) -> Header {
+        let mut models = vec![ModelInfo {
+            name: self.model.name().to_string(),
+            activation: if self.model.arch.is_piecewise_linear() {
+                "relu".into()
+            } else {
+                "smooth".into()
+            },
+            piecewise_linear: self.model.arch.is_piecewise_linear(),
+            arithmetic: "f32 network, differences in f64".into(),
+            weights: "shipped".into(),
+            classes: self.model.num_classes(),
+        }];
+        for (activation, arch) in &self.mlps {
+            models.push(ModelInfo {
+                name: arch.name.clone(),
+                activation: activation.to_string(),
+                piecewise_linear: arch.is_piecewise_linear(),
+                arithmetic: "f64".into(),
+                weights: format!(
+                    "trained here: one pass over {} MNIST training images, SGD lr 0.1, batch 60, seed 42",
+                    self.train_images()
+                ),
+                classes: arch.num_classes(),
+            });
+        }
+        Header {
+            dataset: self.test.name.clone(),
+            note: self.note.clone(),
+            points: self.picks.len(),
+            models,
+        }
+    }
+
+    fn sample_count(&self) -> usize {
+        (1 + self.mlps.len()) * self.picks.len()
+    }
+
+    fn run(&self, range: Range<usize>, progress: &Progress) -> Result<Vec<Sample>, ExperimentError> {
+        let p = self.picks.len();
+        let per_point = 1 + 4 * self.model.num_classes() as u64;
+        let needed: Vec<usize> = (0..=self.mlps.len())
+            .filter(|m| range.start < (m + 1) * p && m * p < range.end)
+            .collect();
+        let training = needed.iter().filter(|&&m| m > 0).count() as u64 * self.train_images() as u64;
+        progress.begin(
+            "involutivity: training MLPs, then brackets",
+            training + range.len() as u64 * per_point,
+        );
+        let mut out = Vec::with_capacity(range.len());
+        for m in needed {
+            let (eval, piecewise, accuracy_of) = if m == 0 {
+                (
+                    Evaluator::F32(&self.model.network),
+                    self.model.arch.is_piecewise_linear(),
+                    self.model.accuracy(&self.test),
+                )
+            } else {
+                let arch = &self.mlps[m - 1].1;
+                let net = train_quickly(
+                    arch,
+                    self.train.as_ref().expect("opened with the MLPs"),
+                    self.train_images(),
+                    progress,
+                )?;
+                let acc = accuracy(&net, &self.test);
+                let dense = Dense64::new(arch, &net.weights()).expect("an MLP is dense");
+                (Evaluator::F64(dense), arch.is_piecewise_linear(), acc)
+            };
+            let ks: Vec<usize> = (range.start.max(m * p)..range.end.min((m + 1) * p)).collect();
+            out.extend(par_map(&ks, progress, |&k| {
+                let i = self.picks[k - m * p];
+                let mut point = test_point(&eval, &self.point_of(i), i, piecewise);
+                progress.advance(per_point);
+                Sample {
+                    residuals: std::mem::take(&mut point.residuals),
+                    point,
+                    test_accuracy: (k == m * p).then_some(accuracy_of),
+                }
+            })?);
+        }
+        Ok(out)
+    }
+
+    fn report(header: Header, samples: Vec<Sample>) -> Result<Report, ExperimentError> {
+        let mut samples = samples.into_iter();
+        let mut models = Vec::new();
+        for info in header.models {
+            let rows: Vec<Sample> = samples.by_ref().take(header.points).collect();
+            let accuracy = rows.first().and_then(|r| r.test_accuracy).unwrap_or(f64::NAN);
+            let points = rows
+                .into_iter()
+                .map(|r| PointResult {
+                    residuals: r.residuals,
+                    ..r.point
+                })
+                .collect();
+            models.push(summarise(
+                info.name,
+                &info.activation,
+                info.piecewise_linear,
+                info.arithmetic,
+                info.weights,
+                accuracy,
+                info.classes,
+                points,
+            ));
+        }
+        Ok(Report {
+            h: H,
+            tolerance: TOL,
+            dataset: header.dataset,
+            note: header.note,
+            models,
+        })
+    }
+
+    fn summary(report: &Report) -> String {
+        report.summary()
+    }
+
+    fn figure(report: &Report) -> Canvas {
+        report.plot()
+    }
+}
+
+/// Run every sample here and make the report.
+pub fn run(config: &Config, progress: &Progress) -> Result<Report, ExperimentError> {
+    super::whole(&Involutivity::new(config)?, progress)
 }
 
 impl Report {
     pub fn summary(&self) -> String {
         let mut out = format!(
-            "involutivity: Lie brackets of grad log p_i at {} MNIST test images (h = {:e}, tolerance {:e})\n  {:<22} {:>8} {:>10} {:>14} {:>16} {:>12} {:>9}\n",
+            "involutivity: Lie brackets of grad log p_i at {} images of {} (h = {:e}, tolerance {:e})\n  {:<22} {:>8} {:>10} {:>14} {:>16} {:>12} {:>9}\n",
             self.models.first().map_or(0, |m| m.points.len()),
+            self.dataset,
             self.h,
             self.tolerance,
             "model",
@@ -648,10 +826,13 @@ impl Report {
                 100.0 * m.crossed_fraction
             );
         }
+        if let Some(note) = &self.note {
+            out += &format!("  ({note})\n");
+        }
         out.trim_end().to_string()
     }
 
-    pub fn plot(&self) -> image::RgbaImage {
+    pub fn plot(&self) -> Canvas {
         let mut c = Canvas::new(1100, 520);
         c.title("Is D_x = span{grad log p_i} closed under Lie brackets?");
         let m = self.models.len();
@@ -757,6 +938,6 @@ impl Report {
             plot::GREY,
             Align::Centre,
         );
-        c.into_image()
+        c
     }
 }

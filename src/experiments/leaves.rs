@@ -5,13 +5,16 @@
 //! weight (README, "The leaf walk and its transverse weight") and strictly on the leaf (weight 0).
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use rand::{Rng, SeedableRng};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::plot::{self, median, Axes, Canvas, PALETTE};
-use super::{mnist_model, par_map, round, ExperimentError, Progress, Settings};
-use crate::model::Network;
+use super::shard::Sharded;
+use super::{model_and_data, par_map, round, ExperimentError, Progress, Settings};
+use crate::data::Dataset;
+use crate::model::{Model, Network};
 use crate::walk::{noisy, Mode, Walk, WalkConfig, DEFAULT_STEP, DEFAULT_STOP};
 
 /// The pair kinds, start -> target.
@@ -22,7 +25,8 @@ pub const VARIANTS: [&str; 2] = ["default", "strict"];
 #[derive(Debug, Clone)]
 pub struct Config {
     pub model: String,
-    /// Pairs of distinct MNIST test images, drawn with `seed`.
+    pub dataset: String,
+    /// Pairs of distinct images of the dataset, drawn with `seed` (at most as many as images).
     pub pairs: usize,
     /// Kernel steps that make an image noisy (the papers' noisy leaves use 250).
     pub noise_steps: usize,
@@ -37,6 +41,7 @@ impl From<&Settings> for Config {
     fn from(s: &Settings) -> Config {
         Config {
             model: s.model.clone(),
+            dataset: s.dataset.clone(),
             pairs: s.samples.unwrap_or(10),
             noise_steps: 250,
             step: DEFAULT_STEP,
@@ -48,7 +53,7 @@ impl From<&Settings> for Config {
 }
 
 /// One leaf walk of one pair.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WalkRecord {
     pub start_distance: f64,
     pub final_distance: f64,
@@ -63,12 +68,20 @@ pub struct WalkRecord {
     pub curve: Vec<f32>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Pair {
     pub start: usize,
     pub target: usize,
     /// variant -> kind -> walk.
-    pub walks: BTreeMap<&'static str, BTreeMap<&'static str, WalkRecord>>,
+    pub walks: BTreeMap<String, BTreeMap<String, WalkRecord>>,
+}
+
+/// One pair as a shard keeps it: the pair, and each walk's distance curve (variant-major, in
+/// `VARIANTS` x `KINDS` order), which the report's JSON leaves out but the figure draws.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sample {
+    pub pair: Pair,
+    pub curves: Vec<Vec<f32>>,
 }
 
 /// Summary of one kind of pair under one walk.
@@ -89,6 +102,7 @@ pub struct Summary {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub model: String,
+    pub dataset: String,
     pub pairs: Vec<Pair>,
     pub noise_steps: usize,
     pub step: f64,
@@ -139,51 +153,163 @@ fn leaf_walk(
     }
 }
 
-pub fn run(config: &Config, progress: &Progress) -> Result<Report, ExperimentError> {
-    let (model, data) = mnist_model(&config.model)?;
-    let net = &model.network;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
-    let pairs: Vec<(usize, usize)> = (0..config.pairs.max(1))
-        .map(|_| {
-            let a = rng.random_range(0..data.len());
-            let mut b = rng.random_range(0..data.len());
-            while b == a {
-                b = rng.random_range(0..data.len());
-            }
-            (a, b)
-        })
-        .collect();
-    let per_pair = 2 * config.noise_steps + VARIANTS.len() * KINDS.len() * (config.max_steps + 1);
-    progress.begin(
-        "leaves: noisy images and leaf walks",
-        (pairs.len() * per_pair) as u64,
-    );
-    let results = par_map(&pairs, progress, |&(a, b)| {
-        let clean_a = data.image(a).expect("in range").to_vec();
-        let clean_b = data.image(b).expect("in range").to_vec();
-        let noise = |x: &[f32], seed: u64| {
-            let y = noisy(net, x, config.noise_steps, config.step, seed).expect("valid kernel walk");
-            progress.advance(config.noise_steps as u64);
-            y
+/// The experiment opened: the model, the dataset and the pairs drawn.
+pub struct Leaves {
+    config: Config,
+    model: Model,
+    data: Dataset,
+    pairs: Vec<(usize, usize)>,
+}
+
+/// What the report needs besides the samples.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Header {
+    pub model: String,
+    pub dataset: String,
+    pub noise_steps: usize,
+    pub step: f64,
+    pub stop: f64,
+    pub max_steps: usize,
+}
+
+impl Leaves {
+    pub fn new(config: &Config) -> Result<Leaves, ExperimentError> {
+        let settings = Settings {
+            model: config.model.clone(),
+            dataset: config.dataset.clone(),
+            ..Settings::default()
         };
-        let noisy_a = noise(&clean_a, config.seed ^ ((a as u64) << 20));
-        let noisy_b = noise(&clean_b, config.seed ^ ((b as u64) << 20));
-        let ends = [(&clean_a, &clean_b), (&noisy_a, &noisy_b), (&clean_a, &noisy_b)];
-        let mut walks = BTreeMap::new();
-        for (variant, transverse) in VARIANTS.iter().zip([None, Some(0.0)]) {
-            let mut by_kind = BTreeMap::new();
-            for (kind, (s, t)) in KINDS.iter().zip(ends) {
-                by_kind.insert(*kind, leaf_walk(net, config, transverse, s, t, progress));
+        let (model, data) = model_and_data(&settings)?;
+        if data.len() < 2 {
+            return Err(ExperimentError::Invalid(format!(
+                "leaves walks between pairs of images; dataset {} has only one",
+                data.name
+            )));
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
+        let pairs: Vec<(usize, usize)> = (0..config.pairs.clamp(1, data.len()))
+            .map(|_| {
+                let a = rng.random_range(0..data.len());
+                let mut b = rng.random_range(0..data.len());
+                while b == a {
+                    b = rng.random_range(0..data.len());
+                }
+                (a, b)
+            })
+            .collect();
+        Ok(Leaves {
+            config: config.clone(),
+            model,
+            data,
+            pairs,
+        })
+    }
+}
+
+impl Sharded for Leaves {
+    const NAME: &'static str = "leaves";
+    type Sample = Sample;
+    type Header = Header;
+    type Report = Report;
+
+    fn open(settings: &Settings) -> Result<Self, ExperimentError> {
+        Leaves::new(&Config::from(settings))
+    }
+
+    fn header(&self) -> Header {
+        Header {
+            model: self.model.name().to_string(),
+            dataset: self.data.name.clone(),
+            noise_steps: self.config.noise_steps,
+            step: round(self.config.step as f64, 6),
+            stop: round(self.config.stop as f64, 6),
+            max_steps: self.config.max_steps,
+        }
+    }
+
+    fn sample_count(&self) -> usize {
+        self.pairs.len()
+    }
+
+    fn run(&self, range: Range<usize>, progress: &Progress) -> Result<Vec<Sample>, ExperimentError> {
+        let config = &self.config;
+        let (net, data) = (&self.model.network, &self.data);
+        let per_pair = 2 * config.noise_steps + VARIANTS.len() * KINDS.len() * (config.max_steps + 1);
+        progress.begin(
+            "leaves: noisy images and leaf walks",
+            (range.len() * per_pair) as u64,
+        );
+        par_map(&self.pairs[range], progress, |&(a, b)| {
+            let clean_a = data.image(a).expect("in range").to_vec();
+            let clean_b = data.image(b).expect("in range").to_vec();
+            let noise = |x: &[f32], seed: u64| {
+                let y = noisy(net, x, config.noise_steps, config.step, seed).expect("valid kernel walk");
+                progress.advance(config.noise_steps as u64);
+                y
+            };
+            let noisy_a = noise(&clean_a, config.seed ^ ((a as u64) << 20));
+            let noisy_b = noise(&clean_b, config.seed ^ ((b as u64) << 20));
+            let ends = [(&clean_a, &clean_b), (&noisy_a, &noisy_b), (&clean_a, &noisy_b)];
+            let mut walks = BTreeMap::new();
+            let mut curves = Vec::new();
+            for (variant, transverse) in VARIANTS.iter().zip([None, Some(0.0)]) {
+                let mut by_kind = BTreeMap::new();
+                for (kind, (s, t)) in KINDS.iter().zip(ends) {
+                    let record = leaf_walk(net, config, transverse, s, t, progress);
+                    curves.push(record.curve.clone());
+                    by_kind.insert(kind.to_string(), record);
+                }
+                walks.insert(variant.to_string(), by_kind);
             }
-            walks.insert(*variant, by_kind);
+            Sample {
+                pair: Pair {
+                    start: a,
+                    target: b,
+                    walks,
+                },
+                curves,
+            }
+        })
+    }
+
+    fn report(header: Header, samples: Vec<Sample>) -> Result<Report, ExperimentError> {
+        let mut results = Vec::with_capacity(samples.len());
+        for Sample { mut pair, curves } in samples {
+            let mut curves = curves.into_iter();
+            for variant in VARIANTS {
+                for kind in KINDS {
+                    let record = pair
+                        .walks
+                        .get_mut(variant)
+                        .and_then(|k| k.get_mut(kind))
+                        .ok_or_else(|| {
+                            ExperimentError::Invalid(format!(
+                                "leaves: a pair lacks its {variant} {kind} walk"
+                            ))
+                        })?;
+                    record.curve = curves.next().unwrap_or_default();
+                }
+            }
+            results.push(pair);
         }
-        Pair {
-            start: a,
-            target: b,
-            walks,
-        }
-    })?;
-    progress.check()?;
+        Ok(report(header, results))
+    }
+
+    fn summary(report: &Report) -> String {
+        report.summary()
+    }
+
+    fn figure(report: &Report) -> Canvas {
+        report.plot()
+    }
+}
+
+/// Run every sample here and make the report.
+pub fn run(config: &Config, progress: &Progress) -> Result<Report, ExperimentError> {
+    super::whole(&Leaves::new(config)?, progress)
+}
+
+fn report(header: Header, results: Vec<Pair>) -> Report {
     let mut summary = BTreeMap::new();
     for variant in VARIANTS {
         let mut by_kind = BTreeMap::new();
@@ -218,22 +344,24 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Report, ExperimentErr
         }
         summary.insert(variant, by_kind);
     }
-    Ok(Report {
-        model: model.name().to_string(),
+    Report {
+        model: header.model,
+        dataset: header.dataset,
         pairs: results,
-        noise_steps: config.noise_steps,
-        step: round(config.step as f64, 6),
-        stop: round(config.stop as f64, 6),
-        max_steps: config.max_steps,
+        noise_steps: header.noise_steps,
+        step: header.step,
+        stop: header.stop,
+        max_steps: header.max_steps,
         summary,
-    })
+    }
 }
 
 impl Report {
     pub fn summary(&self) -> String {
         let mut out = format!(
-            "leaves: {} pairs of MNIST test images ({}), noise = {} kernel steps, leaf walks of at most {} steps\n",
+            "leaves: {} pairs of images of {} ({}), noise = {} kernel steps, leaf walks of at most {} steps\n",
             self.pairs.len(),
+            self.dataset,
             self.model,
             self.noise_steps,
             self.max_steps
@@ -257,7 +385,7 @@ impl Report {
         out.trim_end().to_string()
     }
 
-    pub fn plot(&self) -> image::RgbaImage {
+    pub fn plot(&self) -> Canvas {
         let mut c = Canvas::new(1160, 470);
         c.title(&format!(
             "Leaf walks between clean and noisy images: distance to the target ({} pairs, {})",
@@ -309,7 +437,7 @@ impl Report {
                 let curves: Vec<Vec<f64>> = self
                     .pairs
                     .iter()
-                    .map(|p| relative(&p.walks[variant][kind]))
+                    .map(|p| relative(&p.walks[*variant][*kind]))
                     .collect();
                 for curve in &curves {
                     let pts: Vec<(f64, f64)> =
@@ -334,6 +462,6 @@ impl Report {
                 c.legend(ax.left + 15.0, ax.top + 250.0, &entries, 13.0);
             }
         }
-        c.into_image()
+        c
     }
 }

@@ -3,16 +3,19 @@
 //! command line prints and draws its own figure; `run` picks one by name. A shared `Progress` counts
 //! work done (for a progress bar) and carries a cancel flag that every experiment checks between
 //! units of work, so the command line and the app drive them the same way. Long runs spread their
-//! samples over all cores with rayon.
+//! samples over all cores with rayon, and split into shards for a cluster (`shard`): every
+//! experiment implements `shard::Sharded`, and `run` is shard 1/1 merged.
 
 pub mod dataset_spectra;
 pub mod denoise;
+pub mod digest;
 pub mod involutivity;
 pub mod leaves;
 pub mod off_leaf;
 pub mod ood;
 pub mod plot;
 pub mod sets;
+pub mod shard;
 pub mod training;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,6 +26,7 @@ use rayon::prelude::*;
 
 use crate::data::{DataError, Dataset};
 use crate::model::{Model, ModelError, DEFAULT_MODEL};
+use shard::{Part, Shard, Sharded};
 
 /// The experiments by their command-line names, in the order the README presents them.
 pub const NAMES: [&str; 7] = [
@@ -53,12 +57,12 @@ pub fn claim(name: &str) -> Option<&'static str> {
 pub fn default_samples(name: &str) -> Option<usize> {
     let s = &Settings::default();
     Some(match name {
-        "off-leaf" => off_leaf::Config::from(s).samples,
+        "off-leaf" => off_leaf::DEFAULT_SAMPLES,
         "leaves" => leaves::Config::from(s).pairs,
         "training" => training::Config::from(s).images,
         "dataset-spectra" => dataset_spectra::Config::from(s).samples,
         "involutivity" => involutivity::Config::from(s).points,
-        "denoise" => denoise::Config::from(s).samples,
+        "denoise" => denoise::DEFAULT_SAMPLES,
         "ood" => ood::Config::from(s).samples,
         _ => return None,
     })
@@ -83,13 +87,18 @@ pub enum ExperimentError {
     Invalid(String),
 }
 
+/// `Settings::samples` of `Some(ALL)`: every image of the dataset (`--samples all`).
+pub const ALL: usize = usize::MAX;
+
 /// What every experiment takes. `samples` is the experiment's main count (images, pairs or points;
-/// each documents its own) and `None` means its default.
+/// each documents its own), `None` means its default and `Some(ALL)` the whole dataset.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub samples: Option<usize>,
-    /// The MNIST model under study (not used by `training`, which walks the shipped LeNet series).
+    /// The model under study (a spec `Model::open` takes); for `training`, a folder of checkpoints.
     pub model: String,
+    /// The dataset the model is studied on (a spec `Dataset::open` takes), in the model's shape.
+    pub dataset: String,
     pub seed: u64,
 }
 
@@ -98,6 +107,7 @@ impl Default for Settings {
         Settings {
             samples: None,
             model: DEFAULT_MODEL.into(),
+            dataset: crate::data::DEFAULT_DATASET.into(),
             seed: 0,
         }
     }
@@ -176,70 +186,107 @@ impl Progress {
     }
 }
 
-/// A finished experiment: its JSON, a few lines for a person, and its figure.
+/// A finished experiment: its JSON, a few lines for a person, and its figure (raster and SVG).
 pub struct Outcome {
     pub name: &'static str,
     pub json: serde_json::Value,
     pub summary: String,
     pub plot: RgbaImage,
+    pub svg: String,
 }
 
-/// Run the experiment called `name`.
-pub fn run(name: &str, settings: &Settings, progress: &Progress) -> Result<Outcome, ExperimentError> {
-    let name = NAMES
-        .iter()
-        .copied()
-        .find(|n| *n == name)
-        .ok_or_else(|| ExperimentError::Unknown(name.into()))?;
-    fn pack<R: serde::Serialize>(
-        name: &'static str,
-        report: R,
-        summary: impl Fn(&R) -> String,
-        plot: impl Fn(&R) -> RgbaImage,
-    ) -> Outcome {
-        Outcome {
-            name,
-            json: serde_json::to_value(&report).expect("reports serialise"),
-            summary: summary(&report),
-            plot: plot(&report),
-        }
+/// One experiment's shard and merge functions, from its `Sharded` implementation.
+struct Entry {
+    name: &'static str,
+    part: fn(&Settings, Shard, &Progress) -> Result<Part, ExperimentError>,
+    finish: fn(serde_json::Value, Vec<serde_json::Value>) -> Result<Outcome, ExperimentError>,
+}
+
+fn entry<E: Sharded>() -> Entry {
+    Entry {
+        name: E::NAME,
+        part: shard::run_part::<E>,
+        finish: shard::finish::<E>,
     }
-    Ok(match name {
-        "off-leaf" => {
-            let r = off_leaf::run(&off_leaf::Config::from(settings), progress)?;
-            pack(name, r, off_leaf::Report::summary, off_leaf::Report::plot)
-        }
-        "leaves" => {
-            let r = leaves::run(&leaves::Config::from(settings), progress)?;
-            pack(name, r, leaves::Report::summary, leaves::Report::plot)
-        }
-        "training" => {
-            let r = training::run(&training::Config::from(settings), progress)?;
-            pack(name, r, training::Report::summary, training::Report::plot)
-        }
-        "dataset-spectra" => {
-            let r = dataset_spectra::run(&dataset_spectra::Config::from(settings), progress)?;
-            pack(
-                name,
-                r,
-                dataset_spectra::Report::summary,
-                dataset_spectra::Report::plot,
-            )
-        }
-        "involutivity" => {
-            let r = involutivity::run(&involutivity::Config::from(settings), progress)?;
-            pack(name, r, involutivity::Report::summary, involutivity::Report::plot)
-        }
-        "denoise" => {
-            let r = denoise::run(&denoise::Config::from(settings), progress)?;
-            pack(name, r, denoise::Report::summary, denoise::Report::plot)
-        }
-        "ood" => {
-            let r = ood::run(&ood::Config::from(settings), progress)?;
-            pack(name, r, ood::Report::summary, ood::Report::plot)
-        }
-        _ => unreachable!("every name in NAMES has a branch"),
-    })
+}
+
+/// Every experiment, in `NAMES` order. A new one adds a line here (see `shard`).
+fn entries() -> Vec<Entry> {
+    vec![
+        entry::<off_leaf::OffLeaf>(),
+        entry::<leaves::Leaves>(),
+        entry::<training::Training>(),
+        entry::<dataset_spectra::DatasetSpectra>(),
+        entry::<involutivity::Involutivity>(),
+        entry::<denoise::Denoise>(),
+        entry::<ood::Ood>(),
+    ]
+}
+
+fn find(name: &str) -> Result<Entry, ExperimentError> {
+    entries()
+        .into_iter()
+        .find(|e| e.name == name)
+        .ok_or_else(|| ExperimentError::Unknown(name.into()))
+}
+
+/// Run shard `shard` of the experiment called `name`: its part, to merge with the others.
+pub fn run_shard(
+    name: &str,
+    settings: &Settings,
+    shard: Shard,
+    progress: &Progress,
+) -> Result<Part, ExperimentError> {
+    (find(name)?.part)(settings, shard, progress)
+}
+
+/// Merge the parts of one run (each with the file it came from, for messages) into the outcome
+/// the single run gives. Refuses, in one line, parts of different runs, a shard given twice and
+/// missing shards (naming them).
+pub fn merge(parts: Vec<(String, Part)>) -> Result<Outcome, ExperimentError> {
+    let parts = shard::check(parts).map_err(ExperimentError::Invalid)?;
+    let name = parts[0].1.run.experiment.clone();
+    let entry = find(&name)?;
+    let header = parts[0].1.header.clone();
+    let samples = parts.into_iter().flat_map(|(_, p)| p.samples).collect();
+    (entry.finish)(header, samples)
+}
+
+/// Run the experiment called `name`: shard 1/1, through the same JSON text and merge as a sharded
+/// run, so that merged shards give exactly this.
+pub fn run(name: &str, settings: &Settings, progress: &Progress) -> Result<Outcome, ExperimentError> {
+    let part = run_shard(name, settings, Shard::WHOLE, progress)?;
+    let text = serde_json::to_string(&part).expect("parts serialise");
+    let part: Part = serde_json::from_str(&text).expect("a part reads back");
+    merge(vec![(format!("{name} (whole run)"), part)])
+}
+
+/// Every sample of an opened experiment computed in this process, and its report (the tests'
+/// entry: `run` without the JSON round trip).
+pub fn whole<E: Sharded>(experiment: &E, progress: &Progress) -> Result<E::Report, ExperimentError> {
+    let samples = experiment.run(0..experiment.sample_count(), progress)?;
+    progress.check()?;
+    E::report(experiment.header(), samples)
+}
+
+/// The model and dataset of `settings`, checked to fit each other (one line says how they differ).
+pub fn model_and_data(settings: &Settings) -> Result<(Model, Dataset), ExperimentError> {
+    let model = Model::open(&settings.model)?;
+    let data = Dataset::open(&settings.dataset)?;
+    model.check_dataset(&data).map_err(ExperimentError::Invalid)?;
+    if data.is_empty() {
+        return Err(ExperimentError::Invalid(format!(
+            "dataset {} has no images",
+            data.name
+        )));
+    }
+    Ok((model, data))
+}
+
+/// The count of samples to use: the request (`ALL` = every one of `available`), else `default`,
+/// never more than `available` and at least 1.
+pub fn count(requested: Option<usize>, default: usize, available: usize) -> usize {
+    requested.unwrap_or(default).min(available).max(1)
 }
 
 /// Open the MNIST model an experiment studies and the MNIST test set, checking they fit.

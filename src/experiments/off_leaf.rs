@@ -4,21 +4,29 @@
 //! straight line. The papers' claim: moving orthogonally to the data leaf adds noise but keeps the
 //! accuracy high, while moving along it changes the class.
 
+use std::ops::Range;
+
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::plot::{self, Align, Axes, Canvas, PALETTE};
-use super::{mnist_model, par_map, round, spread, ExperimentError, Progress, Settings};
+use super::shard::Sharded;
+use super::{count, model_and_data, par_map, round, spread, ExperimentError, Progress, Settings};
+use crate::data::Dataset;
 use crate::geometry::{norm, LocalGeometry};
-use crate::model::{argmax, Network};
+use crate::model::{argmax, Model, Network};
 use crate::walk::{l2, Mode, Walk, WalkConfig, DEFAULT_STEP};
+
+/// Test images when `--samples` is not given.
+pub const DEFAULT_SAMPLES: usize = 40;
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub model: String,
-    /// Test images, evenly spread over the MNIST test set.
-    pub samples: usize,
+    pub dataset: String,
+    /// Test images, evenly spread over the dataset.
+    pub samples: Option<usize>,
     /// Path lengths t in pixel units (L2 over pixels in [0, 1]), ascending.
     pub distances: Vec<f32>,
     /// Step length of the re-projected walks.
@@ -30,7 +38,8 @@ impl From<&Settings> for Config {
     fn from(s: &Settings) -> Config {
         Config {
             model: s.model.clone(),
-            samples: s.samples.unwrap_or(40),
+            dataset: s.dataset.clone(),
+            samples: s.samples,
             distances: vec![0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0],
             step: DEFAULT_STEP,
             seed: s.seed,
@@ -39,7 +48,7 @@ impl From<&Settings> for Config {
 }
 
 /// One number per distance for each direction.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct PerDirection {
     pub kernel: Vec<f64>,
     pub leaf: Vec<f64>,
@@ -49,6 +58,7 @@ pub struct PerDirection {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub model: String,
+    pub dataset: String,
     pub samples: usize,
     pub step: f64,
     /// Path length t of each column (pixel units).
@@ -65,16 +75,25 @@ pub struct Report {
     pub example: Vec<Vec<Vec<f32>>>,
     #[serde(skip)]
     pub example_labels: Vec<Vec<(usize, f64)>>,
+    /// (channels, height, width) of the images.
+    #[serde(skip)]
+    pub shape: (usize, usize, usize),
 }
 
+/// The figure's example: the images and the (prediction, probability) at every distance, per
+/// direction.
+type Example = ([Vec<Vec<f32>>; 3], [Vec<(usize, f64)>; 3]);
+
 /// What one image gives at every distance, per direction (kernel, leaf, random).
-struct Sample {
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sample {
     /// 1 when still classified as the label, else 0.
     correct: [Vec<f64>; 3],
     displacement: [Vec<f64>; 3],
     true_prob: [Vec<f64>; 3],
-    images: [Vec<Vec<f32>>; 3],
-    predictions: [Vec<(usize, f64)>; 3],
+    /// The images and (prediction, probability) at every distance, kept for the first sample only
+    /// (the figure's example).
+    example: Option<Example>,
 }
 
 /// Step counts at which each distance is reached.
@@ -119,16 +138,17 @@ fn run_one(
         correct: Default::default(),
         displacement: Default::default(),
         true_prob: Default::default(),
-        images: Default::default(),
-        predictions: Default::default(),
+        example: Some(Default::default()),
     };
     let mut record = |dir: usize, x: &[f32], probs: &[f64]| {
         let pred = argmax(&probs.iter().map(|&p| p as f32).collect::<Vec<_>>());
         out.correct[dir].push(f64::from(u8::from(pred == label)));
         out.displacement[dir].push(l2(x, x0) as f64);
         out.true_prob[dir].push(probs[label]);
-        out.images[dir].push(x.to_vec());
-        out.predictions[dir].push((pred, probs[pred]));
+        if let Some((images, predictions)) = out.example.as_mut() {
+            images[dir].push(x.to_vec());
+            predictions[dir].push((pred, probs[pred]));
+        }
     };
 
     // (a) Kernel: the library's kernel walk (a fixed Gaussian direction projected onto ker G each step).
@@ -189,44 +209,127 @@ fn run_one(
     out
 }
 
-pub fn run(config: &Config, progress: &Progress) -> Result<Report, ExperimentError> {
-    if config.distances.is_empty() || config.distances.windows(2).any(|w| w[1] < w[0]) {
-        return Err(ExperimentError::Invalid("distances must be ascending".into()));
+/// The experiment opened: the model, the dataset and the images to move from.
+pub struct OffLeaf {
+    config: Config,
+    model: Model,
+    data: Dataset,
+    indices: Vec<usize>,
+}
+
+/// What the report needs besides the samples.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Header {
+    pub model: String,
+    pub dataset: String,
+    pub shape: (usize, usize, usize),
+    pub step: f64,
+    pub distances: Vec<f32>,
+}
+
+impl OffLeaf {
+    pub fn new(config: &Config) -> Result<OffLeaf, ExperimentError> {
+        if config.distances.is_empty() || config.distances.windows(2).any(|w| w[1] < w[0]) {
+            return Err(ExperimentError::Invalid("distances must be ascending".into()));
+        }
+        let settings = Settings {
+            model: config.model.clone(),
+            dataset: config.dataset.clone(),
+            ..Settings::default()
+        };
+        let (model, data) = model_and_data(&settings)?;
+        let indices = spread(data.len(), count(config.samples, DEFAULT_SAMPLES, data.len()));
+        Ok(OffLeaf {
+            config: config.clone(),
+            model,
+            data,
+            indices,
+        })
     }
-    let (model, data) = mnist_model(&config.model)?;
-    let indices = spread(data.len(), config.samples.max(1));
-    let steps = checkpoints(config).last().copied().unwrap_or(0) as u64;
-    progress.begin(
-        "off-leaf: kernel and leaf walks",
-        indices.len() as u64 * 2 * (steps + 1),
-    );
-    let samples = par_map(&indices, progress, |&i| {
-        let x0 = data.image(i).expect("index in range");
-        run_one(
-            &model.network,
-            x0,
-            data.labels[i],
-            config,
-            config.seed.wrapping_add(i as u64),
-            progress,
-        )
-    })?;
-    progress.check()?;
-    let accuracy = mean_curves(&samples, |s| &s.correct);
-    let displacement = mean_curves(&samples, |s| &s.displacement);
-    let true_class_prob = mean_curves(&samples, |s| &s.true_prob);
-    let first = &samples[0];
-    Ok(Report {
-        model: model.name().to_string(),
-        samples: samples.len(),
-        step: round(config.step as f64, 6),
-        distances: config.distances.clone(),
-        accuracy,
-        displacement,
-        true_class_prob,
-        example: first.images.to_vec(),
-        example_labels: first.predictions.to_vec(),
-    })
+}
+
+impl Sharded for OffLeaf {
+    const NAME: &'static str = "off-leaf";
+    type Sample = Sample;
+    type Header = Header;
+    type Report = Report;
+
+    fn open(settings: &Settings) -> Result<Self, ExperimentError> {
+        OffLeaf::new(&Config::from(settings))
+    }
+
+    fn header(&self) -> Header {
+        Header {
+            model: self.model.name().to_string(),
+            dataset: self.data.name.clone(),
+            shape: (self.data.channels, self.data.height, self.data.width),
+            step: round(self.config.step as f64, 6),
+            distances: self.config.distances.clone(),
+        }
+    }
+
+    fn sample_count(&self) -> usize {
+        self.indices.len()
+    }
+
+    fn run(&self, range: Range<usize>, progress: &Progress) -> Result<Vec<Sample>, ExperimentError> {
+        let config = &self.config;
+        let steps = checkpoints(config).last().copied().unwrap_or(0) as u64;
+        progress.begin(
+            "off-leaf: kernel and leaf walks",
+            range.len() as u64 * 2 * (steps + 1),
+        );
+        let jobs: Vec<usize> = range.collect();
+        par_map(&jobs, progress, |&k| {
+            let i = self.indices[k];
+            let x0 = self.data.image(i).expect("index in range");
+            let mut sample = run_one(
+                &self.model.network,
+                x0,
+                self.data.labels[i],
+                config,
+                config.seed.wrapping_add(i as u64),
+                progress,
+            );
+            if k > 0 {
+                sample.example = None;
+            }
+            sample
+        })
+    }
+
+    fn report(header: Header, samples: Vec<Sample>) -> Result<Report, ExperimentError> {
+        let accuracy = mean_curves(&samples, |s| &s.correct);
+        let displacement = mean_curves(&samples, |s| &s.displacement);
+        let true_class_prob = mean_curves(&samples, |s| &s.true_prob);
+        let (example, example_labels) = samples[0].example.clone().unwrap_or_default();
+        Ok(Report {
+            model: header.model,
+            dataset: header.dataset,
+            samples: samples.len(),
+            step: header.step,
+            distances: header.distances,
+            accuracy,
+            displacement,
+            true_class_prob,
+            example: example.to_vec(),
+            example_labels: example_labels.to_vec(),
+            shape: header.shape,
+        })
+    }
+
+    fn summary(report: &Report) -> String {
+        report.summary()
+    }
+
+    fn figure(report: &Report) -> Canvas {
+        report.plot()
+    }
+}
+
+/// Run every sample here and make the report.
+pub fn run(config: &Config, progress: &Progress) -> Result<Report, ExperimentError> {
+    super::whole(&OffLeaf::new(config)?, progress)
 }
 
 /// Means over the samples, per direction and distance.
@@ -250,10 +353,11 @@ impl Report {
         let last = self.distances.len() - 1;
         let pct = |v: &[f64]| format!("{:.1} %", 100.0 * v[last]);
         format!(
-            "off-leaf on {} MNIST test images ({}), moving t = {} pixel units:\n  \
+            "off-leaf on {} images of {} ({}), moving t = {} pixel units:\n  \
              accuracy along the kernel {}, along the leaf {}, along a random direction {}\n  \
              (mean distance actually moved: kernel {:.2}, leaf {:.2}, random {:.2})",
             self.samples,
+            self.dataset,
             self.model,
             self.distances[last],
             pct(&self.accuracy.kernel),
@@ -265,16 +369,16 @@ impl Report {
         )
     }
 
-    pub fn plot(&self) -> image::RgbaImage {
+    pub fn plot(&self) -> Canvas {
         let cols = self.distances.len();
         let scale = 2u32;
-        let tile = 28.0 * scale as f32;
+        let tile = self.shape.1.max(self.shape.2) as f32 * scale as f32;
         let grid_left = 560.0;
         let grid_w = cols as f32 * (tile + 8.0);
         let mut c = Canvas::new((grid_left + 110.0 + grid_w) as u32, 470);
         c.title(&format!(
-            "Off the data leaf: accuracy after moving t ({} MNIST test images, {})",
-            self.samples, self.model
+            "Off the data leaf: accuracy after moving t ({} images of {}, {})",
+            self.samples, self.dataset, self.model
         ));
         let tmax = *self.distances.last().unwrap_or(&1.0) as f64;
         let ax = Axes::new(75.0, 60.0, 440.0, 330.0, (0.0, tmax), (0.0, 1.0));
@@ -333,7 +437,7 @@ impl Report {
             );
             for (k, img) in images.iter().enumerate() {
                 let x = grid_left + 110.0 + k as f32 * (tile + 8.0);
-                c.image(img, (1, 28, 28), x, y, scale);
+                c.image(img, self.shape, x, y, scale);
                 let (pred, p) = self.example_labels[row][k];
                 c.text(
                     &format!("{pred} ({p:.2})"),
@@ -355,6 +459,6 @@ impl Report {
                 }
             }
         }
-        c.into_image()
+        c
     }
 }

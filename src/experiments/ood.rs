@@ -1,22 +1,29 @@
-//! `ood`: G's spectrum as an out-of-distribution score. In-distribution: MNIST test images; out:
-//! Fashion-MNIST, uniform noise, the 20 CIFAR-10 images in grey, mirrored MNIST digits. Scores
+//! `ood`: G's spectrum as an out-of-distribution score. In-distribution: the dataset under study
+//! (MNIST test images by default); out: the other sets of `dataset_spectra::comparison_sets`
+//! (Fashion-MNIST, uniform noise, the 20 CIFAR-10 images in grey, mirrored MNIST digits; colour
+//! sets for a colour model). Scores
 //! (higher = more out of distribution): log10 lambda_1 (the top eigenvalue of G), log10 trace G,
 //! and the usual baseline 1 - max_i p_i. The figure of merit is the ROC AUC of each score, MNIST
 //! against each other set: the probability that an outside image scores above an MNIST one.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::plot::{self, Axes, Canvas, PALETTE};
-use super::{dataset_spectra, mnist_model, par_map, roc_auc, round, ExperimentError, Progress, Settings};
+use super::shard::Sharded;
+use super::{dataset_spectra, model_and_data, par_map, roc_auc, round, ExperimentError, Progress, Settings};
+use crate::data::Dataset;
 use crate::geometry::LocalGeometry;
+use crate::model::Model;
 
 pub const SCORES: [&str; 3] = ["log10_lambda_1", "log10_trace", "one_minus_max_prob"];
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub model: String,
+    pub dataset: String,
     /// Images per set (CIFAR-10 has only its 20).
     pub samples: usize,
     pub seed: u64,
@@ -26,10 +33,108 @@ impl From<&Settings> for Config {
     fn from(s: &Settings) -> Config {
         Config {
             model: s.model.clone(),
+            dataset: s.dataset.clone(),
             samples: s.samples.unwrap_or(500),
             seed: s.seed,
         }
     }
+}
+
+/// The experiment opened: the model and every set; its samples are the sets' images, set by set.
+pub struct Ood {
+    model: Model,
+    sets: Vec<Dataset>,
+}
+
+/// What the report needs besides the samples.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Header {
+    pub model: String,
+    /// Each set's name and image count, in sample order; the first is in-distribution.
+    pub sets: Vec<(String, usize)>,
+}
+
+impl Ood {
+    pub fn new(config: &Config) -> Result<Ood, ExperimentError> {
+        let settings = Settings {
+            model: config.model.clone(),
+            dataset: config.dataset.clone(),
+            ..Settings::default()
+        };
+        let (model, data) = model_and_data(&settings)?;
+        // A different uniform-noise seed from dataset-spectra's, so the two experiments are independent.
+        let sets = dataset_spectra::comparison_sets(&data, config.samples, config.seed.wrapping_add(1))?;
+        Ok(Ood { model, sets })
+    }
+}
+
+impl Sharded for Ood {
+    const NAME: &'static str = "ood";
+    /// The three scores of one image.
+    type Sample = [f64; 3];
+    type Header = Header;
+    type Report = Report;
+
+    fn open(settings: &Settings) -> Result<Self, ExperimentError> {
+        Ood::new(&Config::from(settings))
+    }
+
+    fn header(&self) -> Header {
+        Header {
+            model: self.model.name().to_string(),
+            sets: self.sets.iter().map(|s| (s.name.clone(), s.len())).collect(),
+        }
+    }
+
+    fn sample_count(&self) -> usize {
+        self.sets.iter().map(Dataset::len).sum()
+    }
+
+    fn run(&self, range: Range<usize>, progress: &Progress) -> Result<Vec<[f64; 3]>, ExperimentError> {
+        progress.begin("ood: G on every set", range.len() as u64);
+        let mut picks = Vec::with_capacity(range.len());
+        let mut start = 0;
+        for (s, set) in self.sets.iter().enumerate() {
+            for i in 0..set.len() {
+                if range.contains(&(start + i)) {
+                    picks.push((s, i));
+                }
+            }
+            start += set.len();
+        }
+        par_map(&picks, progress, |&(s, i)| {
+            let geo = LocalGeometry::at(&self.model.network, self.sets[s].image(i).expect("in range"));
+            progress.advance(1);
+            [
+                geo.eigenvalues[0].max(1e-300).log10(),
+                geo.trace.max(1e-300).log10(),
+                1.0 - geo.max_prob(),
+            ]
+        })
+    }
+
+    fn report(header: Header, samples: Vec<[f64; 3]>) -> Result<Report, ExperimentError> {
+        let mut samples = samples.into_iter();
+        let values: Vec<(String, Vec<[f64; 3]>)> = header
+            .sets
+            .into_iter()
+            .map(|(name, count)| (name, samples.by_ref().take(count).collect()))
+            .collect();
+        Ok(report(header.model, values))
+    }
+
+    fn summary(report: &Report) -> String {
+        report.summary()
+    }
+
+    fn figure(report: &Report) -> Canvas {
+        report.plot()
+    }
+}
+
+/// Run every sample here and make the report.
+pub fn run(config: &Config, progress: &Progress) -> Result<Report, ExperimentError> {
+    super::whole(&Ood::new(config)?, progress)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -75,26 +180,7 @@ pub fn roc_curve(positives: &[f64], negatives: &[f64]) -> Vec<(f64, f64)> {
     out
 }
 
-pub fn run(config: &Config, progress: &Progress) -> Result<Report, ExperimentError> {
-    let (model, mnist) = mnist_model(&config.model)?;
-    // A different uniform-noise seed from dataset-spectra's, so the two experiments are independent.
-    let sets = dataset_spectra::comparison_sets(&mnist, config.samples, config.seed.wrapping_add(1))?;
-    let total: usize = sets.iter().map(|s| s.len()).sum();
-    progress.begin("ood: G on every set", total as u64);
-    let mut values = Vec::new();
-    for set in &sets {
-        let indices: Vec<usize> = (0..set.len()).collect();
-        let rows = par_map(&indices, progress, |&i| {
-            let geo = LocalGeometry::at(&model.network, set.image(i).expect("in range"));
-            progress.advance(1);
-            [
-                geo.eigenvalues[0].max(1e-300).log10(),
-                geo.trace.max(1e-300).log10(),
-                1.0 - geo.max_prob(),
-            ]
-        })?;
-        values.push((set.name.clone(), rows));
-    }
+fn report(model: String, values: Vec<(String, Vec<[f64; 3]>)>) -> Report {
     let inside = &values[0];
     let mut auc = BTreeMap::new();
     for (name, rows) in &values[1..] {
@@ -106,14 +192,14 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Report, ExperimentErr
         }
         auc.insert(name.clone(), per);
     }
-    Ok(Report {
-        model: model.name().to_string(),
+    Report {
+        model,
         in_distribution: inside.0.clone(),
         counts: values.iter().map(|(n, r)| (n.clone(), r.len())).collect(),
         scores: SCORES.to_vec(),
         auc,
         values,
-    })
+    }
 }
 
 impl Report {
@@ -139,7 +225,7 @@ impl Report {
         out.trim_end().to_string()
     }
 
-    pub fn plot(&self) -> image::RgbaImage {
+    pub fn plot(&self) -> Canvas {
         let mut c = Canvas::new(1260, 445);
         c.title(&format!(
             "Out-of-distribution detection with G ({}): ROC, {} = negative, other sets = positive",
@@ -151,6 +237,7 @@ impl Report {
             "baseline: 1 − max p",
         ];
         let ticks = plot::nice_ticks(0.0, 1.0, 5);
+        let flagged = format!("false positive rate ({} flagged)", self.in_distribution);
         for (s, score) in SCORES.iter().enumerate() {
             let ax = Axes::new(
                 80.0 + s as f32 * 410.0,
@@ -160,14 +247,7 @@ impl Report {
                 (0.0, 1.0),
                 (0.0, 1.0),
             );
-            ax.frame(
-                &mut c,
-                titles[s],
-                "false positive rate (MNIST flagged)",
-                "true positive rate",
-                &ticks,
-                &ticks,
-            );
+            ax.frame(&mut c, titles[s], &flagged, "true positive rate", &ticks, &ticks);
             let (a, b) = (ax.px(0.0, 0.0), ax.px(1.0, 1.0));
             c.dashed_line(a, b, 1.0, 5.0, plot::GREY);
             let neg: Vec<f64> = self.values[0].1.iter().map(|r| r[s]).collect();
@@ -180,6 +260,6 @@ impl Report {
             }
             c.legend(ax.left + 95.0, ax.top + 235.0, &entries, 12.0);
         }
-        c.into_image()
+        c
     }
 }

@@ -1,8 +1,14 @@
-//! Small plotting on `image::RgbaImage` for the experiments' figures: axes with ticks, lines, box
-//! plots, heat maps, legends and image tiles, with text in the bundled DejaVu Sans (`export::FONT`),
-//! so a figure never needs a system font.
+//! Small plotting for the experiments' figures: axes with ticks, lines, box plots, heat maps,
+//! legends and image tiles. A `Canvas` draws each primitive twice over: at once into an
+//! anti-aliased raster (the PNG and the app's texture), with text in the bundled DejaVu Sans
+//! (`export::FONT`) so a figure never needs a system font; and into a list of shapes that
+//! `to_svg` replays onto plotters' SVG back end, for a vector figure of the same layout (the SVG
+//! names DejaVu Sans for its text, with sans-serif as the fallback).
 
 use image::{Rgba, RgbaImage};
+use plotters::prelude::{DrawingBackend, SVGBackend};
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use plotters::style::{FontDesc, FontFamily, FontStyle, FontTransform, RGBColor, ShapeStyle, TextStyle};
 
 pub type Colour = [u8; 3];
 
@@ -31,15 +37,56 @@ pub enum Align {
     Right,
 }
 
+/// One drawn primitive, kept for the SVG.
+#[derive(Debug, Clone)]
+enum Shape {
+    Line {
+        a: (f32, f32),
+        b: (f32, f32),
+        width: f32,
+        colour: Colour,
+    },
+    Rect {
+        x0: f32,
+        y0: f32,
+        x1: f32,
+        y1: f32,
+        colour: Colour,
+    },
+    Disc {
+        centre: (f32, f32),
+        radius: f32,
+        colour: Colour,
+    },
+    Text {
+        text: String,
+        x: f32,
+        y: f32,
+        size: f32,
+        colour: Colour,
+        align: Align,
+        vertical: bool,
+    },
+    Image {
+        rgb: Vec<Colour>,
+        width: usize,
+        x0: f32,
+        y0: f32,
+        scale: u32,
+    },
+}
+
 /// A white picture to draw on, in pixel coordinates (y down).
 pub struct Canvas {
     pub img: RgbaImage,
+    shapes: Vec<Shape>,
 }
 
 impl Canvas {
     pub fn new(width: u32, height: u32) -> Canvas {
         Canvas {
             img: RgbaImage::from_pixel(width, height, Rgba([255, 255, 255, 255])),
+            shapes: Vec::new(),
         }
     }
 
@@ -69,6 +116,13 @@ impl Canvas {
 
     /// Fill the pixels whose centres lie in [x0, x1) x [y0, y1).
     pub fn fill_rect(&mut self, x0: f32, y0: f32, x1: f32, y1: f32, colour: Colour) {
+        self.shapes.push(Shape::Rect {
+            x0,
+            y0,
+            x1,
+            y1,
+            colour,
+        });
         let (xa, xb) = (x0.min(x1).round() as i64, x0.max(x1).round() as i64);
         let (ya, yb) = (y0.min(y1).round() as i64, y0.max(y1).round() as i64);
         for y in ya..yb {
@@ -87,6 +141,11 @@ impl Canvas {
 
     /// An anti-aliased segment of the given width (coverage from the distance to the segment).
     pub fn line(&mut self, a: (f32, f32), b: (f32, f32), width: f32, colour: Colour) {
+        self.shapes.push(Shape::Line { a, b, width, colour });
+        self.raster_line(a, b, width, colour);
+    }
+
+    fn raster_line(&mut self, a: (f32, f32), b: (f32, f32), width: f32, colour: Colour) {
         if !(a.0.is_finite() && a.1.is_finite() && b.0.is_finite() && b.1.is_finite()) {
             return;
         }
@@ -127,7 +186,12 @@ impl Canvas {
 
     /// A filled anti-aliased disc.
     pub fn disc(&mut self, centre: (f32, f32), radius: f32, colour: Colour) {
-        self.line(centre, centre, 2.0 * radius, colour);
+        self.shapes.push(Shape::Disc {
+            centre,
+            radius,
+            colour,
+        });
+        self.raster_line(centre, centre, 2.0 * radius, colour);
     }
 
     /// Width in pixels of `text` at `size` px.
@@ -137,6 +201,15 @@ impl Canvas {
 
     /// Draw `text` with its vertical middle at `y`, aligned on `x` as `align` says.
     pub fn text(&mut self, text: &str, x: f32, y: f32, size: f32, colour: Colour, align: Align) {
+        self.shapes.push(Shape::Text {
+            text: text.into(),
+            x,
+            y,
+            size,
+            colour,
+            align,
+            vertical: false,
+        });
         let width = self.text_width(text, size);
         let left = match align {
             Align::Left => x,
@@ -152,6 +225,15 @@ impl Canvas {
 
     /// Text turned a quarter counter-clockwise (reading upward), centred on (x, y): y-axis labels.
     pub fn vertical_text(&mut self, text: &str, x: f32, y: f32, size: f32, colour: Colour) {
+        self.shapes.push(Shape::Text {
+            text: text.into(),
+            x,
+            y,
+            size,
+            colour,
+            align: Align::Centre,
+            vertical: true,
+        });
         let w = self.text_width(text, size).ceil() as u32 + 4;
         let h = (size * 1.4).ceil() as u32;
         let mut tmp = Canvas::new(w, h);
@@ -170,6 +252,7 @@ impl Canvas {
     pub fn image(&mut self, pixels: &[f32], shape: (usize, usize, usize), x0: f32, y0: f32, scale: u32) {
         let (channels, height, width) = shape;
         let plane = height * width;
+        let mut rgb = Vec::with_capacity(plane);
         for y in 0..height {
             for x in 0..width {
                 let at = |c: usize| {
@@ -177,6 +260,7 @@ impl Canvas {
                     (v.clamp(0.0, 1.0) * 255.0).round() as u8
                 };
                 let colour = [at(0), at(1), at(2)];
+                rgb.push(colour);
                 for dy in 0..scale {
                     for dx in 0..scale {
                         self.blend(
@@ -189,6 +273,13 @@ impl Canvas {
                 }
             }
         }
+        self.shapes.push(Shape::Image {
+            rgb,
+            width,
+            x0,
+            y0,
+            scale,
+        });
     }
 
     /// A title centred across the top of the canvas.
@@ -211,6 +302,171 @@ impl Canvas {
             .save(path)
             .map_err(|e| format!("{}: cannot write the plot: {e}", path.display()))
     }
+
+    /// The figure as SVG: every primitive replayed onto plotters' SVG back end, in drawing order.
+    /// Joined segments of one style become one path; image tiles become one rectangle per run of
+    /// equal pixels in a row.
+    pub fn to_svg(&self) -> String {
+        let mut out = String::new();
+        {
+            let mut svg = SVGBackend::with_string(&mut out, (self.img.width(), self.img.height()));
+            // Drawing into a String cannot fail; a failed primitive would only be missing.
+            let _ = replay(&self.shapes, &mut svg, self.img.dimensions());
+            let _ = svg.present();
+        }
+        out
+    }
+}
+
+fn rgb(c: Colour) -> RGBColor {
+    RGBColor(c[0], c[1], c[2])
+}
+
+fn px(v: f32) -> i32 {
+    v.round() as i32
+}
+
+fn stroke(colour: Colour, width: f32) -> ShapeStyle {
+    ShapeStyle {
+        color: rgb(colour).into(),
+        filled: false,
+        stroke_width: width.round().max(1.0) as u32,
+    }
+}
+
+fn fill(colour: Colour) -> ShapeStyle {
+    ShapeStyle {
+        color: rgb(colour).into(),
+        filled: true,
+        stroke_width: 1,
+    }
+}
+
+/// The SVG font size (px per em) that matches the raster's `size` (ab_glyph's PxScale is the
+/// height from descender to ascender, not the em).
+fn em_of(size: f32) -> f32 {
+    use ab_glyph::{Font, FontRef};
+    let font = FontRef::try_from_slice(crate::export::FONT).expect("the bundled font parses");
+    let per_em = font.units_per_em().unwrap_or(2048.0);
+    size * per_em / font.height_unscaled()
+}
+
+fn replay<B: DrawingBackend>(shapes: &[Shape], out: &mut B, (width, height): (u32, u32)) -> Option<()> {
+    out.draw_rect((0, 0), (width as i32, height as i32), &fill(WHITE), true)
+        .ok()?;
+    let mut k = 0;
+    while k < shapes.len() {
+        match &shapes[k] {
+            Shape::Line { a, width, colour, .. } => {
+                // Gather the segments that continue this one in the same style into a path.
+                let mut points = vec![(px(a.0), px(a.1))];
+                while let Some(Shape::Line {
+                    a,
+                    b,
+                    width: w,
+                    colour: c,
+                }) = shapes.get(k)
+                {
+                    let last = *points.last().expect("non-empty");
+                    if w != width || c != colour || (points.len() > 1 && (px(a.0), px(a.1)) != last) {
+                        break;
+                    }
+                    points.push((px(b.0), px(b.1)));
+                    k += 1;
+                }
+                out.draw_path(points, &stroke(*colour, *width)).ok()?;
+                continue;
+            }
+            Shape::Rect {
+                x0,
+                y0,
+                x1,
+                y1,
+                colour,
+            } => out
+                .draw_rect(
+                    (px(x0.min(*x1)), px(y0.min(*y1))),
+                    (px(x0.max(*x1)), px(y0.max(*y1))),
+                    &fill(*colour),
+                    true,
+                )
+                .ok()?,
+            Shape::Disc {
+                centre,
+                radius,
+                colour,
+            } => out
+                .draw_circle(
+                    (px(centre.0), px(centre.1)),
+                    radius.round().max(1.0) as u32,
+                    &fill(*colour),
+                    true,
+                )
+                .ok()?,
+            Shape::Text {
+                text,
+                x,
+                y,
+                size,
+                colour,
+                align,
+                vertical,
+            } => {
+                let em = em_of(*size);
+                // plotters writes font-size = size / 1.24 and puts the baseline 0.76 em below a
+                // top-anchored point; the raster's baseline is 0.36 size below y.
+                let h = match align {
+                    Align::Left => HPos::Left,
+                    Align::Centre => HPos::Center,
+                    Align::Right => HPos::Right,
+                };
+                let shift = 0.36 * size - 0.76 * em;
+                let font = FontDesc::new(
+                    FontFamily::Name("DejaVu Sans, sans-serif"),
+                    (em * 1.24) as f64,
+                    FontStyle::Normal,
+                );
+                let ink = rgb(*colour);
+                let mut style = TextStyle::from(font).color(&ink).pos(Pos::new(h, VPos::Top));
+                let at = if *vertical {
+                    style = style.transform(FontTransform::Rotate270);
+                    (px(x + shift), px(*y))
+                } else {
+                    (px(*x), px(y + shift))
+                };
+                out.draw_text(text, &style, at).ok()?;
+            }
+            Shape::Image {
+                rgb: pixels,
+                width,
+                x0,
+                y0,
+                scale,
+            } => {
+                let s = *scale as i32;
+                for (row, line) in pixels.chunks(*width).enumerate() {
+                    let mut start = 0;
+                    while start < line.len() {
+                        let mut end = start + 1;
+                        while end < line.len() && line[end] == line[start] {
+                            end += 1;
+                        }
+                        let (left, top) = (px(*x0) + start as i32 * s, px(*y0) + row as i32 * s);
+                        out.draw_rect(
+                            (left, top),
+                            (left + (end - start) as i32 * s, top + s),
+                            &fill(line[start]),
+                            true,
+                        )
+                        .ok()?;
+                        start = end;
+                    }
+                }
+            }
+        }
+        k += 1;
+    }
+    Some(())
 }
 
 /// Tick positions with their labels.

@@ -3,19 +3,21 @@
 //! point: G vanishes as the model becomes certain, |G| <= (1 - sum p_i^2) |J|^2 ("information is
 //! lost at equilibrium").
 
-use std::path::PathBuf;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::plot::{self, median, Align, Axes, Canvas, PALETTE};
+use super::shard::Sharded;
 use super::{log10_floor, par_map, round, ExperimentError, Progress, Settings};
 use crate::data::Dataset;
 use crate::geometry::LocalGeometry;
-use crate::model::{models_dir, Model};
+use crate::model::{models_dir, Model, DEFAULT_MODEL};
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The first `images` MNIST test images.
+    /// The first `images` images of the dataset (MNIST test by default).
     pub images: usize,
     /// Checkpoints in training order.
     pub checkpoints: Vec<PathBuf>,
@@ -30,11 +32,39 @@ pub fn lenet_series() -> Vec<PathBuf> {
         .collect()
 }
 
+/// The checkpoints `--model` names: the shipped LeNet series for the default model, or every
+/// `*.json` model in a folder, in file-name order. One model is no series: the line says so.
+pub fn series(spec: &str) -> Result<Vec<PathBuf>, ExperimentError> {
+    if spec == DEFAULT_MODEL {
+        return Ok(lenet_series());
+    }
+    let dir = Path::new(spec);
+    if !dir.is_dir() {
+        return Err(ExperimentError::Invalid(format!(
+            "training does not apply to {spec}: it needs a checkpoint series, a folder of models \
+             (NAME.json + weights) in training order by file name, not one model"
+        )));
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| ExperimentError::Invalid(format!("{spec}: cannot read the folder: {e}")))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")))
+        .collect();
+    files.sort();
+    if files.len() < 2 {
+        return Err(ExperimentError::Invalid(format!(
+            "training does not apply to {spec}: a series needs at least two checkpoints (NAME.json), found {}",
+            files.len()
+        )));
+    }
+    Ok(files)
+}
+
 impl From<&Settings> for Config {
     fn from(s: &Settings) -> Config {
         Config {
             images: s.samples.unwrap_or(1000),
-            checkpoints: lenet_series(),
+            checkpoints: series(&s.model).unwrap_or_default(),
         }
     }
 }
@@ -42,6 +72,7 @@ impl From<&Settings> for Config {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub model: String,
+    pub dataset: String,
     pub images: usize,
     pub epochs: Vec<usize>,
     /// From each checkpoint's training record (the full MNIST test set).
@@ -58,71 +89,162 @@ pub struct Report {
     pub mean_uncertainty: Vec<f64>,
 }
 
-pub fn run(config: &Config, progress: &Progress) -> Result<Report, ExperimentError> {
-    let data = Dataset::open("mnist")?;
-    let count = config.images.clamp(1, data.len());
-    let indices: Vec<usize> = (0..count).collect();
-    progress.begin(
-        "training: G over the checkpoints",
-        (count * config.checkpoints.len()) as u64,
-    );
-    let mut r = Report {
-        model: String::new(),
-        images: count,
-        epochs: Vec::new(),
-        test_accuracy: Vec::new(),
-        mean_trace: Vec::new(),
-        median_log10_trace: Vec::new(),
-        mean_rank: Vec::new(),
-        mean_rank_float32: Vec::new(),
-        mean_lambda_1: Vec::new(),
-        mean_uncertainty: Vec::new(),
-    };
-    for (k, path) in config.checkpoints.iter().enumerate() {
-        let model = Model::load(path)?;
-        model.check_dataset(&data).map_err(ExperimentError::Invalid)?;
-        if k == 0 {
-            r.model = model.name().to_string();
+/// The experiment opened: every checkpoint and the dataset; its samples are (checkpoint, image)
+/// pairs, checkpoint by checkpoint.
+pub struct Training {
+    models: Vec<Model>,
+    data: Dataset,
+    images: usize,
+    header: Header,
+}
+
+/// What the report needs besides the samples.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Header {
+    pub model: String,
+    pub dataset: String,
+    pub images: usize,
+    pub epochs: Vec<usize>,
+    pub test_accuracy: Vec<f64>,
+}
+
+/// What one image gives at one checkpoint: trace, rank, rank at the float32 tolerance, lambda_1,
+/// 1 - sum p_i^2.
+pub type Sample = (f64, f64, f64, f64, f64);
+
+impl Training {
+    pub fn new(config: &Config, dataset: &str) -> Result<Training, ExperimentError> {
+        if config.checkpoints.is_empty() {
+            return Err(ExperimentError::Invalid(
+                "training needs a checkpoint series".into(),
+            ));
         }
-        let n = data.image_len() as f64;
-        let rows = par_map(&indices, progress, |&i| {
-            let geo = LocalGeometry::at(&model.network, data.image(i).expect("in range"));
-            progress.advance(1);
-            let top = geo.eigenvalues[0];
-            let rank32 = geo
-                .eigenvalues
-                .iter()
-                .filter(|&&l| top > 0.0 && l > n * f32::EPSILON as f64 * top)
-                .count();
-            let uncertainty = 1.0 - geo.probs.iter().map(|p| p * p).sum::<f64>();
-            (geo.trace, geo.rank as f64, rank32 as f64, top, uncertainty)
-        })?;
-        let mean =
-            |f: fn(&(f64, f64, f64, f64, f64)) -> f64| rows.iter().map(f).sum::<f64>() / rows.len() as f64;
-        let (record, accuracy) = match &model.arch.training {
-            Some(t) => (t.epoch, t.test_accuracy as f64),
-            None => (k, model.accuracy(&data)),
+        let data = Dataset::open(dataset)?;
+        let images = config.images.clamp(1, data.len());
+        let mut models = Vec::new();
+        let (mut epochs, mut test_accuracy) = (Vec::new(), Vec::new());
+        for (k, path) in config.checkpoints.iter().enumerate() {
+            let model = Model::load(path)?;
+            model.check_dataset(&data).map_err(ExperimentError::Invalid)?;
+            let (record, accuracy) = match &model.arch.training {
+                Some(t) => (t.epoch, t.test_accuracy as f64),
+                None => (k, model.accuracy(&data)),
+            };
+            epochs.push(record);
+            test_accuracy.push(round(accuracy, 4));
+            models.push(model);
+        }
+        let header = Header {
+            model: models[0].name().to_string(),
+            dataset: data.name.clone(),
+            images,
+            epochs,
+            test_accuracy,
         };
-        r.epochs.push(record);
-        r.test_accuracy.push(round(accuracy, 4));
-        r.mean_trace.push(mean(|t| t.0));
-        r.median_log10_trace.push(round(
-            median(&rows.iter().map(|t| log10_floor(t.0)).collect::<Vec<_>>()),
-            3,
-        ));
-        r.mean_rank.push(round(mean(|t| t.1), 3));
-        r.mean_rank_float32.push(round(mean(|t| t.2), 3));
-        r.mean_lambda_1.push(mean(|t| t.3));
-        r.mean_uncertainty.push(mean(|t| t.4));
+        Ok(Training {
+            models,
+            data,
+            images,
+            header,
+        })
     }
-    Ok(r)
+}
+
+impl Sharded for Training {
+    const NAME: &'static str = "training";
+    type Sample = Sample;
+    type Header = Header;
+    type Report = Report;
+
+    fn open(settings: &Settings) -> Result<Self, ExperimentError> {
+        series(&settings.model)?;
+        Training::new(&Config::from(settings), &settings.dataset)
+    }
+
+    fn header(&self) -> Header {
+        self.header.clone()
+    }
+
+    fn sample_count(&self) -> usize {
+        self.models.len() * self.images
+    }
+
+    fn run(&self, range: Range<usize>, progress: &Progress) -> Result<Vec<Sample>, ExperimentError> {
+        progress.begin("training: G over the checkpoints", range.len() as u64);
+        let n = self.data.image_len() as f64;
+        let mut out = Vec::with_capacity(range.len());
+        for (k, model) in self.models.iter().enumerate() {
+            // This checkpoint's images that fall in the range.
+            let lo = range.start.max(k * self.images);
+            let hi = range.end.min((k + 1) * self.images);
+            if lo >= hi {
+                continue;
+            }
+            let indices: Vec<usize> = (lo - k * self.images..hi - k * self.images).collect();
+            out.extend(par_map(&indices, progress, |&i| {
+                let geo = LocalGeometry::at(&model.network, self.data.image(i).expect("in range"));
+                progress.advance(1);
+                let top = geo.eigenvalues[0];
+                let rank32 = geo
+                    .eigenvalues
+                    .iter()
+                    .filter(|&&l| top > 0.0 && l > n * f32::EPSILON as f64 * top)
+                    .count();
+                let uncertainty = 1.0 - geo.probs.iter().map(|p| p * p).sum::<f64>();
+                (geo.trace, geo.rank as f64, rank32 as f64, top, uncertainty)
+            })?);
+        }
+        Ok(out)
+    }
+
+    fn report(header: Header, samples: Vec<Sample>) -> Result<Report, ExperimentError> {
+        let mut r = Report {
+            model: header.model,
+            dataset: header.dataset,
+            images: header.images,
+            epochs: header.epochs,
+            test_accuracy: header.test_accuracy,
+            mean_trace: Vec::new(),
+            median_log10_trace: Vec::new(),
+            mean_rank: Vec::new(),
+            mean_rank_float32: Vec::new(),
+            mean_lambda_1: Vec::new(),
+            mean_uncertainty: Vec::new(),
+        };
+        for rows in samples.chunks(header.images.max(1)) {
+            let mean = |f: fn(&Sample) -> f64| rows.iter().map(f).sum::<f64>() / rows.len() as f64;
+            r.mean_trace.push(mean(|t| t.0));
+            r.median_log10_trace.push(round(
+                median(&rows.iter().map(|t| log10_floor(t.0)).collect::<Vec<_>>()),
+                3,
+            ));
+            r.mean_rank.push(round(mean(|t| t.1), 3));
+            r.mean_rank_float32.push(round(mean(|t| t.2), 3));
+            r.mean_lambda_1.push(mean(|t| t.3));
+            r.mean_uncertainty.push(mean(|t| t.4));
+        }
+        Ok(r)
+    }
+
+    fn summary(report: &Report) -> String {
+        report.summary()
+    }
+
+    fn figure(report: &Report) -> Canvas {
+        report.plot()
+    }
+}
+
+/// Run every sample here (on the MNIST test set) and make the report.
+pub fn run(config: &Config, progress: &Progress) -> Result<Report, ExperimentError> {
+    super::whole(&Training::new(config, crate::data::DEFAULT_DATASET)?, progress)
 }
 
 impl Report {
     pub fn summary(&self) -> String {
         let mut out = format!(
-            "training: G on the first {} MNIST test images at each checkpoint of {}\n  epoch  test acc  mean trace  median log10 trace  mean rank  rank (float32 tol)  mean 1-sum p^2\n",
-            self.images, self.model
+            "training: G on the first {} images of {} at each checkpoint of {}\n  epoch  test acc  mean trace  median log10 trace  mean rank  rank (float32 tol)  mean 1-sum p^2\n",
+            self.images, self.dataset, self.model
         );
         for k in 0..self.epochs.len() {
             out += &format!(
@@ -139,11 +261,11 @@ impl Report {
         out.trim_end().to_string()
     }
 
-    pub fn plot(&self) -> image::RgbaImage {
+    pub fn plot(&self) -> Canvas {
         let mut c = Canvas::new(1200, 430);
         c.title(&format!(
-            "G during training: {} checkpoints, first {} MNIST test images",
-            self.model, self.images
+            "G during training: {} checkpoints, first {} images of {}",
+            self.model, self.images, self.dataset
         ));
         // Checkpoints are evenly spaced on the x axis, labelled by epoch.
         let n = self.epochs.len();
@@ -219,14 +341,18 @@ impl Report {
             ],
             13.0,
         );
+        let epochs: Vec<String> = self.epochs.iter().map(|e| e.to_string()).collect();
         c.text(
-            "x axis: the shipped checkpoints (epochs 0, 1, 2, 5, 10, 20, 30), evenly spaced",
+            &format!(
+                "x axis: the checkpoints (epochs {}), evenly spaced",
+                epochs.join(", ")
+            ),
             600.0,
             415.0,
             12.0,
             plot::GREY,
             Align::Centre,
         );
-        c.into_image()
+        c
     }
 }
