@@ -34,6 +34,9 @@ pub struct BenchArgs {
     /// time and peak memory per step (the README's scaling table).
     #[arg(long)]
     pub sizes: bool,
+    /// With --sizes, only the rows whose model name contains this (e.g. "resnet", "imagenet").
+    #[arg(long, value_name = "TEXT")]
+    pub only: Option<String>,
 }
 
 /// Median wall time of `f` in milliseconds over `runs` calls, after `warmup` untimed calls.
@@ -286,7 +289,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let resnets = zoo::SCALING_RESNETS
             .iter()
             .map(|&(name, input, classes)| zoo::scaling_resnet(name, input, classes, 0));
-        for (arch, weights) in vggs.chain(resnets) {
+        let wanted = |arch: &Architecture| args.only.as_ref().is_none_or(|t| arch.name.contains(t.as_str()));
+        for (arch, weights) in vggs.chain(resnets).filter(|(a, _)| wanted(a)) {
             let row = scaling_row(&arch, &weights, runs, rates)?;
             if !args.json {
                 print_row(&row);

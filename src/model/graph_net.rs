@@ -982,6 +982,14 @@ impl GraphNet {
     }
 }
 
+/// Output columns ow whose input column ow s + kj d - pad lies inside the image.
+fn valid_columns(c: &Conv, kj: usize) -> std::ops::Range<usize> {
+    let offset = kj * c.dilation[1];
+    let first = c.pads[1].saturating_sub(offset).div_ceil(c.stride[1]);
+    let last = (c.win + c.pads[1]).saturating_sub(offset).div_ceil(c.stride[1]).min(c.wout);
+    first.min(last)..last
+}
+
 /// Unfold the group `grp` of one image: cols[(ci kh + ki) kw + kj][oh wout + ow] = x[ci][ih][iw] with
 /// ih = oh s + ki d - pad (0 outside the image).
 fn im2col(c: &Conv, x: &[f32], grp: usize, cols: &mut [f32]) {
@@ -992,21 +1000,24 @@ fn im2col(c: &Conv, x: &[f32], grp: usize, cols: &mut [f32]) {
         for ki in 0..c.kh {
             for kj in 0..c.kw {
                 let row = &mut cols[((ci * c.kh + ki) * c.kw + kj) * hw..][..hw];
+                let valid = valid_columns(c, kj);
                 for oh in 0..c.hout {
                     let ih = (oh * c.stride[0] + ki * c.dilation[0]) as isize - c.pads[0] as isize;
                     let out = &mut row[oh * c.wout..(oh + 1) * c.wout];
-                    if ih < 0 || ih >= c.hin as isize {
+                    if ih < 0 || ih >= c.hin as isize || valid.is_empty() {
                         out.fill(0.0);
                         continue;
                     }
                     let src = &plane[ih as usize * c.win..][..c.win];
-                    for (ow, o) in out.iter_mut().enumerate() {
-                        let iw = (ow * c.stride[1] + kj * c.dilation[1]) as isize - c.pads[1] as isize;
-                        *o = if iw < 0 || iw >= c.win as isize {
-                            0.0
-                        } else {
-                            src[iw as usize]
-                        };
+                    out[..valid.start].fill(0.0);
+                    out[valid.end..].fill(0.0);
+                    let iw0 = valid.start * c.stride[1] + kj * c.dilation[1] - c.pads[1];
+                    if c.stride[1] == 1 {
+                        out[valid.clone()].copy_from_slice(&src[iw0..iw0 + valid.len()]);
+                    } else {
+                        for (k, o) in out[valid.clone()].iter_mut().enumerate() {
+                            *o = src[iw0 + k * c.stride[1]];
+                        }
                     }
                 }
             }
@@ -1023,16 +1034,23 @@ fn col2im(c: &Conv, cols: &[f32], ld: usize, col0: usize, grp: usize, dx: &mut [
         for ki in 0..c.kh {
             for kj in 0..c.kw {
                 let row = &cols[((ci * c.kh + ki) * c.kw + kj) * ld + col0..];
+                let valid = valid_columns(c, kj);
+                if valid.is_empty() {
+                    continue;
+                }
+                let iw0 = valid.start * c.stride[1] + kj * c.dilation[1] - c.pads[1];
                 for oh in 0..c.hout {
                     let ih = (oh * c.stride[0] + ki * c.dilation[0]) as isize - c.pads[0] as isize;
                     if ih < 0 || ih >= c.hin as isize {
                         continue;
                     }
                     let dst = &mut plane[ih as usize * c.win..][..c.win];
-                    for ow in 0..c.wout {
-                        let iw = (ow * c.stride[1] + kj * c.dilation[1]) as isize - c.pads[1] as isize;
-                        if iw >= 0 && iw < c.win as isize {
-                            dst[iw as usize] += row[oh * c.wout + ow];
+                    let src = &row[oh * c.wout + valid.start..oh * c.wout + valid.end];
+                    if c.stride[1] == 1 {
+                        dst[iw0..iw0 + src.len()].iter_mut().zip(src).for_each(|(d, v)| *d += v);
+                    } else {
+                        for (k, v) in src.iter().enumerate() {
+                            dst[iw0 + k * c.stride[1]] += v;
                         }
                     }
                 }
