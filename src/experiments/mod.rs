@@ -12,6 +12,7 @@ pub mod leaves;
 pub mod off_leaf;
 pub mod ood;
 pub mod plot;
+pub mod same_leaf;
 pub mod sets;
 pub mod training;
 
@@ -25,7 +26,7 @@ use crate::data::{DataError, Dataset};
 use crate::model::{Model, ModelError, DEFAULT_MODEL};
 
 /// The experiments by their command-line names, in the order the README presents them.
-pub const NAMES: [&str; 7] = [
+pub const NAMES: [&str; 8] = [
     "off-leaf",
     "leaves",
     "training",
@@ -33,6 +34,7 @@ pub const NAMES: [&str; 7] = [
     "involutivity",
     "denoise",
     "ood",
+    "same-leaf",
 ];
 
 /// The claim each experiment checks, in a line (for help texts and the app's tab).
@@ -45,6 +47,7 @@ pub fn claim(name: &str) -> Option<&'static str> {
         "involutivity" => "for a ReLU network D_x is involutive almost everywhere; with sigmoid or GELU it is not",
         "denoise" => "projecting a noisy image onto the data leaf (a leaf walk from its nearest clean image) denoises it",
         "ood" => "the top eigenvalue of G scores out-of-distribution inputs",
+        "same-leaf" => "the data lie on one leaf: a search strictly along the leaves joins clean pairs and not noisy ones",
         _ => return None,
     })
 }
@@ -60,6 +63,7 @@ pub fn default_samples(name: &str) -> Option<usize> {
         "involutivity" => involutivity::Config::from(s).points,
         "denoise" => denoise::Config::from(s).samples,
         "ood" => ood::Config::from(s).samples,
+        "same-leaf" => same_leaf::Config::from(s).pairs,
         _ => return None,
     })
 }
@@ -237,6 +241,10 @@ pub fn run(name: &str, settings: &Settings, progress: &Progress) -> Result<Outco
         "ood" => {
             let r = ood::run(&ood::Config::from(settings), progress)?;
             pack(name, r, ood::Report::summary, ood::Report::plot)
+        }
+        "same-leaf" => {
+            let r = same_leaf::run(&same_leaf::Config::from(settings), progress)?;
+            pack(name, r, same_leaf::Report::summary, same_leaf::Report::plot)
         }
         _ => unreachable!("every name in NAMES has a branch"),
     })
