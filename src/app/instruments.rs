@@ -173,7 +173,9 @@ struct ChartShown {
 
 pub struct InstrumentsView {
     pub open: bool,
+    /// Two workers, so a chart (seconds) never holds up the live directions (milliseconds).
     worker: Option<Worker>,
+    chart_worker: Option<Worker>,
     directions: [Option<Shown>; 2],
     /// The key last asked for, per lane, so each frame is asked once.
     asked: [Option<Key>; 2],
@@ -195,6 +197,7 @@ impl Default for InstrumentsView {
         InstrumentsView {
             open: false,
             worker: None,
+            chart_worker: None,
             directions: [None, None],
             asked: [None, None],
             chart_lane: Lane::Leaf,
@@ -257,8 +260,11 @@ impl InstrumentsView {
     }
 
     fn receive(&mut self, ctx: &egui::Context, shape: Shape, classes: &[String]) {
-        let Some(worker) = &self.worker else { return };
-        let replies: Vec<Done> = worker.rx.try_iter().collect();
+        let replies: Vec<Done> = [&self.worker, &self.chart_worker]
+            .into_iter()
+            .flatten()
+            .flat_map(|w| w.rx.try_iter().collect::<Vec<_>>())
+            .collect();
         for reply in replies {
             match reply {
                 Done::Directions {
@@ -322,7 +328,11 @@ impl InstrumentsView {
     }
 
     fn send(&mut self, ctx: &egui::Context, model: &str, job: Job) {
-        let worker = self.worker.get_or_insert_with(|| Worker::spawn(ctx.clone()));
+        let slot = match job {
+            Job::Directions { .. } => &mut self.worker,
+            Job::Chart { .. } => &mut self.chart_worker,
+        };
+        let worker = slot.get_or_insert_with(|| Worker::spawn(ctx.clone()));
         if worker.tx.send((model.to_string(), job)).is_err() {
             self.error = Some("the instruments' worker has stopped".into());
         }
@@ -361,9 +371,13 @@ impl InstrumentsView {
             }
         }
         let mut open = self.open;
+        // Over the plots at the right, leaving the presets, the lanes and their controls visible.
+        let corner = ctx.content_rect().right_top() + egui::vec2(-8.0, 64.0);
         egui::Window::new("Instruments")
             .open(&mut open)
-            .default_size([760.0, 620.0])
+            .pivot(egui::Align2::RIGHT_TOP)
+            .default_pos(corner)
+            .default_size([640.0, 560.0])
             .vscroll(true)
             .show(ctx, |ui| self.contents(ui, ctx, model, history, at, shape));
         self.open = open;
@@ -381,12 +395,7 @@ impl InstrumentsView {
         let key = (history.session, self.chart_lane as usize, f.index);
         let cancel = Arc::new(AtomicBool::new(false));
         self.chart_running = Some((key, cancel.clone()));
-        let config = ChartConfig {
-            plane: self.chart_plane,
-            size: self.chart_size,
-            radius: self.chart_radius,
-            ..ChartConfig::default()
-        };
+        let config = ChartConfig::for_radius(self.chart_plane, self.chart_size, self.chart_radius);
         let image = f.image.clone();
         self.send(
             ctx,

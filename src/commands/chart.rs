@@ -51,11 +51,8 @@ pub fn run(args: ChartArgs) -> Result<()> {
     let (model, data) = open_pair(&args.inputs.model, &args.inputs.dataset)?;
     let x = image_at(&data, args.index, "--index")?;
     let config = ChartConfig {
-        plane,
-        size: args.size,
-        radius: args.radius,
         seed: args.seed,
-        ..ChartConfig::default()
+        ..ChartConfig::for_radius(plane, args.size, args.radius)
     };
     let cells = chart::chart(&model.network, x, &config, &|| false)
         .map_err(|m| anyhow!(m))?
@@ -78,6 +75,7 @@ pub fn run(args: ChartArgs) -> Result<()> {
             "size": args.size,
             "radius": args.radius,
             "seed": args.seed,
+            "step": config.step,
             "centre_prediction": centre,
             "kept_fraction": kept as f64 / cells.len() as f64,
             "cells": cells.iter().map(|c| serde_json::json!({

@@ -60,6 +60,24 @@ impl Default for ChartConfig {
     }
 }
 
+/// Steps of the walk to a chart's farthest side cell: the step grows with the radius, so a chart
+/// costs about the same at every radius.
+pub const STEPS_PER_RADIUS: f32 = 40.0;
+
+impl ChartConfig {
+    /// A chart of `size` x `size` cells in [-radius, radius]^2, stepping radius / 40 (at least the
+    /// walks' default step).
+    pub fn for_radius(plane: Plane, size: usize, radius: f32) -> ChartConfig {
+        ChartConfig {
+            plane,
+            size,
+            radius,
+            step: (radius / STEPS_PER_RADIUS).max(DEFAULT_STEP),
+            ..ChartConfig::default()
+        }
+    }
+}
+
 /// One cell of a chart.
 #[derive(Debug, Clone)]
 pub struct Cell {
