@@ -66,7 +66,10 @@ fn directions(args: &[&str]) -> (Vec<f64>, Vec<Vec<f64>>) {
     let rank = out["rank"].as_u64().unwrap() as usize;
     assert_eq!(dirs.len(), rank);
     assert_eq!(lambdas.len(), rank);
-    assert!(lambdas.windows(2).all(|w| w[0] >= w[1]), "descending: {lambdas:?}");
+    assert!(
+        lambdas.windows(2).all(|w| w[0] >= w[1]),
+        "descending: {lambdas:?}"
+    );
     (lambdas, dirs)
 }
 
@@ -135,9 +138,15 @@ fn directions_lie_in_the_span_of_pytorch_float64_class_gradients() {
         let logits = floats(&expected["logits"][i]);
         let ortho = orthonormality_error(&dirs);
         let outside = outside_span(&lambdas, &dirs, &jacobian, &logits);
-        eprintln!("mnist-small image {i}: rank {}, |UU^T - I| {ortho:.1e}, outside the PyTorch span {outside:.1e}", dirs.len());
+        eprintln!(
+            "mnist-small image {i}: rank {}, |UU^T - I| {ortho:.1e}, outside the PyTorch span {outside:.1e}",
+            dirs.len()
+        );
         assert!(ortho <= 1e-6, "image {i}: U U^T - I has an entry of {ortho:e}");
-        assert!(outside <= 1e-3, "image {i}: a direction has {outside:e} outside the span");
+        assert!(
+            outside <= 1e-3,
+            "image {i}: a direction has {outside:e} outside the span"
+        );
     }
 }
 
@@ -148,7 +157,11 @@ fn directions_lie_in_the_span_of_pytorch_float64_class_gradients() {
 #[test]
 fn directions_at_4185_are_orthonormal_and_in_the_span_of_the_class_gradients() {
     let (lambdas, dirs) = directions(&["directions", "--index", "4185", "--json"]);
-    assert!((1..=9).contains(&dirs.len()), "rank {} within the bound C - 1 = 9", dirs.len());
+    assert!(
+        (1..=9).contains(&dirs.len()),
+        "rank {} within the bound C - 1 = 9",
+        dirs.len()
+    );
     assert!(dirs.iter().all(|u| u.len() == 784));
     let ortho = orthonormality_error(&dirs);
     let model = Model::open(dataleaf::model::DEFAULT_MODEL).unwrap();
@@ -177,7 +190,10 @@ fn directions_at_4185_are_orthonormal_and_in_the_span_of_the_class_gradients() {
     let ortho = orthonormality_error(&dirs);
     eprintln!("4185 + noise: |UU^T - I| {ortho:.1e}, outside candle autograd's span {outside:.1e}");
     assert!(ortho <= 1e-6);
-    assert!(outside <= 1e-3, "a direction has {outside:e} outside candle's span");
+    assert!(
+        outside <= 1e-3,
+        "a direction has {outside:e} outside candle's span"
+    );
 }
 
 #[test]
@@ -203,7 +219,11 @@ fn directions_png_and_errors() {
 fn kept(chart: &Value) -> f64 {
     let centre = chart["centre_prediction"].as_u64().unwrap();
     let cells = chart["cells"].as_array().unwrap();
-    cells.iter().filter(|c| c["prediction"].as_u64() == Some(centre)).count() as f64 / cells.len() as f64
+    cells
+        .iter()
+        .filter(|c| c["prediction"].as_u64() == Some(centre))
+        .count() as f64
+        / cells.len() as f64
 }
 
 #[test]
@@ -224,7 +244,11 @@ fn kernel_charts_keep_the_class_and_leaf_charts_change_it() {
         assert!((kept(chart) - chart["kept_fraction"].as_f64().unwrap()).abs() < 1e-12);
     }
     eprintln!("kept: kernel {}, leaf {}", kept(&kernel), kept(&leaf));
-    assert!(kept(&kernel) >= 0.9, "kernel chart keeps the class in {}", kept(&kernel));
+    assert!(
+        kept(&kernel) >= 0.9,
+        "kernel chart keeps the class in {}",
+        kept(&kernel)
+    );
     assert!(kept(&leaf) < 1.0, "leaf chart changes the class somewhere");
     // Off the centre, kernel cells moved across leaves and leaf cells along them.
     let off = |chart: &Value| -> Vec<f64> {
@@ -248,13 +272,33 @@ fn kernel_charts_keep_the_class_and_leaf_charts_change_it() {
 #[test]
 fn reach_stays_on_the_leaf_and_gets_closer_than_the_strict_greedy_walk() {
     let greedy = json(&[
-        "walk", "--mode", "leaf", "--transverse", "0", "--max-steps", "3000", "--start", "4185",
-        "--target", "5874", "--json",
+        "walk",
+        "--mode",
+        "leaf",
+        "--transverse",
+        "0",
+        "--max-steps",
+        "3000",
+        "--start",
+        "4185",
+        "--target",
+        "5874",
+        "--json",
     ]);
     // Bounded by evaluations (not by the clock) so the test means the same on a busy machine.
     let reach = json(&[
-        "walk", "--mode", "reach", "--start", "4185", "--target", "5874", "--max-steps", "1000",
-        "--budget", "600", "--json",
+        "walk",
+        "--mode",
+        "reach",
+        "--start",
+        "4185",
+        "--target",
+        "5874",
+        "--max-steps",
+        "1000",
+        "--budget",
+        "600",
+        "--json",
     ]);
     let ratio = |v: &Value| v["final_distance"].as_f64().unwrap() / v["start_distance"].as_f64().unwrap();
     eprintln!("greedy {:.3}, reach {:.3}", ratio(&greedy), ratio(&reach));
@@ -262,14 +306,34 @@ fn reach_stays_on_the_leaf_and_gets_closer_than_the_strict_greedy_walk() {
     assert_eq!(reach["evaluations"], 1000);
     assert!(reach["mean_off_leaf"].as_f64().unwrap() <= 0.01);
     assert!(reach["max_off_leaf"].as_f64().unwrap() <= 0.01);
-    assert!(ratio(&reach) < ratio(&greedy), "reach {} vs greedy {}", ratio(&reach), ratio(&greedy));
+    assert!(
+        ratio(&reach) < ratio(&greedy),
+        "reach {} vs greedy {}",
+        ratio(&reach),
+        ratio(&greedy)
+    );
     let distances = floats(&reach["distances"]);
     assert_eq!(distances.len(), reach["steps"].as_u64().unwrap() as usize + 1);
-    assert_eq!(*distances.last().unwrap(), reach["final_distance"].as_f64().unwrap());
+    assert_eq!(
+        *distances.last().unwrap(),
+        reach["final_distance"].as_f64().unwrap()
+    );
     let out = run(&["walk", "--mode", "reach", "--start", "1"]);
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: --mode reach needs --target"));
-    let out = run(&["walk", "--mode", "reach", "--start", "1", "--target", "2", "--strategy", "magic"]);
+    let out = run(&[
+        "walk",
+        "--mode",
+        "reach",
+        "--start",
+        "1",
+        "--target",
+        "2",
+        "--strategy",
+        "magic",
+    ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown strategy \"magic\""));
-    let out = run(&["walk", "--mode", "leaf", "--start", "1", "--target", "2", "--budget", "3"]);
+    let out = run(&[
+        "walk", "--mode", "leaf", "--start", "1", "--target", "2", "--budget", "3",
+    ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("belong to --mode reach"));
 }

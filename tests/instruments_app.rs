@@ -64,7 +64,10 @@ fn directions_follow_the_walk_and_the_chart_switches_plane() {
     let (first, lambdas) = h.state().instruments().directions_of(Lane::Leaf).unwrap();
     assert_eq!(lambdas.len(), 9, "rank 9 on the MNIST model");
     assert!(lambdas.windows(2).all(|w| w[0] >= w[1]));
-    assert!(h.query_all_by_label_contains("λ1 ").count() >= 2, "λ_1 under each lane's first direction");
+    assert!(
+        h.query_all_by_label_contains("λ1 ").count() >= 2,
+        "λ_1 under each lane's first direction"
+    );
     // Live: as the walk moves on, the directions shown are those of a later step.
     wait(&mut h, "the directions of a later step", |app| {
         app.instruments()

@@ -28,13 +28,30 @@ use super::Action;
 type Key = (u64, usize, usize);
 
 enum Job {
-    Directions { key: Key, image: Vec<f32> },
-    Chart { key: Key, image: Vec<f32>, config: ChartConfig, cancel: Arc<AtomicBool> },
+    Directions {
+        key: Key,
+        image: Vec<f32>,
+    },
+    Chart {
+        key: Key,
+        image: Vec<f32>,
+        config: ChartConfig,
+        cancel: Arc<AtomicBool>,
+    },
 }
 
 enum Done {
-    Directions { key: Key, directions: Vec<Direction>, mixing: Vec<String> },
-    Chart { key: Key, config: ChartConfig, cells: Vec<Cell>, centre: usize },
+    Directions {
+        key: Key,
+        directions: Vec<Direction>,
+        mixing: Vec<String>,
+    },
+    Chart {
+        key: Key,
+        config: ChartConfig,
+        cells: Vec<Cell>,
+        centre: usize,
+    },
     Error(String),
 }
 
@@ -114,7 +131,9 @@ fn run_job(network: &crate::model::Network, job: Job) -> Option<Done> {
     match job {
         Job::Directions { key, image } => {
             if image.len() != network.input_len() {
-                return Some(Done::Error("instruments: the image does not fit the model".into()));
+                return Some(Done::Error(
+                    "instruments: the image does not fit the model".into(),
+                ));
             }
             let geo = LocalGeometry::at(network, &image);
             let mixing = geo
@@ -304,11 +323,8 @@ impl InstrumentsView {
                                 style::color_image(&c.image, shape),
                                 TextureOptions::NEAREST,
                             );
-                            let label = format!(
-                                "{} {:.2}",
-                                style::class_name(classes, c.prediction),
-                                c.max_prob
-                            );
+                            let label =
+                                format!("{} {:.2}", style::class_name(classes, c.prediction), c.max_prob);
                             (t, label, c.prediction != centre)
                         })
                         .collect();
@@ -449,8 +465,11 @@ impl InstrumentsView {
                     ui.horizontal(|ui| {
                         ui.weak(format!("step {}, rank {}", s.key.2, s.lambdas.len()));
                         if ui.button("Export PNG…").clicked() {
-                            let path = std::env::temp_dir()
-                                .join(format!("dataleaf-directions-{}-{}.png", lane.short(), s.key.2));
+                            let path = std::env::temp_dir().join(format!(
+                                "dataleaf-directions-{}-{}.png",
+                                lane.short(),
+                                s.key.2
+                            ));
                             let (c, h, w) = shape;
                             let image_shape = ImageShape {
                                 channels: c,
@@ -504,8 +523,9 @@ impl InstrumentsView {
             {
                 self.start_chart(ctx, model, history, at);
             }
-            ui.checkbox(&mut self.follow, "follow the walk")
-                .on_hover_text("Chart the current point again whenever the last chart is done and the point has moved");
+            ui.checkbox(&mut self.follow, "follow the walk").on_hover_text(
+                "Chart the current point again whenever the last chart is done and the point has moved",
+            );
         });
         if self.follow && self.chart_running.is_none() {
             let key = history

@@ -986,7 +986,8 @@ impl eframe::App for DataleafApp {
         if !self.plane_mode {
             let (shape, classes) = (self.shape(), self.classes());
             let spec = self.settings.model.clone();
-            self.instruments.ui(&ctx, &spec, &self.history, self.at, shape, &classes);
+            self.instruments
+                .ui(&ctx, &spec, &self.history, self.at, shape, &classes);
         }
         if ctx.input(|i| !i.raw.hovered_files.is_empty()) {
             let painter = ctx.layer_painter(egui::LayerId::new(

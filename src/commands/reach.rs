@@ -29,13 +29,17 @@ pub fn run(args: WalkArgs) -> Result<()> {
     };
     if let Some(b) = args.budget {
         if !(b.is_finite() && b > 0.0 && b <= 3600.0) {
-            return Err(anyhow!("--budget must be a number of seconds in (0, 3600], got {b}"));
+            return Err(anyhow!(
+                "--budget must be a number of seconds in (0, 3600], got {b}"
+            ));
         }
         config.budget = Duration::from_secs_f64(b);
     }
     if let Some(s) = args.step {
         if !(s.is_finite() && s > 0.0) {
-            return Err(anyhow!("--step must be a positive number of pixel units, got {s}"));
+            return Err(anyhow!(
+                "--step must be a positive number of pixel units, got {s}"
+            ));
         }
         config.step = s;
     }
@@ -86,7 +90,11 @@ pub fn run(args: WalkArgs) -> Result<()> {
                 let done = search.summary().evaluations as f64 / config.max_evaluations as f64;
                 let began = search.elapsed().as_secs_f64() / config.budget.as_secs_f64();
                 bar.set_position((1000.0 * done.max(began).min(1.0)) as u64);
-                bar.set_message(format!("{} evaluations, gap {:.3}", search.summary().evaluations, s.distance));
+                bar.set_message(format!(
+                    "{} evaluations, gap {:.3}",
+                    search.summary().evaluations,
+                    s.distance
+                ));
             }
         }
         steps.push(s);

@@ -146,9 +146,11 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Report, ExperimentErr
             (a, b)
         })
         .collect();
-    let per_pair =
-        2 * config.noise_steps + KINDS.len() * (config.greedy_steps + config.reach_evaluations);
-    progress.begin("same-leaf: noisy images, greedy walks and reach searches", (pairs.len() * per_pair) as u64);
+    let per_pair = 2 * config.noise_steps + KINDS.len() * (config.greedy_steps + config.reach_evaluations);
+    progress.begin(
+        "same-leaf: noisy images, greedy walks and reach searches",
+        (pairs.len() * per_pair) as u64,
+    );
     let results = par_map(&pairs, progress, |&(a, b)| {
         let clean_a = data.image(a).expect("in range").to_vec();
         let clean_b = data.image(b).expect("in range").to_vec();
@@ -167,7 +169,15 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Report, ExperimentErr
                 let record = match name {
                     // The strict greedy walk until it stalls (no progress of a tenth of a step in 200).
                     "greedy" => search(net, Strategy::Greedy, config.greedy_steps, 200, s, t, progress),
-                    _ => search(net, DEFAULT_STRATEGY, config.reach_evaluations, 40, s, t, progress),
+                    _ => search(
+                        net,
+                        DEFAULT_STRATEGY,
+                        config.reach_evaluations,
+                        40,
+                        s,
+                        t,
+                        progress,
+                    ),
                 };
                 by_kind.insert(*kind, record);
             }
@@ -203,7 +213,11 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Report, ExperimentErr
     }
     let max_off_leaf = results
         .iter()
-        .flat_map(|p| p.searches.values().flat_map(|k| k.values().map(|r| r.max_off_leaf)))
+        .flat_map(|p| {
+            p.searches
+                .values()
+                .flat_map(|k| k.values().map(|r| r.max_off_leaf))
+        })
         .fold(0.0, f64::max);
     Ok(Report {
         model: model.name().to_string(),
@@ -270,16 +284,26 @@ impl Report {
             let colour = PALETTE[s];
             for (k, kind) in KINDS.iter().enumerate() {
                 let x = k as f64 + 0.3 + 0.4 * s as f64;
-                let ratios: Vec<f64> = self.pairs.iter().map(|p| p.searches[name][kind].final_ratio).collect();
+                let ratios: Vec<f64> = self
+                    .pairs
+                    .iter()
+                    .map(|p| p.searches[name][kind].final_ratio)
+                    .collect();
                 ax.boxplot(&mut c, x, 0.12, &BoxStats::of(&ratios), colour);
                 let dots: Vec<(f64, f64)> = ratios.iter().map(|&r| (x, r)).collect();
                 ax.scatter(&mut c, &dots, 2.5, colour);
             }
         }
         let entries: Vec<(String, plot::Colour)> = vec![
-            (format!("strict greedy walk (<= {} steps)", self.greedy_steps), PALETTE[0]),
             (
-                format!("reach search ({}, {} evaluations)", self.reach_strategy, self.reach_evaluations),
+                format!("strict greedy walk (<= {} steps)", self.greedy_steps),
+                PALETTE[0],
+            ),
+            (
+                format!(
+                    "reach search ({}, {} evaluations)",
+                    self.reach_strategy, self.reach_evaluations
+                ),
                 PALETTE[1],
             ),
         ];

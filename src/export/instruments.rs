@@ -62,7 +62,14 @@ pub fn directions_strip(directions: &[Direction], shape: ImageShape, scale: u32)
                 }
             }
         }
-        caption(&mut canvas, &format!("λ{} {:.1e}", k + 1, d.lambda), x0, h + 2, w, 13.0);
+        caption(
+            &mut canvas,
+            &format!("λ{} {:.1e}", k + 1, d.lambda),
+            x0,
+            h + 2,
+            w,
+            13.0,
+        );
     }
     canvas
 }

@@ -94,6 +94,11 @@ pub struct Cell {
     pub image: Vec<f32>,
 }
 
+/// A ray from x by its reduced integer direction (p, q).
+type RayKey = (i64, i64);
+/// A cell on a ray: its multiple of the ray's unit cell, column and row.
+type RayCell = (i64, usize, usize);
+
 fn gcd(a: i64, b: i64) -> i64 {
     if b == 0 {
         a.abs()
@@ -139,13 +144,22 @@ pub fn chart(
     cancelled: &(dyn Fn() -> bool + Sync),
 ) -> Result<Option<Vec<Cell>>, String> {
     if x.len() != network.input_len() {
-        return Err(format!("the image must have {} values for this model", network.input_len()));
+        return Err(format!(
+            "the image must have {} values for this model",
+            network.input_len()
+        ));
     }
     if config.size < 2 {
-        return Err(format!("a chart needs at least 2 cells a side, got {}", config.size));
+        return Err(format!(
+            "a chart needs at least 2 cells a side, got {}",
+            config.size
+        ));
     }
     if !(config.radius.is_finite() && config.radius > 0.0) {
-        return Err(format!("the radius must be a positive number of pixel units, got {}", config.radius));
+        return Err(format!(
+            "the radius must be a positive number of pixel units, got {}",
+            config.radius
+        ));
     }
     if !(config.step.is_finite() && config.step > 0.0) {
         return Err(format!("step must be a positive number, got {}", config.step));
@@ -157,7 +171,7 @@ pub fn chart(
     let unit = config.radius as f64 / (k - 1) as f64;
     let coord = |i: i64| 2 * i - (k - 1);
     // Cells on one ray from x share a walk: group them by the reduced direction.
-    let mut rays: Vec<((i64, i64), Vec<(i64, usize, usize)>)> = Vec::new();
+    let mut rays: Vec<(RayKey, Vec<RayCell>)> = Vec::new();
     let mut centre: Vec<(usize, usize)> = Vec::new();
     for row in 0..config.size {
         for column in 0..config.size {
@@ -190,12 +204,10 @@ pub fn chart(
             // w = a e_1 + b e_2 for the ray's unit cell; cells sit at multiples g of its length.
             let (wa, wb) = (*dp as f64 * unit, *dq as f64 * unit);
             let w: Vec<f64> = (0..geo.n)
-                .map(|i| {
-                    wa * axes.first().map_or(0.0, |e| e[i]) + wb * axes.get(1).map_or(0.0, |e| e[i])
-                })
+                .map(|i| wa * axes.first().map_or(0.0, |e| e[i]) + wb * axes.get(1).map_or(0.0, |e| e[i]))
                 .collect();
             let ray_len = (wa * wa + wb * wb).sqrt();
-            let mut wanted: Vec<(i64, usize, usize)> = cells.clone();
+            let mut wanted: Vec<RayCell> = cells.clone();
             wanted.sort();
             let mut out = Vec::new();
             let mut here = x.to_vec();
@@ -215,7 +227,7 @@ pub fn chart(
                     let len = norm(&d);
                     let h = (config.step as f64).min(length - travelled);
                     travelled += h;
-                    if !(len > 1e-12) {
+                    if len.is_nan() || len <= 1e-12 {
                         // Nothing of w left in this plane here: the walk stays put.
                         continue;
                     }

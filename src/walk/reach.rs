@@ -126,7 +126,9 @@ enum Phase {
     /// Greedy descent of the gap.
     Descend,
     /// Walking along a random leaf direction, `left` steps to go.
-    Hop { left: usize },
+    Hop {
+        left: usize,
+    },
     Finished,
 }
 
@@ -294,12 +296,17 @@ impl<'a> Reach<'a> {
         let end = &self.ends[e];
         let v = end.geo.project_leaf(d);
         let len = norm(&v);
-        if !(len > 1e-12) {
+        if len.is_nan() || len <= 1e-12 {
             return None;
         }
         let h = self.config.step as f64;
         // The plain step x + h P_leaf d / |P_leaf d|, before the box.
-        let z: Vec<f64> = end.x.iter().zip(&v).map(|(&x, a)| x as f64 + a * h / len).collect();
+        let z: Vec<f64> = end
+            .x
+            .iter()
+            .zip(&v)
+            .map(|(&x, a)| x as f64 + a * h / len)
+            .collect();
         let off_plain = {
             let dx: Vec<f64> = v.iter().map(|a| a * h / len).collect();
             (norm(&end.geo.project_kernel(&dx)) / h) as f32
@@ -309,7 +316,7 @@ impl<'a> Reach<'a> {
         let actual: Vec<f64> = moved.iter().zip(&end.x).map(|(a, b)| (a - b) as f64).collect();
         let actual_len = norm(&actual);
         // Pinned against the box in every pixel the step would move.
-        if !(actual_len > 1e-4 * h) {
+        if actual_len.is_nan() || actual_len <= 1e-4 * h {
             return None;
         }
         let off_clamped = norm(&end.geo.project_kernel(&actual)) / actual_len;
@@ -357,7 +364,11 @@ impl<'a> Reach<'a> {
             return;
         }
         self.summary.hops += 1;
-        self.hop_end = if self.ends.len() > 1 { self.summary.hops % 2 } else { 0 };
+        self.hop_end = if self.ends.len() > 1 {
+            self.summary.hops % 2
+        } else {
+            0
+        };
         let n = self.ends[0].x.len();
         self.hop_direction = (0..n).map(|_| StandardNormal.sample(&mut self.rng)).collect();
         // Hop lengths vary (1/2 to 3/2 of the configured one) so repeated hops explore different radii.
@@ -383,9 +394,7 @@ impl<'a> Reach<'a> {
         self.summary.final_distance = self.best_gap;
         self.summary.path_moves = self.best.iter().map(|e| e.moves).sum();
         self.summary.seconds = self.began.elapsed().as_secs_f64();
-        self.summary
-            .stalls
-            .push((self.summary.seconds, self.best_gap));
+        self.summary.stalls.push((self.summary.seconds, self.best_gap));
         let best = self.best[0].clone();
         self.step_record(&best, self.best_gap, 0.0)
     }
@@ -416,7 +425,12 @@ impl Iterator for Reach<'_> {
         };
         let d: Vec<f32> = match self.phase {
             Phase::Hop { .. } => self.hop_direction.clone(),
-            _ => self.other(e).iter().zip(&self.ends[e].x).map(|(a, b)| a - b).collect(),
+            _ => self
+                .other(e)
+                .iter()
+                .zip(&self.ends[e].x)
+                .map(|(a, b)| a - b)
+                .collect(),
         };
         let off = self.leaf_move(e, &d);
         let gap = self.gap();
@@ -451,4 +465,3 @@ impl Iterator for Reach<'_> {
         Some(self.step_record(&here, gap, off.unwrap_or(0.0)))
     }
 }
-
