@@ -65,8 +65,12 @@ pub fn run(args: WalkArgs) -> Result<()> {
     if args.budget.is_some() || args.strategy.is_some() {
         return Err(anyhow!("--budget and --strategy belong to --mode reach"));
     }
-    let mode = Mode::parse(&args.mode)
-        .ok_or_else(|| anyhow!("unknown mode {:?}: choose leaf, kernel, free or reach", args.mode))?;
+    let mode = Mode::parse(&args.mode).ok_or_else(|| {
+        anyhow!(
+            "unknown mode {:?}: choose leaf, kernel or free (or reach, the strict search)",
+            args.mode
+        )
+    })?;
     let mut config = WalkConfig::defaults(mode);
     config.seed = args.seed;
     config.transverse = args.transverse;
