@@ -67,6 +67,9 @@ struct AppArgs {
     /// Plane view: fill the preimage of the interval [A, B] of outputs, e.g. --plane-interval 0.3,0.7.
     #[arg(long, value_name = "A,B", allow_hyphen_values = true)]
     plane_interval: Option<String>,
+    /// Open the instruments window: leaf directions and a chart of the current point.
+    #[arg(long)]
+    instruments: bool,
 }
 
 /// "X,Y" as two finite numbers, or a message naming the option.
@@ -112,6 +115,10 @@ enum Command {
     /// Run one of the papers' experiments: off-leaf, leaves, training, dataset-spectra, involutivity,
     /// denoise or ood (README, "Experiments").
     Experiment(commands::experiment::ExperimentArgs),
+    /// The leaf directions at an image: the orthonormal eigenvectors of G (what the model can see).
+    Directions(commands::directions::DirectionsArgs),
+    /// A K x K chart of the images reached from an image along the leaf or across leaves (kernel).
+    Chart(commands::chart::ChartArgs),
     /// SiMEC: walk the equivalence class (level set) through a point of a features model, printing
     /// the points and outputs (README, "The plane view").
     Simec(commands::simec::SimecArgs),
@@ -207,6 +214,7 @@ fn run_app(args: AppArgs) -> Result<()> {
         plane_click,
         plane_model: args.plane_model,
         plane_interval,
+        instruments: args.instruments,
     })
     .map_err(|m| anyhow!(m))
 }
@@ -225,5 +233,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(args) => commands::bench::run(args),
         Command::Experiment(args) => commands::experiment::run(args),
         Command::Simec(args) => commands::simec::run(args),
+        Command::Directions(args) => commands::directions::run(args),
+        Command::Chart(args) => commands::chart::run(args),
     }
 }

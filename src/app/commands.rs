@@ -23,6 +23,8 @@ pub enum Command {
     ExportGif,
     ExportCsv,
     Experiments,
+    /// The instruments window: leaf directions and charts.
+    Instruments,
     /// Switch between the image walks and the 2-D plane view.
     Plane,
     /// One of `state::PRESETS`, by position.
@@ -50,6 +52,7 @@ impl Command {
             Command::ExportGif,
             Command::ExportCsv,
             Command::Experiments,
+            Command::Instruments,
             Command::Plane,
         ];
         all.extend((0..PRESETS.len()).map(Command::Preset));
@@ -75,6 +78,7 @@ impl Command {
             Command::ExportGif => "Export GIF".into(),
             Command::ExportCsv => "Export CSV".into(),
             Command::Experiments => "Experiments…".into(),
+            Command::Instruments => "Instruments…".into(),
             Command::Plane => "2-D plane view".into(),
             Command::Preset(i) => PRESETS.get(i).map_or_else(String::new, |p| p.title.to_string()),
             Command::Quit => "Quit".into(),
@@ -99,6 +103,7 @@ impl Command {
             Command::ExportGif => "Both walks as an animated GIF",
             Command::ExportCsv => "The plotted series, one row per step",
             Command::Experiments => "Run the papers' batch experiments on the loaded model",
+            Command::Instruments => "The leaf directions at the current points and a chart of the neighbourhood",
             Command::Plane => "A two-feature classifier trained live: its leaves, kernel leaves, SiMEC and SiMExp on one canvas (or back to the images)",
             Command::Preset(i) => PRESETS.get(i).map_or("", |p| p.about),
             Command::Quit => "Close dataleaf",
@@ -125,6 +130,7 @@ impl Command {
             Command::ExportGif => ctrl(Key::G),
             Command::ExportCsv => ctrl(Key::T),
             Command::Experiments => ctrl(Key::R),
+            Command::Instruments => key(Key::I),
             Command::Plane => key(Key::P),
             Command::Preset(i) => [Key::Num1, Key::Num2, Key::Num3, Key::Num4, Key::Num5]
                 .get(i)

@@ -9,6 +9,7 @@ mod experiments_view;
 mod files;
 mod gallery;
 mod history;
+pub mod instruments;
 mod plane_view;
 mod plane_worker;
 mod plots;
@@ -63,6 +64,8 @@ pub struct AppOptions {
     pub plane_model: Option<String>,
     /// Plane view: sweep the preimage of this interval [a, b] of outputs from the clicked point.
     pub plane_interval: Option<(f64, f64)>,
+    /// Open the instruments window (leaf directions and chart).
+    pub instruments: bool,
 }
 
 /// Something a panel asks the app to do.
@@ -124,6 +127,7 @@ pub struct DataleafApp {
     draw_pad: draw_pad::DrawPad,
     files: files::FilesWindow,
     experiments: experiments_view::ExperimentsView,
+    instruments: instruments::InstrumentsView,
     plane: plane_view::PlaneView,
     /// The plane view fills the window instead of the image walks.
     plane_mode: bool,
@@ -216,6 +220,7 @@ impl DataleafApp {
             Some(path) => Shot::Waiting(path.clone(), std::time::Instant::now() + SCREENSHOT_DEADLINE),
             None => Shot::Off,
         };
+        let instruments_open = options.instruments;
         DataleafApp {
             pending_preset: options.preset,
             settings,
@@ -234,6 +239,7 @@ impl DataleafApp {
             draw_pad: Default::default(),
             files: Default::default(),
             experiments: Default::default(),
+            instruments: instruments::InstrumentsView::opened(instruments_open),
             plane,
             plane_mode,
             messages: Vec::new(),
@@ -280,6 +286,15 @@ impl DataleafApp {
     }
 
     /// Whether the plane view fills the window.
+    /// The instruments window (leaf directions, chart), for tests.
+    pub fn instruments(&self) -> &instruments::InstrumentsView {
+        &self.instruments
+    }
+
+    pub fn instruments_mut(&mut self) -> &mut instruments::InstrumentsView {
+        &mut self.instruments
+    }
+
     pub fn plane_mode(&self) -> bool {
         self.plane_mode
     }
@@ -615,6 +630,7 @@ impl DataleafApp {
             Command::OpenDataset => self.files.pick(files::Kind::Dataset),
             Command::TypePaths => self.files.open = true,
             Command::Experiments => self.experiments.open = true,
+            Command::Instruments => self.instruments.open = !self.instruments.open,
             Command::ExportStrip | Command::ExportGif | Command::ExportCsv => {
                 let Some(shape) = self.shape() else { return };
                 let classes = self.classes();
@@ -683,7 +699,10 @@ impl DataleafApp {
                     item(ui, c);
                 }
             });
-            ui.menu_button("Experiments", |ui| item(ui, Command::Experiments));
+            ui.menu_button("Experiments", |ui| {
+                item(ui, Command::Experiments);
+                item(ui, Command::Instruments);
+            });
             ui.menu_button("Plane", |ui| item(ui, Command::Plane));
             ui.menu_button("Presets", |ui| {
                 for i in 0..PRESETS.len() {
@@ -973,6 +992,12 @@ impl eframe::App for DataleafApp {
         self.files.ui(&ctx, &mut self.settings, &mut actions);
         let model_name = self.model.as_ref().map_or("no model", |m| m.name.as_str());
         self.experiments.ui(&ctx, &self.settings.model, model_name);
+        if !self.plane_mode {
+            let (shape, classes) = (self.shape(), self.classes());
+            let spec = self.settings.model.clone();
+            self.instruments
+                .ui(&ctx, &spec, &self.history, self.at, shape, &classes);
+        }
         if ctx.input(|i| !i.raw.hovered_files.is_empty()) {
             let painter = ctx.layer_painter(egui::LayerId::new(
                 egui::Order::Foreground,

@@ -47,6 +47,8 @@ pub struct Params {
     pub kernel_direction: KernelDirection,
     /// Kernel steps taken from the start before the walks: a noisy start on another leaf.
     pub noise_steps: usize,
+    /// The leaf lane runs the strict reach search (src/walk/reach.rs) instead of the leaf walk.
+    pub reach: bool,
 }
 
 impl Default for Params {
@@ -59,6 +61,7 @@ impl Default for Params {
             seed: 0,
             kernel_direction: KernelDirection::Random,
             noise_steps: 0,
+            reach: false,
         }
     }
 }

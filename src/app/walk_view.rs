@@ -167,6 +167,9 @@ impl WalkView {
                         lane_color(lane),
                     );
                     lane_facts(ui, lane, frame, shown, settings);
+                    if lane == Lane::Leaf {
+                        super::instruments::reach_toggle(ui, settings, actions);
+                    }
                 });
             }
             column(ui, &mut |ui| {

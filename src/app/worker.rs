@@ -394,7 +394,7 @@ impl Worker {
 /// One walk in progress.
 struct LaneRun<'a> {
     lane: Lane,
-    walk: Walk<'a>,
+    walk: super::instruments::LeafLaneWalk<'a>,
     max_steps: usize,
     done: bool,
 }
@@ -467,11 +467,17 @@ impl<'a> Lanes<'a> {
     fn begin(&mut self, start: Vec<f32>) {
         let p = &self.params;
         if let Some(target) = &self.target {
-            match Walk::new(self.network, p.leaf_config(), start.clone(), Some(target.clone())) {
+            let walk = if p.reach {
+                super::instruments::lane_reach(self.network, p, start.clone(), target.clone())
+            } else {
+                Walk::new(self.network, p.leaf_config(), start.clone(), Some(target.clone()))
+                    .map(super::instruments::LeafLaneWalk::Walk)
+            };
+            match walk {
                 Ok(walk) => self.runs.push(LaneRun {
                     lane: Lane::Leaf,
                     walk,
-                    max_steps: p.leaf_max_steps,
+                    max_steps: if p.reach { usize::MAX } else { p.leaf_max_steps },
                     done: false,
                 }),
                 Err(e) => return self.fail(e),
@@ -484,7 +490,7 @@ impl<'a> Lanes<'a> {
         match Walk::new(self.network, p.kernel_config(), start.clone(), toward) {
             Ok(walk) => self.runs.push(LaneRun {
                 lane: Lane::Kernel,
-                walk,
+                walk: super::instruments::LeafLaneWalk::Walk(walk),
                 max_steps: p.kernel_max_steps,
                 done: false,
             }),
@@ -547,15 +553,17 @@ impl<'a> Lanes<'a> {
         for run in self.runs.iter_mut().filter(|r| !r.done) {
             match run.walk.next() {
                 Some(step) => {
-                    let last = run.walk.reached || step.index >= run.max_steps;
+                    let last = run.walk.reached() || run.walk.finished() || step.index >= run.max_steps;
                     run.done = last;
+                    // A reach search's distance is its own gap (to the target's leaf path), kept as is.
+                    let target = self.target.as_deref().filter(|_| !run.walk.is_reach());
                     frames.push(frame(
                         self.session,
                         run.lane,
                         step,
-                        self.target.as_deref(),
+                        target,
                         last,
-                        run.walk.reached,
+                        run.walk.reached(),
                     ));
                 }
                 None => run.done = true,

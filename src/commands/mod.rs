@@ -1,8 +1,11 @@
 //! The headless subcommands. Each opens what it needs, checks it, and prints text or JSON.
 
 pub mod bench;
+pub mod chart;
+pub mod directions;
 pub mod experiment;
 pub mod memory;
+pub mod reach;
 pub mod simec;
 pub mod spectrum;
 pub mod train;

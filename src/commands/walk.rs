@@ -13,9 +13,15 @@ use super::{image_at, open_pair};
 pub struct WalkArgs {
     #[command(flatten)]
     pub inputs: super::Inputs,
-    /// leaf, kernel or free.
+    /// leaf, kernel, free, or reach (a search that moves only along leaves; README, "Instruments").
     #[arg(long)]
     pub mode: String,
+    /// Reach: seconds the search may take (default 3).
+    #[arg(long, allow_negative_numbers = true)]
+    pub budget: Option<f64>,
+    /// Reach: greedy, hop, bidirectional or bidirectional-hop (the default).
+    #[arg(long)]
+    pub strategy: Option<String>,
     #[arg(long)]
     pub start: usize,
     #[arg(long)]
@@ -53,8 +59,18 @@ pub struct WalkArgs {
 }
 
 pub fn run(args: WalkArgs) -> Result<()> {
-    let mode = Mode::parse(&args.mode)
-        .ok_or_else(|| anyhow!("unknown mode {:?}: choose leaf, kernel or free", args.mode))?;
+    if args.mode == "reach" {
+        return super::reach::run(args);
+    }
+    if args.budget.is_some() || args.strategy.is_some() {
+        return Err(anyhow!("--budget and --strategy belong to --mode reach"));
+    }
+    let mode = Mode::parse(&args.mode).ok_or_else(|| {
+        anyhow!(
+            "unknown mode {:?}: choose leaf, kernel or free (or reach, the strict search)",
+            args.mode
+        )
+    })?;
     let mut config = WalkConfig::defaults(mode);
     config.seed = args.seed;
     config.transverse = args.transverse;

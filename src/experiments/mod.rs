@@ -14,6 +14,7 @@ pub mod leaves;
 pub mod off_leaf;
 pub mod ood;
 pub mod plot;
+pub mod same_leaf;
 pub mod sets;
 pub mod shard;
 pub mod training;
@@ -29,7 +30,7 @@ use crate::model::{Model, ModelError, DEFAULT_MODEL};
 use shard::{Part, Shard, Sharded};
 
 /// The experiments by their command-line names, in the order the README presents them.
-pub const NAMES: [&str; 7] = [
+pub const NAMES: [&str; 8] = [
     "off-leaf",
     "leaves",
     "training",
@@ -37,6 +38,7 @@ pub const NAMES: [&str; 7] = [
     "involutivity",
     "denoise",
     "ood",
+    "same-leaf",
 ];
 
 /// The claim each experiment checks, in a line (for help texts and the app's tab).
@@ -49,6 +51,7 @@ pub fn claim(name: &str) -> Option<&'static str> {
         "involutivity" => "for a ReLU network D_x is involutive almost everywhere; with sigmoid or GELU it is not",
         "denoise" => "projecting a noisy image onto the data leaf (a leaf walk from its nearest clean image) denoises it",
         "ood" => "the top eigenvalue of G scores out-of-distribution inputs",
+        "same-leaf" => "the data lie on one leaf: a search strictly along the leaves joins clean pairs and not noisy ones",
         _ => return None,
     })
 }
@@ -64,6 +67,7 @@ pub fn default_samples(name: &str) -> Option<usize> {
         "involutivity" => involutivity::Config::from(s).points,
         "denoise" => denoise::DEFAULT_SAMPLES,
         "ood" => ood::Config::from(s).samples,
+        "same-leaf" => same_leaf::Config::from(s).pairs,
         _ => return None,
     })
 }
@@ -220,6 +224,7 @@ fn entries() -> Vec<Entry> {
         entry::<involutivity::Involutivity>(),
         entry::<denoise::Denoise>(),
         entry::<ood::Ood>(),
+        entry::<same_leaf::SameLeaf>(),
     ]
 }
 

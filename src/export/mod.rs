@@ -8,6 +8,8 @@ use image::{Delay, Frame, Rgba, RgbaImage};
 
 use crate::walk::Step;
 
+pub mod instruments;
+
 /// DejaVu Sans, shipped in assets/fonts (see assets/ATTRIBUTION).
 pub const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 
@@ -63,7 +65,7 @@ fn to_byte(v: f32) -> u8 {
 }
 
 /// Draw one image, upscaled by `scale` with square pixels, at (x0, y0).
-fn blit(canvas: &mut RgbaImage, pixels: &[f32], shape: ImageShape, scale: u32, x0: u32, y0: u32) {
+pub(crate) fn blit(canvas: &mut RgbaImage, pixels: &[f32], shape: ImageShape, scale: u32, x0: u32, y0: u32) {
     let plane = shape.height * shape.width;
     for y in 0..shape.height {
         for x in 0..shape.width {
@@ -110,7 +112,7 @@ pub fn draw_text(text: &str, x: f32, baseline: f32, size: f32, mut ink: impl FnM
 }
 
 /// Write `text` in black, centred in the box [x0, x0 + width), its top at `y0`.
-fn caption(canvas: &mut RgbaImage, text: &str, x0: u32, y0: u32, width: u32, size: f32) {
+pub(crate) fn caption(canvas: &mut RgbaImage, text: &str, x0: u32, y0: u32, width: u32, size: f32) {
     let font = FontRef::try_from_slice(FONT).expect("the bundled font parses");
     let left = x0 as f32 + ((width as f32 - text_width(text, size)) / 2.0).max(0.0);
     let baseline = y0 as f32 + font.as_scaled(PxScale::from(size)).ascent();
@@ -126,7 +128,7 @@ fn caption(canvas: &mut RgbaImage, text: &str, x0: u32, y0: u32, width: u32, siz
 }
 
 /// One labelled frame: the image upscaled, the caption below on white.
-fn tile(frame: &Labelled, shape: ImageShape, scale: u32) -> RgbaImage {
+pub(crate) fn tile(frame: &Labelled, shape: ImageShape, scale: u32) -> RgbaImage {
     let (w, h) = (shape.width as u32 * scale, shape.height as u32 * scale);
     let mut canvas = RgbaImage::from_pixel(w, h + CAPTION_PX, Rgba([255, 255, 255, 255]));
     blit(&mut canvas, frame.pixels, shape, scale, 0, 0);

@@ -4,6 +4,7 @@
 //! onto D_x and onto ker G. G (n x n) is never formed: with B = diag(sqrt p)(I - 1 p^T) J, G = B^T B,
 //! whose nonzero spectrum is that of the C x C matrix B B^T.
 
+pub mod directions;
 pub mod eigen;
 pub mod jacobian;
 pub mod plane;

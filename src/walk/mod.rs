@@ -4,6 +4,8 @@
 //! clamped to the pixel box [0, 1]. The free walk is the straight line, the baseline that leaves
 //! the data leaf.
 
+pub mod chart;
+pub mod reach;
 pub mod simec;
 
 use rand::SeedableRng;
