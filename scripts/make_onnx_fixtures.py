@@ -406,7 +406,7 @@ PER_OPERATOR = [
     ("conv-variants", ConvVariants, True, True, "Conv attributes (auto_pad SAME_UPPER, per-axis pads/strides/dilations, groups, depthwise); trailing Softmax"),
     ("pools", Pools, True, True, "MaxPool / AveragePool with pads, count_include_pad both ways, GlobalAveragePool; trailing LogSoftmax"),
     ("activations", Activations, True, True, "Relu, Clip (ReLU6, clamp(-1,2), clamp(min)), LeakyRelu, HardSwish, HardSigmoid, Sigmoid, Tanh, Gelu, SiLU"),
-    ("shuffle-split", ShuffleSplit, True, True, "channel shuffle, chunk, slices, unsqueeze/squeeze, permute, reshape"),
+    ("shuffle-split", ShuffleSplit, True, True, "channel shuffle, chunk, slices, unsqueeze, permute, reshape: shape-only operators constant for the fixed input"),
     ("graph-normalize", GraphNormalize, False, True, "(x - mean) / std in the graph, BN on the input and after Concat, MatMul head; sidecar without normalize"),
 ]
 
@@ -676,6 +676,60 @@ def onnxruntime_check(folder, name, normalize, tail):
     return float(np.abs(got - want).max())
 
 
+def onnx_float64_check(folder, name):
+    """Independent of PyTorch: the ONNX file itself, converted to float64 and run by the onnx package's
+    reference evaluator (a trailing Softmax / LogSoftmax cut off), against the expected logits of the
+    first image and against the expected Jacobian along 3 random unit directions (central differences,
+    h = 1e-7). The residue, ~1e-7, is the float32 rounding of attribute and Constant values (HardSigmoid
+    alpha, Gelu's sqrt 2) that PyTorch's float64 reference does not have."""
+    import math
+    from onnx.reference import ReferenceEvaluator
+    from onnx.reference.ops import op_erf
+    # The evaluator's Erf rounds to float32 (np.vectorize(erf, otypes=["f"])); use the float64 one.
+    op_erf.Erf._run = lambda self, v: (np.vectorize(math.erf, otypes=[np.float64])(v).astype(v.dtype),)
+    m = onnx.load(os.path.join(folder, name + ".onnx"))
+    g = m.graph
+    last = g.node[-1]
+    if last.op_type in ("Softmax", "LogSoftmax"):
+        g.output[0].name = last.input[0]
+        g.node.remove(last)
+    for init in g.initializer:
+        if init.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float64), init.name))
+    for n in g.node:
+        for a in n.attribute:
+            if a.name == "value" and a.t.data_type == onnx.TensorProto.FLOAT:
+                a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(np.float64), a.t.name))
+            if n.op_type == "Cast" and a.name == "to" and a.i == onnx.TensorProto.FLOAT:
+                a.i = onnx.TensorProto.DOUBLE
+    for v in list(g.input) + list(g.output):
+        v.type.tensor_type.elem_type = onnx.TensorProto.DOUBLE
+    del g.value_info[:]
+    sess = ReferenceEvaluator(m)
+    exp = json.load(open(os.path.join(folder, name + ".expected.json")))
+    side_path = os.path.join(folder, name + ".json")
+    side = json.load(open(side_path)) if os.path.exists(side_path) else {}
+    _, px = cifar()
+    x = px[exp["indices"][0]]
+    if "normalize" in side:
+        mean = np.array(f32(side["normalize"]["mean"])).reshape(3, 1, 1)
+        std = np.array(f32(side["normalize"]["std"])).reshape(3, 1, 1)
+    else:
+        mean, std = 0.0, 1.0
+    f = lambda v: sess.run(None, {"input": ((v - mean) / std)[None]})[0][0]
+    logit_diff = float(np.abs(f(x) - np.array(exp["logits"][0])).max())
+    J = np.array(exp["jacobian"]).reshape(len(exp["logits"][0]), -1)
+    rng = np.random.default_rng(0)
+    errs = []
+    for _ in range(3):
+        v = rng.standard_normal(x.shape)
+        v /= np.linalg.norm(v)
+        h = 1e-7
+        want = J @ v.ravel()
+        errs.append(float(np.abs((f(x + h * v) - f(x - h * v)) / (2 * h) - want).max() / np.abs(want).max()))
+    return {"max_abs_logit_diff": logit_diff, "jacobian_direction_max_rel_err": max(errs)}
+
+
 README_HEAD = """\
 # ONNX fixtures
 
@@ -711,8 +765,12 @@ Beside each model X.onnx:
   values before it (dataleaf drops the trailing softmax). Values rounded to 9 significant digits.
 
 `MANIFEST.json` lists every `.onnx` with its operator kinds and counts (read back with the onnx
-package), parameter count, file size, input shape, notable attributes and the onnxruntime cross-check
-(max |onnxruntime float32 output - float64 reference| over the four images).
+package), parameter count, file size, input shape, notable attributes, the onnxruntime cross-check
+(max |onnxruntime float32 output - float64 reference| over the four images) and, for the
+per-operator models, `onnx_reference_float64`: the file converted to float64 and run by the onnx
+package's reference evaluator, against the first image's logits and the expected Jacobian along three
+random directions by central differences (relative error; ~1e-7, the float32 rounding of attributes
+such as HardSigmoid's alpha).
 
 | file | what | size | parameters |
 |---|---|---|---|
@@ -727,7 +785,7 @@ README_TAIL = """
 - `padding="same"` with an even kernel exports `auto_pad="SAME_UPPER"` (conv-variants.onnx); every-op.onnx
   holds the same conv with explicit asymmetric `pads=[1,1,2,2]` (edited in after export).
 - `x.chunk(2, dim=1)` exports as `Shape -> Gather -> Add -> Div -> Mul -> Slice` on int64 tensors (no
-  Split); `x.view(n, -1)` and channel shuffles fold to `Reshape` with a `Constant` shape for the fixed
+  Split; the Slice takes starts/ends/axes as inputs); `x.view(n, -1)` and channel shuffles fold to `Reshape` with a `Constant` shape for the fixed
   input shape; the full-size ShuffleNet's `x.mean([2, 3])` is a `ReduceMean` (keepdims 0).
 - every-op.onnx: the exporter removes Dropout and Identity in eval mode, so a `Dropout` (no ratio, no
   training_mode: inference) and an `Identity` were inserted before the MatMul with the onnx package.
@@ -736,8 +794,11 @@ README_TAIL = """
   still compute in float32. Its reference uses the float16-rounded weights in float64.
 - mobilenet_v3_small-w25-bn.onnx: the same network as mobilenet_v3_small-w25.onnx (same expected
   values) exported with `training=torch.onnx.TrainingMode.PRESERVE`, which keeps every Conv ->
-  BatchNormalization pair unfolded (BN inputs: scale, bias, mean, var initializers; epsilon 1e-5 or
-  1e-3 as torchvision sets it) and passes some initializers through `Identity` nodes.
+  BatchNormalization pair unfolded (BN inputs: scale, bias, mean, var initializers; epsilon 1e-3, as
+  torchvision's MobileNetV3 sets it).
+- Both exports of MobileNetV3 and EfficientNet hold `Identity` nodes whose input is an initializer: the
+  exporter stores equal-valued initializers (the zero-initialised SE biases) once and aliases the
+  others through `Identity`.
 - Error fixtures (no sidecar, no expected file): `unsupported-op.onnx` (a `Resize` from
   `F.interpolate`), `two-inputs.onnx` (graph inputs `input` and `input2`), `dynamic-dims.onnx`
   (`dynamic_axes` on batch, height and width).
@@ -834,6 +895,8 @@ def main():
             e["trailing"] = {"softmax": "Softmax", "logsoftmax": "LogSoftmax"}.get(tail)
             if e["expected"]:
                 e["onnxruntime_max_abs_diff"] = onnxruntime_check(OUT, name, normalize, tail)
+                if "jacobian" in json.load(open(os.path.join(OUT, name + ".expected.json"))):
+                    e["onnx_reference_float64"] = onnx_float64_check(OUT, name)
             entries.append(e)
         elif f in old:
             entries.append(old[f])
@@ -847,6 +910,7 @@ def main():
         fh.write(README_TAIL)
     for e in entries:
         print(f"{e['file']}: {e['bytes']} bytes, {e['parameters']} params, ort {e.get('onnxruntime_max_abs_diff')}, "
+              f"onnx float64 {e.get('onnx_reference_float64')}, "
               f"ops {' '.join(e['ops'])}")
 
 
