@@ -420,6 +420,15 @@ def export(net, path, **kw):
     torch.onnx.export(net.eval(), torch.zeros(1, 3, 32, 32), path, **args)
 
 
+DYNAMO = ("resnet18-w16", "mobilenet_v3_small-w25", "shufflenet_v2_x0_5-w8")
+
+
+def export_dynamo(net, path, external_data=False):
+    """What `torch.onnx.export(net, (x,), path)` writes by default since torch 2.9 (needs onnxscript)."""
+    torch.onnx.export(net.eval(), (torch.zeros(1, 3, 32, 32),), path, dynamo=True, external_data=external_data,
+                      input_names=["input"], output_names=["logits"])
+
+
 def make_every_op_edits(path):
     """Explicit asymmetric pads instead of auto_pad SAME_UPPER on the even-kernel conv, and a Dropout
     (inference: identity) then an Identity node in front of the MatMul. Values are unchanged."""
@@ -544,9 +553,12 @@ def summary(name, ref):
           f"lambda_1 {np.round(ev[:, 0], 4).tolist()}", flush=True)
 
 
-def make(folder, name, net, x, normalize, with_sidecar, jacobian, export_kw=None, note=None):
+def make(folder, name, net, x, normalize, with_sidecar, jacobian, export_kw=None, note=None, exporter=None):
     path = os.path.join(folder, name + ".onnx")
-    export(net, path, **(export_kw or {}))
+    if exporter:
+        exporter(net, path)
+    else:
+        export(net, path, **(export_kw or {}))
     if with_sidecar:
         write_json(os.path.join(folder, name + ".json"), sidecar(name, normalize), compact=False)
     ref = reference(net, x, normalize, jacobian)
@@ -626,7 +638,7 @@ def make_bad():
 
 def describe(path):
     m = onnx.load(path)
-    onnx.checker.check_model(m)
+    onnx.checker.check_model(path)  # by path: follows external data
     ops = {}
     for n in m.graph.node:
         ops[n.op_type] = ops.get(n.op_type, 0) + 1
@@ -647,7 +659,10 @@ def describe(path):
                 p = list(a.ints)
                 if p[: len(p) // 2] != p[len(p) // 2:]:
                     attrs.setdefault(f"{n.op_type}.asymmetric_pads", set()).add(str(p))
+    external = sorted({e.value for i in onnx.load(path, load_external_data=False).graph.initializer
+                       for e in i.external_data if e.key == "location"})
     return {"ops": dict(sorted(ops.items())), "nodes": len(m.graph.node), "parameters": params,
+            "external_data": external,
             "constant_node_floats": consts, "inputs": dims, "opset": m.opset_import[0].version,
             "attributes": {k: sorted(v, key=str) for k, v in sorted(attrs.items())}}
 
@@ -740,8 +755,8 @@ Made by `scripts/make_onnx_fixtures.py` (run once from the repository root with 
     torch.onnx.export(net.eval(), x, path, dynamo=False, opset_version=17,
                       input_names=["input"], output_names=["logits"])
 
-writes for a 1x3x32x32 input and 10 classes (exceptions: every-op.onnx, activations-fp16.onnx,
-mobilenet_v3_small-w25-bn.onnx and the three error fixtures; see below). Weights are random (seed {seed}, nothing downloaded); every
+writes for a 1x3x32x32 input and 10 classes (exceptions: every-op.onnx, activations-fp16.onnx, the
+`-bn`, `-dynamo`, `-dynamo-extdata` and `-dynbatch` variants and the three error fixtures; see below). Weights are random (seed {seed}, nothing downloaded); every
 BatchNorm has seeded random weight/bias and running statistics from one train-mode pass over the 20
 images of assets/data/cifar10-samples/test_batch.bin, then (architectures) the variance raised by a
 floor k times the layer's mean second moment, k = 0.1..0.35 per architecture so that lambda_1 is
@@ -799,6 +814,21 @@ README_TAIL = """
 - Both exports of MobileNetV3 and EfficientNet hold `Identity` nodes whose input is an initializer: the
   exporter stores equal-valued initializers (the zero-initialised SE biases) once and aliases the
   others through `Identity`.
+- `X-dynamo.onnx` (resnet18-w16, mobilenet_v3_small-w25, shufflenet_v2_x0_5-w8): the same networks
+  (same expected values) written by `torch.onnx.export(net, (x,), path, dynamo=True,
+  external_data=False, input_names=["input"], output_names=["logits"])`. `dynamo=True` is
+  torch.onnx.export's default since torch 2.9, so this is what a user who leaves it out gets. Opset 20;
+  BatchNorm folded; global pooling is `ReduceMean` with the axes as an int64 initializer input
+  ([-1, -2], keepdims 1, then `Reshape` [1, C] with allowzero=1) instead of GlobalAveragePool +
+  Flatten; `chunk` is a `Split` (num_outputs 2, no split input); a Gemm may have no bias input
+  (mobilenet_v3's first classifier layer); MaxPool/Conv carry explicit `auto_pad="NOTSET"`.
+- `mobilenet_v3_small-w25-dynamo-extdata.onnx` + `.onnx.data`: the same, with the dynamo exporter's
+  default `external_data=True`: most initializers have data_location EXTERNAL with location
+  `mobilenet_v3_small-w25-dynamo-extdata.onnx.data`, offset and length (the file beside it).
+- `shufflenet_v2_x0_5-w8-dynbatch.onnx`: exported with `dynamic_axes={"input": {0: "batch"},
+  "logits": {0: "batch"}}` (what most tutorials do): input shape ["batch", 3, 32, 32], and the channel
+  shuffle's shapes become real `Shape -> Gather(scalar index) -> Unsqueeze -> Concat -> Reshape`
+  chains, with `Div` and `Cast(to=INT64)` on the int64 scalars (channels // groups).
 - Error fixtures (no sidecar, no expected file): `unsupported-op.onnx` (a `Resize` from
   `F.interpolate`), `two-inputs.onnx` (graph inputs `input` and `input2`), `dynamic-dims.onnx`
   (`dynamic_axes` on batch, height and width).
@@ -826,6 +856,26 @@ def main():
         net = prepared(builder, images, floor, normalize=True)
         make(OUT, name, net, x, True, True, jacobian=False)
         table[name] = (what, True, None)
+        if name in DYNAMO:
+            # torch.onnx.export's default since torch 2.9 (dynamo=True): opset 20 and other operators.
+            make(OUT, name + "-dynamo", net, x, True, True, jacobian=False, exporter=export_dynamo)
+            table[name + "-dynamo"] = (what + ", exported by the default dynamo=True exporter (opset 20), one file",
+                                       True, None)
+        if name == "mobilenet_v3_small-w25":
+            # The dynamo exporter's default external_data=True: weights in X.onnx.data beside X.onnx.
+            ext = name + "-dynamo-extdata"
+            for f in (ext + ".onnx", ext + ".onnx.data"):
+                if os.path.exists(os.path.join(OUT, f)):
+                    os.remove(os.path.join(OUT, f))
+            make(OUT, ext, net, x, True, True, jacobian=False,
+                 exporter=lambda n, pth: export_dynamo(n, pth, external_data=True))
+            table[ext] = (what + ", dynamo=True exporter with its default external_data=True: weights in "
+                          + ext + ".onnx.data", True, None)
+        if name == "shufflenet_v2_x0_5-w8":
+            # A dynamic batch dimension, as most tutorials export: the shape chains then depend on Shape.
+            make(OUT, name + "-dynbatch", net, x, True, True, jacobian=False,
+                 export_kw={"dynamic_axes": {"input": {0: "batch"}, "logits": {0: "batch"}}})
+            table[name + "-dynbatch"] = (what + ", dynamic_axes on the batch dimension", True, None)
         if name == "mobilenet_v3_small-w25":
             # The same network exported with training=PRESERVE: the exporter then leaves every
             # BatchNormalization after its Conv (as other exporters do) instead of folding it.
