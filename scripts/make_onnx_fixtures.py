@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Generate the ONNX fixtures in tests/fixtures/onnx/ (and full-size benchmark models in target/onnx-bench/).
 
-Run once from the repository root with a Python that has torch, torchvision, onnx and numpy
-(onnxruntime optional: it cross-checks the exports):
+Run once from the repository root with a Python that has torch, torchvision, onnx, onnxscript (for the
+dynamo=True variants) and numpy (onnxruntime optional: it cross-checks the exports):
 
     /opt/torchenv/bin/python scripts/make_onnx_fixtures.py [--no-full]
 
@@ -20,6 +20,10 @@ The committed outputs are read by the Rust tests; CI has no PyTorch. For each mo
                         row-major] at the first index only.
                       For models ending in Softmax / LogSoftmax the logits are the values before it.
 
+Variants of the same networks (same expected values): X-bn (training=PRESERVE: BatchNorm unfolded),
+X-dynamo (the default dynamo=True exporter), X-dynamo-extdata (its external-data layout), X-dynbatch
+(dynamic batch), activations-fp16 (float16 initializers); and three error fixtures without a reference.
+
 plus README.md and MANIFEST.json (operator kinds read back with the onnx package, parameter counts,
 file sizes). Deterministic: every model is built after torch.manual_seed(SEED); BatchNorm affine
 parameters are seeded random, running statistics come from one train-mode pass over the 20 CIFAR
@@ -31,7 +35,6 @@ import argparse
 import copy
 import json
 import os
-import sys
 import warnings
 
 import numpy as np
@@ -528,6 +531,35 @@ def reference(net, x, normalize, jacobian):
     return out
 
 
+FLOAT32_CHECK = {}  # name -> how far PyTorch's own float32 Jacobian is from the float64 reference
+
+
+def float32_check(net, x, normalize, ref):
+    """PyTorch float32 (the same network, torch.func.jacrev): the largest |lambda_i(f32) - lambda_i(f64)|
+    / lambda_1 and |p(f32) - p(f64)| over the images: what a float32 engine can be expected to reach
+    (a ReLU or max-pool decision that flips in float32 shows here as well)."""
+    net32 = copy.deepcopy(net).float().eval()
+    if hasattr(net32, "tail"):
+        net32.tail = None
+    fwd = net32.logits if hasattr(net32, "logits") else net32
+    mean = torch.tensor(f32(MEAN)).view(1, 3, 1, 1) if normalize else 0.0
+    std = torch.tensor(f32(STD)).view(1, 3, 1, 1) if normalize else 1.0
+    f = lambda xi: fwd((xi.unsqueeze(0) - mean) / std).squeeze(0)
+    eig_err, prob_err = 0.0, 0.0
+    for i in range(x.shape[0]):
+        xi = torch.tensor(x[i], dtype=torch.float32)
+        with torch.no_grad():
+            p = torch.softmax(f(xi).double(), 0).numpy()
+        J = torch.func.jacrev(f)(xi).reshape(len(p), -1).detach().double().numpy()
+        C = len(p)
+        B = np.sqrt(p)[:, None] * ((np.eye(C) - np.outer(np.ones(C), p)) @ J)
+        ev = np.sort(np.linalg.eigvalsh(B @ B.T))[::-1]
+        want = np.array(ref["eigenvalues"][i])
+        eig_err = max(eig_err, float(np.abs(ev - want).max() / want[0]))
+        prob_err = max(prob_err, float(np.abs(p - np.array(ref["probs"][i])).max()))
+    return {"eigenvalues_max_err_over_lambda1": eig_err, "probs_max_abs_err": prob_err}
+
+
 def write_json(path, obj, compact=True):
     with open(path, "w") as fh:
         if compact:
@@ -568,6 +600,8 @@ def make(folder, name, net, x, normalize, with_sidecar, jacobian, export_kw=None
     exp.update(ref)
     write_json(os.path.join(folder, name + ".expected.json"), exp)
     summary(name, ref)
+    FLOAT32_CHECK[name] = float32_check(net, x, normalize, ref)
+    print(f"  torch float32 vs float64: {FLOAT32_CHECK[name]}", flush=True)
     return path
 
 
@@ -781,7 +815,9 @@ Beside each model X.onnx:
 
 `MANIFEST.json` lists every `.onnx` with its operator kinds and counts (read back with the onnx
 package), parameter count, file size, input shape, notable attributes, the onnxruntime cross-check
-(max |onnxruntime float32 output - float64 reference| over the four images) and, for the
+(max |onnxruntime float32 output - float64 reference| over the four images), `torch_float32`
+(PyTorch's own float32 Jacobian against the float64 reference: max |lambda_i - lambda_i ref| /
+lambda_1 and max |p - p ref| over the four images: what a float32 engine can reach) and, for the
 per-operator models, `onnx_reference_float64`: the file converted to float64 and run by the onnx
 package's reference evaluator, against the first image's logits and the expected Jacobian along three
 random directions by central differences (relative error; ~1e-7, the float32 rounding of attributes
@@ -910,6 +946,7 @@ def main():
             exp.update(ref)
             write_json(os.path.join(OUT, fp16 + ".expected.json"), exp)
             summary(fp16, ref)
+            FLOAT32_CHECK[fp16] = float32_check(net16, x, normalize, ref)
             table[fp16] = ("activations.onnx with float16 initializers (each read through a Cast to float)",
                            normalize, None)
 
@@ -945,6 +982,7 @@ def main():
             e["trailing"] = {"softmax": "Softmax", "logsoftmax": "LogSoftmax"}.get(tail)
             if e["expected"]:
                 e["onnxruntime_max_abs_diff"] = onnxruntime_check(OUT, name, normalize, tail)
+                e["torch_float32"] = FLOAT32_CHECK.get(name)
                 if "jacobian" in json.load(open(os.path.join(OUT, name + ".expected.json"))):
                     e["onnx_reference_float64"] = onnx_float64_check(OUT, name)
             entries.append(e)
