@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Generate the ONNX fixtures in tests/fixtures/onnx/ (and full-size benchmark models in target/onnx-bench/).
 
-Run once from the repository root with a Python that has torch, torchvision, onnx and numpy
-(onnxruntime optional: it cross-checks the exports):
+Run once from the repository root with a Python that has torch, torchvision, onnx, onnxscript (for the
+dynamo=True variants) and numpy (onnxruntime optional: it cross-checks the exports):
 
     /opt/torchenv/bin/python scripts/make_onnx_fixtures.py [--no-full]
 
@@ -20,6 +20,10 @@ The committed outputs are read by the Rust tests; CI has no PyTorch. For each mo
                         row-major] at the first index only.
                       For models ending in Softmax / LogSoftmax the logits are the values before it.
 
+Variants of the same networks (same expected values): X-bn (training=PRESERVE: BatchNorm unfolded),
+X-dynamo (the default dynamo=True exporter), X-dynamo-extdata (its external-data layout), X-dynbatch
+(dynamic batch), activations-fp16 (float16 initializers); and three error fixtures without a reference.
+
 plus README.md and MANIFEST.json (operator kinds read back with the onnx package, parameter counts,
 file sizes). Deterministic: every model is built after torch.manual_seed(SEED); BatchNorm affine
 parameters are seeded random, running statistics come from one train-mode pass over the 20 CIFAR
@@ -31,7 +35,6 @@ import argparse
 import copy
 import json
 import os
-import sys
 import warnings
 
 import numpy as np
@@ -406,7 +409,7 @@ PER_OPERATOR = [
     ("conv-variants", ConvVariants, True, True, "Conv attributes (auto_pad SAME_UPPER, per-axis pads/strides/dilations, groups, depthwise); trailing Softmax"),
     ("pools", Pools, True, True, "MaxPool / AveragePool with pads, count_include_pad both ways, GlobalAveragePool; trailing LogSoftmax"),
     ("activations", Activations, True, True, "Relu, Clip (ReLU6, clamp(-1,2), clamp(min)), LeakyRelu, HardSwish, HardSigmoid, Sigmoid, Tanh, Gelu, SiLU"),
-    ("shuffle-split", ShuffleSplit, True, True, "channel shuffle, chunk, slices, unsqueeze/squeeze, permute, reshape"),
+    ("shuffle-split", ShuffleSplit, True, True, "channel shuffle, chunk, slices, unsqueeze, permute, reshape: shape-only operators constant for the fixed input"),
     ("graph-normalize", GraphNormalize, False, True, "(x - mean) / std in the graph, BN on the input and after Concat, MatMul head; sidecar without normalize"),
 ]
 
@@ -418,6 +421,15 @@ def export(net, path, **kw):
     args = dict(dynamo=False, opset_version=17, input_names=["input"], output_names=["logits"])
     args.update(kw)
     torch.onnx.export(net.eval(), torch.zeros(1, 3, 32, 32), path, **args)
+
+
+DYNAMO = ("resnet18-w16", "mobilenet_v3_small-w25", "shufflenet_v2_x0_5-w8")
+
+
+def export_dynamo(net, path, external_data=False):
+    """What `torch.onnx.export(net, (x,), path)` writes by default since torch 2.9 (needs onnxscript)."""
+    torch.onnx.export(net.eval(), (torch.zeros(1, 3, 32, 32),), path, dynamo=True, external_data=external_data,
+                      input_names=["input"], output_names=["logits"])
 
 
 def make_every_op_edits(path):
@@ -519,6 +531,35 @@ def reference(net, x, normalize, jacobian):
     return out
 
 
+FLOAT32_CHECK = {}  # name -> how far PyTorch's own float32 Jacobian is from the float64 reference
+
+
+def float32_check(net, x, normalize, ref):
+    """PyTorch float32 (the same network, torch.func.jacrev): the largest |lambda_i(f32) - lambda_i(f64)|
+    / lambda_1 and |p(f32) - p(f64)| over the images: what a float32 engine can be expected to reach
+    (a ReLU or max-pool decision that flips in float32 shows here as well)."""
+    net32 = copy.deepcopy(net).float().eval()
+    if hasattr(net32, "tail"):
+        net32.tail = None
+    fwd = net32.logits if hasattr(net32, "logits") else net32
+    mean = torch.tensor(f32(MEAN)).view(1, 3, 1, 1) if normalize else 0.0
+    std = torch.tensor(f32(STD)).view(1, 3, 1, 1) if normalize else 1.0
+    f = lambda xi: fwd((xi.unsqueeze(0) - mean) / std).squeeze(0)
+    eig_err, prob_err = 0.0, 0.0
+    for i in range(x.shape[0]):
+        xi = torch.tensor(x[i], dtype=torch.float32)
+        with torch.no_grad():
+            p = torch.softmax(f(xi).double(), 0).numpy()
+        J = torch.func.jacrev(f)(xi).reshape(len(p), -1).detach().double().numpy()
+        C = len(p)
+        B = np.sqrt(p)[:, None] * ((np.eye(C) - np.outer(np.ones(C), p)) @ J)
+        ev = np.sort(np.linalg.eigvalsh(B @ B.T))[::-1]
+        want = np.array(ref["eigenvalues"][i])
+        eig_err = max(eig_err, float(np.abs(ev - want).max() / want[0]))
+        prob_err = max(prob_err, float(np.abs(p - np.array(ref["probs"][i])).max()))
+    return {"eigenvalues_max_err_over_lambda1": eig_err, "probs_max_abs_err": prob_err}
+
+
 def write_json(path, obj, compact=True):
     with open(path, "w") as fh:
         if compact:
@@ -544,9 +585,12 @@ def summary(name, ref):
           f"lambda_1 {np.round(ev[:, 0], 4).tolist()}", flush=True)
 
 
-def make(folder, name, net, x, normalize, with_sidecar, jacobian, export_kw=None, note=None):
+def make(folder, name, net, x, normalize, with_sidecar, jacobian, export_kw=None, note=None, exporter=None):
     path = os.path.join(folder, name + ".onnx")
-    export(net, path, **(export_kw or {}))
+    if exporter:
+        exporter(net, path)
+    else:
+        export(net, path, **(export_kw or {}))
     if with_sidecar:
         write_json(os.path.join(folder, name + ".json"), sidecar(name, normalize), compact=False)
     ref = reference(net, x, normalize, jacobian)
@@ -556,6 +600,8 @@ def make(folder, name, net, x, normalize, with_sidecar, jacobian, export_kw=None
     exp.update(ref)
     write_json(os.path.join(folder, name + ".expected.json"), exp)
     summary(name, ref)
+    FLOAT32_CHECK[name] = float32_check(net, x, normalize, ref)
+    print(f"  torch float32 vs float64: {FLOAT32_CHECK[name]}", flush=True)
     return path
 
 
@@ -626,7 +672,7 @@ def make_bad():
 
 def describe(path):
     m = onnx.load(path)
-    onnx.checker.check_model(m)
+    onnx.checker.check_model(path)  # by path: follows external data
     ops = {}
     for n in m.graph.node:
         ops[n.op_type] = ops.get(n.op_type, 0) + 1
@@ -647,7 +693,10 @@ def describe(path):
                 p = list(a.ints)
                 if p[: len(p) // 2] != p[len(p) // 2:]:
                     attrs.setdefault(f"{n.op_type}.asymmetric_pads", set()).add(str(p))
+    external = sorted({e.value for i in onnx.load(path, load_external_data=False).graph.initializer
+                       for e in i.external_data if e.key == "location"})
     return {"ops": dict(sorted(ops.items())), "nodes": len(m.graph.node), "parameters": params,
+            "external_data": external,
             "constant_node_floats": consts, "inputs": dims, "opset": m.opset_import[0].version,
             "attributes": {k: sorted(v, key=str) for k, v in sorted(attrs.items())}}
 
@@ -676,6 +725,60 @@ def onnxruntime_check(folder, name, normalize, tail):
     return float(np.abs(got - want).max())
 
 
+def onnx_float64_check(folder, name):
+    """Independent of PyTorch: the ONNX file itself, converted to float64 and run by the onnx package's
+    reference evaluator (a trailing Softmax / LogSoftmax cut off), against the expected logits of the
+    first image and against the expected Jacobian along 3 random unit directions (central differences,
+    h = 1e-7). The residue, ~1e-7, is the float32 rounding of attribute and Constant values (HardSigmoid
+    alpha, Gelu's sqrt 2) that PyTorch's float64 reference does not have."""
+    import math
+    from onnx.reference import ReferenceEvaluator
+    from onnx.reference.ops import op_erf
+    # The evaluator's Erf rounds to float32 (np.vectorize(erf, otypes=["f"])); use the float64 one.
+    op_erf.Erf._run = lambda self, v: (np.vectorize(math.erf, otypes=[np.float64])(v).astype(v.dtype),)
+    m = onnx.load(os.path.join(folder, name + ".onnx"))
+    g = m.graph
+    last = g.node[-1]
+    if last.op_type in ("Softmax", "LogSoftmax"):
+        g.output[0].name = last.input[0]
+        g.node.remove(last)
+    for init in g.initializer:
+        if init.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float64), init.name))
+    for n in g.node:
+        for a in n.attribute:
+            if a.name == "value" and a.t.data_type == onnx.TensorProto.FLOAT:
+                a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(np.float64), a.t.name))
+            if n.op_type == "Cast" and a.name == "to" and a.i == onnx.TensorProto.FLOAT:
+                a.i = onnx.TensorProto.DOUBLE
+    for v in list(g.input) + list(g.output):
+        v.type.tensor_type.elem_type = onnx.TensorProto.DOUBLE
+    del g.value_info[:]
+    sess = ReferenceEvaluator(m)
+    exp = json.load(open(os.path.join(folder, name + ".expected.json")))
+    side_path = os.path.join(folder, name + ".json")
+    side = json.load(open(side_path)) if os.path.exists(side_path) else {}
+    _, px = cifar()
+    x = px[exp["indices"][0]]
+    if "normalize" in side:
+        mean = np.array(f32(side["normalize"]["mean"])).reshape(3, 1, 1)
+        std = np.array(f32(side["normalize"]["std"])).reshape(3, 1, 1)
+    else:
+        mean, std = 0.0, 1.0
+    f = lambda v: sess.run(None, {"input": ((v - mean) / std)[None]})[0][0]
+    logit_diff = float(np.abs(f(x) - np.array(exp["logits"][0])).max())
+    J = np.array(exp["jacobian"]).reshape(len(exp["logits"][0]), -1)
+    rng = np.random.default_rng(0)
+    errs = []
+    for _ in range(3):
+        v = rng.standard_normal(x.shape)
+        v /= np.linalg.norm(v)
+        h = 1e-7
+        want = J @ v.ravel()
+        errs.append(float(np.abs((f(x + h * v) - f(x - h * v)) / (2 * h) - want).max() / np.abs(want).max()))
+    return {"max_abs_logit_diff": logit_diff, "jacobian_direction_max_rel_err": max(errs)}
+
+
 README_HEAD = """\
 # ONNX fixtures
 
@@ -686,8 +789,8 @@ Made by `scripts/make_onnx_fixtures.py` (run once from the repository root with 
     torch.onnx.export(net.eval(), x, path, dynamo=False, opset_version=17,
                       input_names=["input"], output_names=["logits"])
 
-writes for a 1x3x32x32 input and 10 classes (exceptions: every-op.onnx, activations-fp16.onnx,
-mobilenet_v3_small-w25-bn.onnx and the three error fixtures; see below). Weights are random (seed {seed}, nothing downloaded); every
+writes for a 1x3x32x32 input and 10 classes (exceptions: every-op.onnx, activations-fp16.onnx, the
+`-bn`, `-dynamo`, `-dynamo-extdata` and `-dynbatch` variants and the three error fixtures; see below). Weights are random (seed {seed}, nothing downloaded); every
 BatchNorm has seeded random weight/bias and running statistics from one train-mode pass over the 20
 images of assets/data/cifar10-samples/test_batch.bin, then (architectures) the variance raised by a
 floor k times the layer's mean second moment, k = 0.1..0.35 per architecture so that lambda_1 is
@@ -711,8 +814,14 @@ Beside each model X.onnx:
   values before it (dataleaf drops the trailing softmax). Values rounded to 9 significant digits.
 
 `MANIFEST.json` lists every `.onnx` with its operator kinds and counts (read back with the onnx
-package), parameter count, file size, input shape, notable attributes and the onnxruntime cross-check
-(max |onnxruntime float32 output - float64 reference| over the four images).
+package), parameter count, file size, input shape, notable attributes, the onnxruntime cross-check
+(max |onnxruntime float32 output - float64 reference| over the four images), `torch_float32`
+(PyTorch's own float32 Jacobian against the float64 reference: max |lambda_i - lambda_i ref| /
+lambda_1 and max |p - p ref| over the four images: what a float32 engine can reach) and, for the
+per-operator models, `onnx_reference_float64`: the file converted to float64 and run by the onnx
+package's reference evaluator, against the first image's logits and the expected Jacobian along three
+random directions by central differences (relative error; ~1e-7, the float32 rounding of attributes
+such as HardSigmoid's alpha).
 
 | file | what | size | parameters |
 |---|---|---|---|
@@ -727,7 +836,7 @@ README_TAIL = """
 - `padding="same"` with an even kernel exports `auto_pad="SAME_UPPER"` (conv-variants.onnx); every-op.onnx
   holds the same conv with explicit asymmetric `pads=[1,1,2,2]` (edited in after export).
 - `x.chunk(2, dim=1)` exports as `Shape -> Gather -> Add -> Div -> Mul -> Slice` on int64 tensors (no
-  Split); `x.view(n, -1)` and channel shuffles fold to `Reshape` with a `Constant` shape for the fixed
+  Split; the Slice takes starts/ends/axes as inputs); `x.view(n, -1)` and channel shuffles fold to `Reshape` with a `Constant` shape for the fixed
   input shape; the full-size ShuffleNet's `x.mean([2, 3])` is a `ReduceMean` (keepdims 0).
 - every-op.onnx: the exporter removes Dropout and Identity in eval mode, so a `Dropout` (no ratio, no
   training_mode: inference) and an `Identity` were inserted before the MatMul with the onnx package.
@@ -736,8 +845,26 @@ README_TAIL = """
   still compute in float32. Its reference uses the float16-rounded weights in float64.
 - mobilenet_v3_small-w25-bn.onnx: the same network as mobilenet_v3_small-w25.onnx (same expected
   values) exported with `training=torch.onnx.TrainingMode.PRESERVE`, which keeps every Conv ->
-  BatchNormalization pair unfolded (BN inputs: scale, bias, mean, var initializers; epsilon 1e-5 or
-  1e-3 as torchvision sets it) and passes some initializers through `Identity` nodes.
+  BatchNormalization pair unfolded (BN inputs: scale, bias, mean, var initializers; epsilon 1e-3, as
+  torchvision's MobileNetV3 sets it).
+- Both exports of MobileNetV3 and EfficientNet hold `Identity` nodes whose input is an initializer: the
+  exporter stores equal-valued initializers (the zero-initialised SE biases) once and aliases the
+  others through `Identity`.
+- `X-dynamo.onnx` (resnet18-w16, mobilenet_v3_small-w25, shufflenet_v2_x0_5-w8): the same networks
+  (same expected values) written by `torch.onnx.export(net, (x,), path, dynamo=True,
+  external_data=False, input_names=["input"], output_names=["logits"])`. `dynamo=True` is
+  torch.onnx.export's default since torch 2.9, so this is what a user who leaves it out gets. Opset 20;
+  BatchNorm folded; global pooling is `ReduceMean` with the axes as an int64 initializer input
+  ([-1, -2], keepdims 1, then `Reshape` [1, C] with allowzero=1) instead of GlobalAveragePool +
+  Flatten; `chunk` is a `Split` (num_outputs 2, no split input); a Gemm may have no bias input
+  (mobilenet_v3's first classifier layer); MaxPool/Conv carry explicit `auto_pad="NOTSET"`.
+- `mobilenet_v3_small-w25-dynamo-extdata.onnx` + `.onnx.data`: the same, with the dynamo exporter's
+  default `external_data=True`: most initializers have data_location EXTERNAL with location
+  `mobilenet_v3_small-w25-dynamo-extdata.onnx.data`, offset and length (the file beside it).
+- `shufflenet_v2_x0_5-w8-dynbatch.onnx`: exported with `dynamic_axes={"input": {0: "batch"},
+  "logits": {0: "batch"}}` (what most tutorials do): input shape ["batch", 3, 32, 32], and the channel
+  shuffle's shapes become real `Shape -> Gather(scalar index) -> Unsqueeze -> Concat -> Reshape`
+  chains, with `Div` and `Cast(to=INT64)` on the int64 scalars (channels // groups).
 - Error fixtures (no sidecar, no expected file): `unsupported-op.onnx` (a `Resize` from
   `F.interpolate`), `two-inputs.onnx` (graph inputs `input` and `input2`), `dynamic-dims.onnx`
   (`dynamic_axes` on batch, height and width).
@@ -765,6 +892,26 @@ def main():
         net = prepared(builder, images, floor, normalize=True)
         make(OUT, name, net, x, True, True, jacobian=False)
         table[name] = (what, True, None)
+        if name in DYNAMO:
+            # torch.onnx.export's default since torch 2.9 (dynamo=True): opset 20 and other operators.
+            make(OUT, name + "-dynamo", net, x, True, True, jacobian=False, exporter=export_dynamo)
+            table[name + "-dynamo"] = (what + ", exported by the default dynamo=True exporter (opset 20), one file",
+                                       True, None)
+        if name == "mobilenet_v3_small-w25":
+            # The dynamo exporter's default external_data=True: weights in X.onnx.data beside X.onnx.
+            ext = name + "-dynamo-extdata"
+            for f in (ext + ".onnx", ext + ".onnx.data"):
+                if os.path.exists(os.path.join(OUT, f)):
+                    os.remove(os.path.join(OUT, f))
+            make(OUT, ext, net, x, True, True, jacobian=False,
+                 exporter=lambda n, pth: export_dynamo(n, pth, external_data=True))
+            table[ext] = (what + ", dynamo=True exporter with its default external_data=True: weights in "
+                          + ext + ".onnx.data", True, None)
+        if name == "shufflenet_v2_x0_5-w8":
+            # A dynamic batch dimension, as most tutorials export: the shape chains then depend on Shape.
+            make(OUT, name + "-dynbatch", net, x, True, True, jacobian=False,
+                 export_kw={"dynamic_axes": {"input": {0: "batch"}, "logits": {0: "batch"}}})
+            table[name + "-dynbatch"] = (what + ", dynamic_axes on the batch dimension", True, None)
         if name == "mobilenet_v3_small-w25":
             # The same network exported with training=PRESERVE: the exporter then leaves every
             # BatchNormalization after its Conv (as other exporters do) instead of folding it.
@@ -799,6 +946,7 @@ def main():
             exp.update(ref)
             write_json(os.path.join(OUT, fp16 + ".expected.json"), exp)
             summary(fp16, ref)
+            FLOAT32_CHECK[fp16] = float32_check(net16, x, normalize, ref)
             table[fp16] = ("activations.onnx with float16 initializers (each read through a Cast to float)",
                            normalize, None)
 
@@ -834,6 +982,9 @@ def main():
             e["trailing"] = {"softmax": "Softmax", "logsoftmax": "LogSoftmax"}.get(tail)
             if e["expected"]:
                 e["onnxruntime_max_abs_diff"] = onnxruntime_check(OUT, name, normalize, tail)
+                e["torch_float32"] = FLOAT32_CHECK.get(name)
+                if "jacobian" in json.load(open(os.path.join(OUT, name + ".expected.json"))):
+                    e["onnx_reference_float64"] = onnx_float64_check(OUT, name)
             entries.append(e)
         elif f in old:
             entries.append(old[f])
@@ -847,6 +998,7 @@ def main():
         fh.write(README_TAIL)
     for e in entries:
         print(f"{e['file']}: {e['bytes']} bytes, {e['parameters']} params, ort {e.get('onnxruntime_max_abs_diff')}, "
+              f"onnx float64 {e.get('onnx_reference_float64')}, "
               f"ops {' '.join(e['ops'])}")
 
 
