@@ -1,4 +1,4 @@
-//! `same-leaf`: do two images lie on one leaf? For pairs of MNIST test images, clean-clean, clean-noisy
+//! `same-leaf`: do two images lie on one leaf? For pairs of test images (MNIST by default), clean-clean, clean-noisy
 //! and noisy-noisy (noise = kernel steps, which move to another leaf), the gap a strict leaf search
 //! leaves: the strict greedy walk (until it stalls, at most `greedy_steps`) and the reach search
 //! (src/walk/reach.rs, a fixed number of geometry evaluations so the result does not depend on the
@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::plot::{self, median, Axes, BoxStats, Canvas, PALETTE};
 use super::shard::Sharded;
-use super::{mnist_model, par_map, round, ExperimentError, Progress, Settings};
+use super::{model_and_data, par_map, round, ExperimentError, Progress, Settings};
 use crate::data::Dataset;
 use crate::model::{Model, Network};
 use crate::walk::reach::{Reach, ReachConfig, Strategy, DEFAULT_STRATEGY};
@@ -29,7 +29,8 @@ pub const SEARCHES: [&str; 2] = ["greedy", "reach"];
 #[derive(Debug, Clone)]
 pub struct Config {
     pub model: String,
-    /// Pairs of distinct MNIST test images, drawn with `seed`.
+    pub dataset: String,
+    /// Pairs of distinct images of the dataset, drawn with `seed`.
     pub pairs: usize,
     /// Kernel steps that make an image noisy (the papers' noisy leaves use 250).
     pub noise_steps: usize,
@@ -44,6 +45,7 @@ impl From<&Settings> for Config {
     fn from(s: &Settings) -> Config {
         Config {
             model: s.model.clone(),
+            dataset: s.dataset.clone(),
             pairs: s.samples.unwrap_or(8),
             noise_steps: 250,
             greedy_steps: 3000,
@@ -86,6 +88,7 @@ pub struct Summary {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub model: String,
+    pub dataset: String,
     pub pairs: Vec<Pair>,
     pub noise_steps: usize,
     pub greedy_steps: usize,
@@ -136,7 +139,7 @@ fn search(
     }
 }
 
-/// The experiment opened: its model, the MNIST test set and the pairs (drawn with the seed).
+/// The experiment opened: its model, the dataset and the pairs (drawn with the seed).
 pub struct SameLeaf {
     config: Config,
     model: Model,
@@ -148,6 +151,7 @@ pub struct SameLeaf {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Header {
     pub model: String,
+    pub dataset: String,
     pub noise_steps: usize,
     pub greedy_steps: usize,
     pub reach_evaluations: usize,
@@ -156,7 +160,12 @@ pub struct Header {
 
 impl SameLeaf {
     fn new(config: Config) -> Result<SameLeaf, ExperimentError> {
-        let (model, data) = mnist_model(&config.model)?;
+        let (model, data) = model_and_data(&Settings {
+            samples: None,
+            model: config.model.clone(),
+            dataset: config.dataset.clone(),
+            seed: config.seed,
+        })?;
         let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
         let pairs: Vec<(usize, usize)> = (0..config.pairs.max(1))
             .map(|_| {
@@ -223,6 +232,7 @@ impl Sharded for SameLeaf {
     fn header(&self) -> Header {
         Header {
             model: self.model.name().to_string(),
+            dataset: self.data.name.clone(),
             noise_steps: self.config.noise_steps,
             greedy_steps: self.config.greedy_steps,
             reach_evaluations: self.config.reach_evaluations,
@@ -272,6 +282,7 @@ impl Sharded for SameLeaf {
             .fold(0.0, f64::max);
         Ok(Report {
             model: header.model,
+            dataset: header.dataset,
             pairs,
             noise_steps: header.noise_steps,
             greedy_steps: header.greedy_steps,
@@ -294,8 +305,9 @@ impl Sharded for SameLeaf {
 impl Report {
     pub fn summary(&self) -> String {
         let mut out = format!(
-            "same-leaf: {} pairs of MNIST test images ({}), noise = {} kernel steps; strict greedy walk (<= {} steps) and reach search ({}, {} evaluations); largest off-leaf share of a move {:.1e}\n",
+            "same-leaf: {} pairs of {} images ({}), noise = {} kernel steps; strict greedy walk (<= {} steps) and reach search ({}, {} evaluations); largest off-leaf share of a move {:.1e}\n",
             self.pairs.len(),
+            self.dataset,
             self.model,
             self.noise_steps,
             self.greedy_steps,

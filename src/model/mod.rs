@@ -88,7 +88,7 @@ impl Model {
 
     /// An ONNX model from its bytes; `path` names it in messages and locates its sidecar.
     pub fn from_onnx_bytes(bytes: &[u8], path: &Path) -> Result<Model, ModelError> {
-        let lowered = onnx::lower(bytes).map_err(|m| ModelError::new(path, m))?;
+        let lowered = onnx::lower(bytes, path.parent()).map_err(|m| ModelError::new(path, m))?;
         let sidecar_path = path.with_extension("json");
         let sidecar = if sidecar_path.is_file() {
             let text = files::read_json_text(&sidecar_path)?;

@@ -12,7 +12,9 @@ use std::collections::HashMap;
 
 use super::graph::{self, Node, NodeOp, INPUT};
 use super::network::{Tensor32, Weights};
-use super::protobuf::{dtype, Attribute, Dim, ModelProto, NodeProto, TensorProto};
+use std::path::Path;
+
+use super::protobuf::{decode_raw, dtype, Attribute, Dim, External, ModelProto, NodeProto, TensorProto};
 
 /// A tensor known at load time, widened to f64 (exact for the int64 shape arithmetic).
 #[derive(Debug, Clone, PartialEq)]
@@ -1099,9 +1101,14 @@ fn constant_node_value(node: &NodeProto) -> NodeResult<Const> {
 
 /// Lower ONNX bytes to a graph. The message of an error names the node and operator at fault;
 /// the caller adds the file.
-pub fn lower(bytes: &[u8]) -> Result<Lowered, String> {
+pub fn lower(bytes: &[u8], folder: Option<&Path>) -> Result<Lowered, String> {
     let model = ModelProto::parse(bytes).map_err(|e| format!("not a readable ONNX model: {}", e.0))?;
-    let graph = model.graph.expect("parse checks the graph");
+    let mut graph = model.graph.expect("parse checks the graph");
+    for t in &mut graph.initializers {
+        if let Some(ext) = t.external.take() {
+            t.data = external_values(t, &ext, folder)?;
+        }
+    }
     let mut lowering = Lowering {
         values: HashMap::new(),
         nodes: Vec::new(),
@@ -1251,6 +1258,52 @@ pub fn lower(bytes: &[u8]) -> Result<Lowered, String> {
         outputs,
         name,
     })
+}
+
+/// Largest external data file read (the ONNX limit of a model's protobuf is 2 GB; its data may be more).
+const MAX_EXTERNAL_BYTES: u64 = 8 << 30;
+
+/// The values of a tensor stored in a file beside the model (the exporter's `X.onnx.data`).
+fn external_values(t: &TensorProto, ext: &External, folder: Option<&Path>) -> Result<Vec<f64>, String> {
+    let name = &t.name;
+    let location = Path::new(&ext.location);
+    // Only a file beside the model (or below it): never an absolute path or a way out of its folder.
+    if location.is_absolute() || location.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        return Err(format!("tensor {name:?} names external data {:?} outside the model's folder", ext.location));
+    }
+    let Some(folder) = folder else {
+        return Err(format!("tensor {name:?} is stored in an external file {:?}", ext.location));
+    };
+    let path = folder.join(location);
+    let len = std::fs::metadata(&path)
+        .map_err(|e| format!("tensor {name:?}: its external data file {} cannot be read: {e}", path.display()))?
+        .len();
+    if len > MAX_EXTERNAL_BYTES {
+        return Err(format!("external data file {} is larger than dataleaf reads", path.display()));
+    }
+    let count: usize = t.dims.iter().map(|&d| d as usize).product();
+    let width = match t.data_type {
+        dtype::FLOAT | dtype::INT32 => 4,
+        dtype::INT64 | dtype::DOUBLE => 8,
+        dtype::FLOAT16 | dtype::BFLOAT16 => 2,
+        _ => 1,
+    };
+    let length = ext.length.unwrap_or(count * width);
+    let end = ext.offset.checked_add(length).filter(|&e| e as u64 <= len).ok_or_else(|| {
+        format!(
+            "tensor {name:?} wants bytes {}..{} of {}, which has {len}",
+            ext.offset,
+            ext.offset.saturating_add(length),
+            path.display()
+        )
+    })?;
+    use std::io::{Read, Seek};
+    let mut file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    file.seek(std::io::SeekFrom::Start(ext.offset as u64))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut raw = vec![0u8; end - ext.offset];
+    file.read_exact(&mut raw).map_err(|e| format!("{}: {e}", path.display()))?;
+    decode_raw(&raw, t.data_type, count).map_err(|m| format!("tensor {name:?} in {}: {m}", path.display()))
 }
 
 /// Drop nodes the output does not depend on (a Dropout's mask, a Shape's operand chain).

@@ -208,6 +208,16 @@ pub struct TensorProto {
     pub dims: Vec<i64>,
     pub data_type: i64,
     pub data: Vec<f64>,
+    /// Where the values are when they live in a file beside the model (`data` is then empty).
+    pub external: Option<External>,
+}
+
+/// A tensor's values in an external data file: `length` bytes at `offset` of `location`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct External {
+    pub location: String,
+    pub offset: usize,
+    pub length: Option<usize>,
 }
 
 impl TensorProto {
@@ -216,6 +226,7 @@ impl TensorProto {
         let (mut floats, mut doubles, mut ints) = (Vec::new(), Vec::new(), Vec::new());
         let mut raw: Option<&[u8]> = None;
         let mut external = false;
+        let mut entries: Vec<(String, String)> = Vec::new();
         each_field(b, |n, v| {
             match n {
                 1 => push_ints(v, &mut t.dims)?,
@@ -225,6 +236,19 @@ impl TensorProto {
                 8 => t.name = string(v)?,
                 9 => raw = Some(bytes(v)?),
                 10 => push_doubles(v, &mut doubles)?,
+                // StringStringEntryProto: key (1), value (2)
+                13 => {
+                    let (mut key, mut value) = (String::new(), String::new());
+                    each_field(bytes(v)?, |n, v| {
+                        match n {
+                            1 => key = string(v)?,
+                            2 => value = string(v)?,
+                            _ => {}
+                        }
+                        Ok(())
+                    })?;
+                    entries.push((key, value));
+                }
                 14 => external = int(v)? == 1,
                 _ => {}
             }
@@ -235,12 +259,6 @@ impl TensorProto {
         } else {
             format!("tensor {:?}", t.name)
         };
-        if external {
-            return err(format!(
-                "{what} is stored in an external data file; save the model with its weights inside \
-                 (torch.onnx.export of a model under 2 GB does)"
-            ));
-        }
         if t.dims.iter().any(|&d| d < 0) {
             return err(format!("{what} has a negative dimension"));
         }
@@ -250,6 +268,22 @@ impl TensorProto {
             .try_fold(1usize, |acc, &d| acc.checked_mul(d as usize))
             .filter(|&c| c <= super::arch::MAX_ACTIVATION)
             .ok_or_else(|| WireError(format!("{what} has too many values")))?;
+        if external {
+            let get = |k: &str| entries.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+            let number = |k: &str| -> Result<Option<usize>> {
+                get(k)
+                    .map(|v| v.parse::<usize>().map_err(|_| WireError(format!("{what}: external {k} {v:?} is not a number"))))
+                    .transpose()
+            };
+            t.external = Some(External {
+                location: get("location")
+                    .ok_or_else(|| WireError(format!("{what} is external but names no location")))?
+                    .to_string(),
+                offset: number("offset")?.unwrap_or(0),
+                length: number("length")?,
+            });
+            return Ok(t);
+        }
         t.data = match raw {
             Some(raw) => {
                 decode_raw(raw, t.data_type, count).map_err(|m| WireError(format!("{what}: {m}")))?
@@ -280,7 +314,7 @@ impl TensorProto {
 }
 
 /// Little-endian raw_data of one element type, widened to f64.
-fn decode_raw(raw: &[u8], data_type: i64, count: usize) -> std::result::Result<Vec<f64>, String> {
+pub fn decode_raw(raw: &[u8], data_type: i64, count: usize) -> std::result::Result<Vec<f64>, String> {
     let width = match data_type {
         dtype::FLOAT | dtype::INT32 => 4,
         dtype::INT64 | dtype::DOUBLE => 8,
