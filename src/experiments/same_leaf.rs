@@ -205,7 +205,15 @@ impl SameLeaf {
                 let record = match name {
                     // The strict greedy walk until it stalls (no progress of a tenth of a step in 200).
                     "greedy" => search(net, Strategy::Greedy, config.greedy_steps, 200, s, t, progress),
-                    _ => search(net, DEFAULT_STRATEGY, config.reach_evaluations, 40, s, t, progress),
+                    _ => search(
+                        net,
+                        DEFAULT_STRATEGY,
+                        config.reach_evaluations,
+                        40,
+                        s,
+                        t,
+                        progress,
+                    ),
                 };
                 by_kind.insert(kind.to_string(), record);
             }
@@ -278,7 +286,11 @@ impl Sharded for SameLeaf {
         }
         let max_off_leaf = pairs
             .iter()
-            .flat_map(|p| p.searches.values().flat_map(|k| k.values().map(|r| r.max_off_leaf)))
+            .flat_map(|p| {
+                p.searches
+                    .values()
+                    .flat_map(|k| k.values().map(|r| r.max_off_leaf))
+            })
             .fold(0.0, f64::max);
         Ok(Report {
             model: header.model,

@@ -986,7 +986,10 @@ impl GraphNet {
 fn valid_columns(c: &Conv, kj: usize) -> std::ops::Range<usize> {
     let offset = kj * c.dilation[1];
     let first = c.pads[1].saturating_sub(offset).div_ceil(c.stride[1]);
-    let last = (c.win + c.pads[1]).saturating_sub(offset).div_ceil(c.stride[1]).min(c.wout);
+    let last = (c.win + c.pads[1])
+        .saturating_sub(offset)
+        .div_ceil(c.stride[1])
+        .min(c.wout);
     first.min(last)..last
 }
 
@@ -1047,7 +1050,10 @@ fn col2im(c: &Conv, cols: &[f32], ld: usize, col0: usize, grp: usize, dx: &mut [
                     let dst = &mut plane[ih as usize * c.win..][..c.win];
                     let src = &row[oh * c.wout + valid.start..oh * c.wout + valid.end];
                     if c.stride[1] == 1 {
-                        dst[iw0..iw0 + src.len()].iter_mut().zip(src).for_each(|(d, v)| *d += v);
+                        dst[iw0..iw0 + src.len()]
+                            .iter_mut()
+                            .zip(src)
+                            .for_each(|(d, v)| *d += v);
                     } else {
                         for (k, v) in src.iter().enumerate() {
                             dst[iw0 + k * c.stride[1]] += v;

@@ -1268,18 +1268,36 @@ fn external_values(t: &TensorProto, ext: &External, folder: Option<&Path>) -> Re
     let name = &t.name;
     let location = Path::new(&ext.location);
     // Only a file beside the model (or below it): never an absolute path or a way out of its folder.
-    if location.is_absolute() || location.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-        return Err(format!("tensor {name:?} names external data {:?} outside the model's folder", ext.location));
+    if location.is_absolute()
+        || location
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(format!(
+            "tensor {name:?} names external data {:?} outside the model's folder",
+            ext.location
+        ));
     }
     let Some(folder) = folder else {
-        return Err(format!("tensor {name:?} is stored in an external file {:?}", ext.location));
+        return Err(format!(
+            "tensor {name:?} is stored in an external file {:?}",
+            ext.location
+        ));
     };
     let path = folder.join(location);
     let len = std::fs::metadata(&path)
-        .map_err(|e| format!("tensor {name:?}: its external data file {} cannot be read: {e}", path.display()))?
+        .map_err(|e| {
+            format!(
+                "tensor {name:?}: its external data file {} cannot be read: {e}",
+                path.display()
+            )
+        })?
         .len();
     if len > MAX_EXTERNAL_BYTES {
-        return Err(format!("external data file {} is larger than dataleaf reads", path.display()));
+        return Err(format!(
+            "external data file {} is larger than dataleaf reads",
+            path.display()
+        ));
     }
     let count: usize = t.dims.iter().map(|&d| d as usize).product();
     let width = match t.data_type {
@@ -1289,20 +1307,25 @@ fn external_values(t: &TensorProto, ext: &External, folder: Option<&Path>) -> Re
         _ => 1,
     };
     let length = ext.length.unwrap_or(count * width);
-    let end = ext.offset.checked_add(length).filter(|&e| e as u64 <= len).ok_or_else(|| {
-        format!(
-            "tensor {name:?} wants bytes {}..{} of {}, which has {len}",
-            ext.offset,
-            ext.offset.saturating_add(length),
-            path.display()
-        )
-    })?;
+    let end = ext
+        .offset
+        .checked_add(length)
+        .filter(|&e| e as u64 <= len)
+        .ok_or_else(|| {
+            format!(
+                "tensor {name:?} wants bytes {}..{} of {}, which has {len}",
+                ext.offset,
+                ext.offset.saturating_add(length),
+                path.display()
+            )
+        })?;
     use std::io::{Read, Seek};
     let mut file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     file.seek(std::io::SeekFrom::Start(ext.offset as u64))
         .map_err(|e| format!("{}: {e}", path.display()))?;
     let mut raw = vec![0u8; end - ext.offset];
-    file.read_exact(&mut raw).map_err(|e| format!("{}: {e}", path.display()))?;
+    file.read_exact(&mut raw)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     decode_raw(&raw, t.data_type, count).map_err(|m| format!("tensor {name:?} in {}: {m}", path.display()))
 }
 

@@ -272,7 +272,10 @@ impl TensorProto {
             let get = |k: &str| entries.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
             let number = |k: &str| -> Result<Option<usize>> {
                 get(k)
-                    .map(|v| v.parse::<usize>().map_err(|_| WireError(format!("{what}: external {k} {v:?} is not a number"))))
+                    .map(|v| {
+                        v.parse::<usize>()
+                            .map_err(|_| WireError(format!("{what}: external {k} {v:?} is not a number")))
+                    })
                     .transpose()
             };
             t.external = Some(External {
