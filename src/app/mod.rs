@@ -145,7 +145,10 @@ pub struct DataleafApp {
     last_frame: Option<Instant>,
     /// When the app was built, for the first frame's log line.
     launched: Instant,
-    first_frame_logged: bool,
+    /// Start-up log lines written: 0 none, 1 the first frame's layout, 2 its painting.
+    first_frame_logged: u8,
+    /// Milliseconds from launch to the app's construction (the window and renderer are up by then).
+    built_ms: f64,
 }
 
 /// The app in a native window.
@@ -157,6 +160,9 @@ pub fn run(options: AppOptions) -> Result<(), String> {
             .with_inner_size([1600.0, 1000.0])
             .with_min_inner_size([900.0, 600.0])
             .with_drag_and_drop(true),
+        // The bundled DejaVu Sans covers every glyph the app draws; scanning the system's fonts
+        // would only delay the first frame.
+        system_font_fallback: false,
         ..Default::default()
     };
     let native = if options.fresh {
@@ -252,7 +258,8 @@ impl DataleafApp {
             intervals: Vec::new(),
             last_frame: None,
             launched,
-            first_frame_logged: false,
+            first_frame_logged: 0,
+            built_ms: launched.elapsed().as_secs_f64() * 1000.0,
         }
     }
 
@@ -790,6 +797,11 @@ impl DataleafApp {
                 }
             });
             ui.separator();
+            if self.settings.lecture && !self.plane_mode {
+                // The room goes to the slide counter; the plane is in its menu and on P.
+                self.slide_counter(ui, actions);
+                return;
+            }
             let text = if self.plane_mode {
                 "◀ Back to the images"
             } else {
@@ -819,39 +831,27 @@ impl DataleafApp {
         });
     }
 
-    /// The presets by domain, one button each; in lecture mode a slide counter with the
-    /// preset's caption instead, stepped by the clicker.
+    /// Lecture mode's slide counter in the menu bar: back, forward, which preset of how many.
+    fn slide_counter(&mut self, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
+        let ctx = ui.ctx().clone();
+        for (c, text) in [(Command::PreviousSlide, "◀"), (Command::NextSlide, "▶")] {
+            let tip = format!("{} ({})", c.tooltip(), c.shortcut_text(&ctx));
+            if ui.button(RichText::new(text).strong()).on_hover_text(tip).clicked() {
+                actions.push(Action::Command(c));
+            }
+        }
+        let text = match self.current_preset.and_then(|i| PRESETS.get(i).map(|p| (i, p))) {
+            Some((i, p)) => format!("{} / {}  ·  {}  ·  {}", i + 1, PRESETS.len(), p.domain.name(), p.title),
+            None => "Page Down: the first preset".into(),
+        };
+        ui.add(egui::Label::new(RichText::new(text).strong()).wrap_mode(egui::TextWrapMode::Extend));
+    }
+
+    /// The presets by domain, one button each; in lecture mode the chosen preset's caption instead.
     fn presets_bar(&mut self, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
         if self.settings.lecture {
-            ui.horizontal(|ui| {
-                let ctx = ui.ctx().clone();
-                for (c, text) in [(Command::PreviousSlide, "◀"), (Command::NextSlide, "▶")] {
-                    let tip = format!("{} ({})", c.tooltip(), c.shortcut_text(&ctx));
-                    if ui.button(RichText::new(text).strong()).on_hover_text(tip).clicked() {
-                        actions.push(Action::Command(c));
-                    }
-                }
-                match self.current_preset.and_then(|i| PRESETS.get(i).map(|p| (i, p))) {
-                    Some((i, p)) => {
-                        ui.label(
-                            RichText::new(format!(
-                                "{} / {}  ·  {}  ·  {}",
-                                i + 1,
-                                PRESETS.len(),
-                                p.domain.name(),
-                                p.title
-                            ))
-                            .strong(),
-                        );
-                    }
-                    None => {
-                        ui.label(RichText::new("Page Down: the first preset").strong());
-                    }
-                }
-            });
             if let Some(p) = self.current_preset.and_then(|i| PRESETS.get(i)) {
-                let size = ui.text_style_height(&egui::TextStyle::Heading);
-                ui.add(egui::Label::new(RichText::new(p.caption).size(size)).wrap());
+                ui.add(egui::Label::new(RichText::new(p.caption).strong()).wrap());
             }
             return;
         }
@@ -963,7 +963,10 @@ impl DataleafApp {
 
     /// The image walks: gallery, the two lanes, the plots and the status line.
     fn walks_ui(&mut self, ui: &mut egui::Ui, time: f64, actions: &mut Vec<Action>) {
-        egui::Panel::bottom("status").show(ui, |ui| self.status_bar(ui, time));
+        // Lecture mode keeps the status line for messages only: the room goes to the walk.
+        if !self.settings.lecture || !self.messages.is_empty() {
+            egui::Panel::bottom("status").show(ui, |ui| self.status_bar(ui, time));
+        }
         let shape = self.shape();
         let start = match self.settings.start {
             Some(Choice::Index(i)) => Some(i),
@@ -1160,15 +1163,20 @@ impl eframe::App for DataleafApp {
             painter.rect_filled(ctx.content_rect(), 0.0, Color32::BLACK);
         }
         self.screenshot(&ctx);
-        if !self.first_frame_logged {
-            self.first_frame_logged = true;
-            if std::env::var_os("DATALEAF_LOG_STARTUP").is_some() {
+        if self.first_frame_logged < 2 && std::env::var_os("DATALEAF_LOG_STARTUP").is_some() {
+            // The second frame begins once the first is painted and presented.
+            let ms = self.launched.elapsed().as_secs_f64() * 1000.0;
+            if self.first_frame_logged == 0 {
                 eprintln!(
-                    "dataleaf: first frame laid out {:.0} ms after launch",
-                    self.launched.elapsed().as_secs_f64() * 1000.0
+                    "dataleaf: window and renderer up {:.0} ms after launch, first frame laid out at {ms:.0} ms",
+                    self.built_ms
                 );
+                ctx.request_repaint();
+            } else {
+                eprintln!("dataleaf: first frame on screen by {:.0} ms after launch", began.duration_since(self.launched).as_secs_f64() * 1000.0);
             }
         }
+        self.first_frame_logged = self.first_frame_logged.saturating_add(1).min(2);
 
         let spent = frame
             .info()

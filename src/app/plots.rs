@@ -68,7 +68,7 @@ impl Plots {
         let show_series = !lecture && room - series_h >= 2.0 * 150.0;
         let main = if show_series { room - series_h } else { room };
         // The bars need a row per class; the spectrum takes the rest, within reason.
-        let probs_h = (main * 0.5).clamp(c as f32 * 14.0, 420.0).min(main - 90.0).max(60.0);
+        let probs_h = (main * 0.55).clamp(c as f32 * 14.0, 440.0).min(main - 90.0).max(60.0);
         let spectrum_h = (main - probs_h).clamp(90.0, 420.0);
         let frames: Vec<_> = Lane::BOTH.map(|l| history.frame(l, at)).to_vec();
         let visuals = ui.visuals().clone();
@@ -87,8 +87,12 @@ impl Plots {
         } else {
             rank_text
         });
-        let response = still("spectrum", spectrum_h)
-            .legend(Legend::default().position(egui_plot::Corner::LeftBottom))
+        let mut spectrum = still("spectrum", spectrum_h);
+        // The legend only where it has room beside the points (the lanes' colours are their titles').
+        if spectrum_h >= 220.0 {
+            spectrum = spectrum.legend(Legend::default().position(egui_plot::Corner::LeftBottom));
+        }
+        let response = spectrum
             .include_x(0.5)
             .include_x(c as f64 + 0.5)
             .include_y(LOG_FLOOR)
@@ -275,7 +279,7 @@ fn probability_rows(
                     egui::pos2(bar.right() + 3.0, y + bar_h / 2.0),
                     egui::Align2::LEFT_CENTER,
                     format!("{p:.2}"),
-                    egui::FontId::proportional((bar_h * 0.95).clamp(8.0, font.size)),
+                    egui::FontId::proportional((bar_h * 1.1).clamp(9.0, font.size * 0.85)),
                     text_color,
                 );
             }

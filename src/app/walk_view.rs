@@ -79,16 +79,23 @@ fn fitting(ui: &egui::Ui, text: &str, size: f32, width: f32) -> f32 {
     }
 }
 
-/// Sizes chosen for the space the centre has: the four images, the readouts' type, the
-/// filmstrips' frames, and whether the walk settings fit under everything or go behind a toggle.
+/// Sizes chosen for the space the centre has: the columns from the width, the images from what
+/// the height leaves, every readout on one line in type fitted to its column (so nothing wraps or
+/// is cut), the filmstrips' frames, and whether the walk settings fit or go behind their toggle.
 #[derive(Debug, Clone, Copy)]
 struct Plan {
+    /// Width of each of the four columns.
+    column: f32,
+    /// The images' side (at most the column width).
     side: f32,
     gap: f32,
     title_font: f32,
-    /// Readout type: the step counter; the prediction and p a little smaller.
+    /// Readout type: the step counter; the others fitted to the column.
     big: f32,
     predicts_font: f32,
+    detail_font: f32,
+    /// Lecture mode: three readout lines, the scrubber beside the transport.
+    compact: bool,
     strip_frame: f32,
     strip_count: usize,
     strip_cell: f32,
@@ -112,33 +119,56 @@ impl Plan {
         let spacing = ui.spacing().item_spacing;
         let body = ui.text_style_height(&egui::TextStyle::Body);
         let small = ui.text_style_height(&egui::TextStyle::Small);
+        let compact = shown.lecture;
         let gap = if avail.x < 720.0 { spacing.x * 1.5 } else { spacing.x * 3.0 };
-        let side_w = ((avail.x - 3.0 * gap) / 4.0).clamp(56.0, 340.0);
-        let title_font = (side_w / 8.0).clamp(13.0, BIG * 0.8);
-        let title_h = |side: f32| {
+        let column = ((avail.x - 3.0 * gap) / 4.0).clamp(56.0, 340.0);
+        // Titles: at most two lines, each word whole.
+        let mut title_font = (column / 8.0).clamp(12.0, BIG * 0.8);
+        let lines = |font: f32| {
             titles
                 .iter()
-                .map(|t| text_size(ui, t, &egui::FontId::proportional(title_font), side).y)
+                .map(|t| {
+                    let one = text_size(ui, "Ag", &egui::FontId::proportional(font), f32::INFINITY).y;
+                    let words_fit = t.split_whitespace().all(|w| {
+                        text_size(ui, w, &egui::FontId::proportional(font), f32::INFINITY).x <= column
+                    });
+                    let h = text_size(ui, t, &egui::FontId::proportional(font), column).y;
+                    if words_fit {
+                        (h / one).round()
+                    } else {
+                        99.0
+                    }
+                })
                 .fold(0.0, f32::max)
-                + 2.0
         };
-        let big = (side_w / 6.5).clamp(13.0, BIG);
+        while title_font > 10.0 && lines(title_font) > 2.0 {
+            title_font -= 1.0;
+        }
+        let title_h = titles
+            .iter()
+            .map(|t| text_size(ui, t, &egui::FontId::proportional(title_font), column).y)
+            .fold(0.0, f32::max)
+            + 2.0;
         let longest = longest_class(shown.classes);
-        // Readouts: step, predicts, p, distance, off the leaf, status (start: label, prediction).
-        let body_font = egui::TextStyle::Body.resolve(ui.style());
-        let small_font = egui::TextStyle::Small.resolve(ui.style());
-        let readouts = |side: f32| {
-            let wrapped = |t: &str, f: &egui::FontId| text_size(ui, t, f, side).y;
-            big + 0.9 * big
-                + 0.8 * big
-                + wrapped("distance to target 10.000", &body_font)
-                + wrapped("last step 100 % off the leaf", &small_font)
-                + wrapped("reached the target ✓", &body_font)
-                + 6.0 * spacing.y
-                + 4.0
+        let big = (column / 6.5).clamp(13.0, BIG);
+        let predicts_font = if compact {
+            fitting(ui, &format!("predicts {longest} · p 0.99"), 0.9 * big, column)
+        } else {
+            fitting(ui, &format!("predicts {longest}"), 0.9 * big, column)
         };
-        // Play / Step / Reset on one row, the speed beside them when there is room.
-        let speed_inline = !shown.lecture && avail.x >= 3.0 * 118.0 + 430.0;
+        let detail_font = fitting(ui, "100 % off the leaf", body, column)
+            .min(fitting(ui, "from start 10.000", body, column))
+            .min(fitting(ui, "reached the target ✓", body, column));
+        let detail = detail_font * 1.2;
+        // Readouts: step, predicts (and p), distance, then off the leaf and the status.
+        let readouts = if compact {
+            big * 1.2 + predicts_font * 1.2 + detail + 3.0 * spacing.y + 4.0
+        } else {
+            big * 1.2 + predicts_font * 1.2 + 0.8 * big * 1.2 + 3.0 * detail + 6.0 * spacing.y + 4.0
+        };
+        // Play / Step / Reset on one row, the speed beside them when there is room; in lecture
+        // mode the scrubber on the same row.
+        let speed_inline = !compact && avail.x >= 3.0 * 118.0 + 430.0;
         let transport = 36.0 + 2.0 * spacing.y + 6.0;
         let scrubber = body.max(ui.spacing().interact_size.y) + spacing.y + 4.0;
         // Filmstrips: frames with a two-line caption; as many as fit across, at most nine.
@@ -160,41 +190,38 @@ impl Plan {
             let count = (((room + spacing.x) / (cell + spacing.x)).floor() as usize).clamp(3, STRIP);
             (count, cell)
         };
-        let strip_h = |frame: f32| 2.0 * (frame + 2.0 * small + 2.0 + 10.0);
+        let strip_h = |frame: f32| 2.0 * (frame + 2.0 * small + 6.0 + spacing.y + 6.0);
         let mut strip_frame = ((room / STRIP as f32) - spacing.x).clamp(36.0, 80.0);
-        // Settings: four rows of drag values under the strips, when the window is tall enough.
-        let settings_h = 4.0 * (ui.spacing().interact_size.y + 6.0) + body + 16.0;
-        let explanation_h = body + 8.0;
-        let fixed = |side: f32, strip_frame: f32| {
-            title_h(side)
-                + 6.0 // the frame round each image
-                + readouts(side)
+        // Settings: five rows of drag values under the strips, when the window is tall enough.
+        let settings_h = 5.0 * (ui.spacing().interact_size.y + 6.0) + body + 16.0;
+        let fixed = |strip_frame: f32| {
+            title_h
+                + 8.0 // the frame round each image
+                + readouts
                 + transport
                 + scrubber
                 + strip_h(strip_frame)
-                + explanation_h
-                + 6.0 * spacing.y
+                + 5.0 * spacing.y
                 + 20.0
         };
-        let mut side = side_w.min(avail.y - fixed(side_w, strip_frame));
-        // Short of height, smaller strip frames first, then smaller images.
-        if side < side_w * 0.8 {
+        let mut side = column.min(avail.y - fixed(strip_frame));
+        // Short of height: smaller strip frames first, then smaller images.
+        if side < column * 0.8 {
             strip_frame = 40.0_f32.min(strip_frame);
-            side = side_w.min(avail.y - fixed(side_w, strip_frame));
+            side = column.min(avail.y - fixed(strip_frame));
         }
-        let side = side.max(56.0);
-        // A narrower column may wrap a title or a readout once more.
-        let side = side.min(avail.y - fixed(side, strip_frame)).max(56.0);
-        let settings_inline =
-            !shown.lecture && avail.y - fixed(side, strip_frame) - settings_h >= side - 1.0;
+        let side = side.max(48.0);
+        let settings_inline = !compact && avail.y - fixed(strip_frame) - settings_h >= side - 1.0;
         let (strip_count, strip_cell) = fit(strip_frame);
-        let predicts_font = fitting(ui, &format!("predicts {longest}"), 0.9 * big, side);
         Plan {
+            column,
             side,
             gap,
             title_font,
             big,
             predicts_font,
+            detail_font,
+            compact,
             strip_frame,
             strip_count,
             strip_cell,
@@ -203,6 +230,11 @@ impl Plan {
             settings_inline,
         }
     }
+}
+
+/// A label on one line, never wrapped (its type is fitted to the column beforehand).
+fn line(ui: &mut egui::Ui, text: RichText) -> egui::Response {
+    ui.add(egui::Label::new(text).wrap_mode(egui::TextWrapMode::Extend))
 }
 
 impl WalkView {
@@ -238,14 +270,14 @@ impl WalkView {
             target_text.as_str(),
         ];
         let plan = Plan::new(ui, shown, &titles);
-        let side = plan.side;
+        let (width, side) = (plan.column, plan.side);
         let visuals = ui.visuals().clone();
         let column = |ui: &mut egui::Ui, add: &mut dyn FnMut(&mut egui::Ui)| {
             ui.allocate_ui_with_layout(
-                Vec2::new(side, ui.available_height()),
+                Vec2::new(width, ui.available_height()),
                 egui::Layout::top_down(egui::Align::Center),
                 |ui| {
-                    ui.set_width(side);
+                    ui.set_width(width);
                     add(ui)
                 },
             );
@@ -254,15 +286,15 @@ impl WalkView {
         let title_font = egui::FontId::proportional(plan.title_font);
         let title_height = titles
             .iter()
-            .map(|t| text_size(ui, t, &title_font, side).y)
+            .map(|t| text_size(ui, t, &title_font, width).y)
             .fold(0.0, f32::max)
             + 2.0;
         let title = |ui: &mut egui::Ui, text: &str, color: Color32| {
             ui.allocate_ui_with_layout(
-                Vec2::new(side, title_height),
+                Vec2::new(width, title_height),
                 egui::Layout::bottom_up(egui::Align::Center),
                 |ui| {
-                    ui.set_min_size(Vec2::new(side, title_height));
+                    ui.set_min_size(Vec2::new(width, title_height));
                     ui.label(RichText::new(text).size(plan.title_font).color(color).strong());
                 },
             );
@@ -279,10 +311,14 @@ impl WalkView {
                     ui.add(egui::ProgressBar::new(done as f32 / total.max(1) as f32).desired_width(side));
                 }
                 if let Some(l) = &shown.start_label {
-                    ui.label(format!("label {l}"));
+                    let text = format!("label {l}");
+                    let size = fitting(ui, &text, plan.predicts_font * 0.8, width);
+                    line(ui, RichText::new(text).size(size));
                 }
                 if let Some(f) = first {
-                    ui.label(prediction(f, shown.classes));
+                    let text = prediction(f, shown.classes);
+                    let size = fitting(ui, &text, plan.predicts_font * 0.8, width);
+                    line(ui, RichText::new(text).size(size));
                 }
             });
             for lane in Lane::BOTH {
@@ -308,7 +344,9 @@ impl WalkView {
                 self.target
                     .show(ui, key, h.target.as_deref(), shown.shape, side, TARGET_COLOR);
                 if let Some(l) = &shown.target_label {
-                    ui.label(format!("label {l}"));
+                    let text = format!("label {l}");
+                    let size = fitting(ui, &text, plan.predicts_font * 0.8, width);
+                    line(ui, RichText::new(text).size(size));
                 }
                 if settings.target.is_some() {
                     let mut mirror = settings.mirror;
@@ -321,8 +359,10 @@ impl WalkView {
                     }
                 }
                 if settings.target.is_none() {
-                    ui.label("No target: the kernel lane walks alone.");
-                    ui.weak("Right-click an image to choose one.");
+                    ui.label(RichText::new("No target: the kernel lane walks alone.").size(plan.detail_font));
+                    if !plan.compact {
+                        ui.weak(RichText::new("Right-click an image to choose one.").size(plan.detail_font));
+                    }
                 }
             });
         });
@@ -370,13 +410,11 @@ impl WalkView {
             }
             let color = style::lane_color_on(&visuals, lane);
             ui.horizontal(|ui| {
-                ui.allocate_ui_with_layout(
-                    Vec2::new(plan.strip_label - ui.spacing().item_spacing.x, plan.strip_frame),
-                    egui::Layout::left_to_right(egui::Align::Center),
-                    |ui| {
-                        ui.label(RichText::new(lane.strip_title()).color(color).strong());
-                    },
-                );
+                let label = Vec2::new(plan.strip_label - ui.spacing().item_spacing.x, plan.strip_frame);
+                ui.allocate_ui_with_layout(label, egui::Layout::left_to_right(egui::Align::Center), |ui| {
+                    ui.set_min_size(label);
+                    ui.label(RichText::new(lane.strip_title()).color(color).strong());
+                });
                 let picks = crate::export::evenly_spaced(frames.len(), plan.strip_count);
                 for (slot, &i) in self.strips[lane as usize].iter_mut().zip(&picks) {
                     let f = &frames[i];
@@ -448,31 +486,45 @@ fn lane_facts(
         ui.weak("no frames yet");
         return;
     };
-    ui.label(RichText::new(format!("step {}", f.index)).size(plan.big).strong());
-    ui.label(
-        RichText::new(format!("predicts {}", style::class_name(shown.classes, f.argmax)))
-            .size(plan.predicts_font),
-    );
-    ui.label(RichText::new(format!("p = {:.2}", f.max_prob())).size(plan.big * 0.8));
+    line(ui, RichText::new(format!("step {}", f.index)).size(plan.big).strong());
+    let class = style::class_name(shown.classes, f.argmax);
+    let status = if f.reached {
+        Some(RichText::new("reached the target ✓").color(START_COLOR).strong())
+    } else if f.last {
+        Some(RichText::new("stopped").strong())
+    } else {
+        None
+    };
     let what = if settings.target.is_some() {
         "to target"
     } else {
         "from start"
     };
-    ui.label(format!("distance {what} {:.3}", f.distance))
+    let distance = format!("{what} {:.3}", f.distance);
+    if plan.compact {
+        line(
+            ui,
+            RichText::new(format!("predicts {class} · p {:.2}", f.max_prob())).size(plan.predicts_font),
+        );
+        let text = status.unwrap_or_else(|| RichText::new(distance));
+        line(ui, text.size(plan.detail_font));
+        return;
+    }
+    line(ui, RichText::new(format!("predicts {class}")).size(plan.predicts_font));
+    line(ui, RichText::new(format!("p = {:.2}", f.max_prob())).size(plan.big * 0.8));
+    line(ui, RichText::new(distance).size(plan.detail_font))
         .on_hover_text("L2 distance over pixels in [0, 1]");
-    ui.weak(format!("last step {:.0} % off the leaf", 100.0 * f.off_leaf))
-        .on_hover_text("The part of the last move outside D_x, the data leaf's tangent space");
-    let status = if f.reached {
-        RichText::new("reached the target ✓").color(START_COLOR).strong()
-    } else if f.last {
-        RichText::new(format!("stopped after {} steps", f.index)).strong()
-    } else if shown.playing {
-        RichText::new("walking…")
-    } else {
-        RichText::new("paused")
-    };
-    ui.label(status);
+    line(
+        ui,
+        RichText::new(format!("{:.0} % off the leaf", 100.0 * f.off_leaf))
+            .size(plan.detail_font)
+            .weak(),
+    )
+    .on_hover_text("The part of the last step's move outside D_x, the data leaf's tangent space");
+    let status = status.unwrap_or_else(|| {
+        RichText::new(if shown.playing { "walking…" } else { "paused" })
+    });
+    line(ui, status.size(plan.detail_font));
 }
 
 fn transport(
@@ -488,7 +540,7 @@ fn transport(
         let size = (plan.big * 0.8).min(BIG * 0.8);
         let big = |text: &str| {
             egui::Button::new(RichText::new(text).size(size)).min_size(Vec2::new(
-                (plan.side * 0.8).clamp(80.0, 110.0),
+                (plan.column * 0.75).clamp(70.0, 110.0),
                 36.0,
             ))
         };
