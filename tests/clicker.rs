@@ -1,7 +1,7 @@
 //! A presenter's clicker drives the app (issue 13, item 3): Page Down / Page Up step through the
 //! presets like slides and, within a walk, through its key frames; each preset's caption shows in
-//! lecture mode; a Fashion-MNIST preset loads its model and dataset together; B blanks the screen;
-//! F5 asks for full screen. The real app and worker, headless through egui_kittest.
+//! lecture mode; a Fashion-MNIST preset loads its model and dataset together; B blanks the screen
+//! (F5's mapping to full screen is tested beside the commands, src/app/commands.rs). The real app and worker, headless through egui_kittest.
 
 use std::time::{Duration, Instant};
 
@@ -128,7 +128,7 @@ fn page_down_and_page_up_step_through_presets_and_key_frames() {
 }
 
 #[test]
-fn b_blanks_the_screen_and_f5_asks_for_full_screen() {
+fn b_blanks_the_screen_and_brings_it_back() {
     let mut h = lecture_app();
     h.key_press(egui::Key::B);
     h.run_steps(2);
@@ -137,13 +137,5 @@ fn b_blanks_the_screen_and_f5_asks_for_full_screen() {
     h.run_steps(2);
     assert!(!h.state().is_blank());
 
-    h.key_press(egui::Key::F5);
-    h.step();
-    let asked = h
-        .output()
-        .viewport_output
-        .values()
-        .flat_map(|v| v.commands.iter())
-        .any(|c| matches!(c, egui::ViewportCommand::Fullscreen(true)));
-    assert!(asked, "F5 did not ask for full screen");
+
 }

@@ -11,7 +11,7 @@ use dataleaf::app::{AppOptions, DataleafApp, HEAT_CELLS, TRAINING_HEAT_CELLS};
 use dataleaf::geometry::plane::HeatOutput;
 use dataleaf::model::mlp::{Act, Mlp, MlpSpec};
 use dataleaf::model::Task;
-use egui_kittest::kittest::{NodeT, Queryable};
+use egui_kittest::kittest::{by, NodeT, Queryable};
 use egui_kittest::Harness;
 
 /// Generous: the machine may be busy compiling; nothing here needs more than a few seconds alone.
@@ -64,12 +64,18 @@ fn saved(name: &str, hidden: Vec<usize>, outputs: usize, seed: u64) -> (PathBuf,
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("{name}.json"));
     mlp.save(&path).unwrap();
-    (path, Mlp::load(&path).unwrap())
+    let loaded = Mlp::load(&path).unwrap();
+    (path, loaded)
+}
+
+/// The slider labelled `label` (its text label is a node of the same name).
+fn slider<'a>(h: &'a Harness<'static, DataleafApp>, label: &'a str) -> egui_kittest::Node<'a> {
+    h.get(by().label(label).role(egui::Role::Slider))
 }
 
 /// Press a key on a focused slider `times` times.
-fn nudge(h: &mut Harness<'static, DataleafApp>, slider: &str, key: egui::Key, times: usize) {
-    h.get_by_label(slider).focus();
+fn nudge(h: &mut Harness<'static, DataleafApp>, label: &str, key: egui::Key, times: usize) {
+    slider(h, label).focus();
     h.step();
     for _ in 0..times {
         h.key_press(key);
@@ -90,7 +96,7 @@ fn a_loaded_model_survives_a_change_of_the_data_and_trains_on_it() {
     });
     let before = h.state().plane_frame().unwrap().heat.values.clone();
     // The network's shape belongs to the loaded model: those controls are off.
-    assert!(h.get_by_label("Width").accesskit_node().is_disabled());
+    assert!(slider(&h, "Width").accesskit_node().is_disabled());
 
     // More points: new data, the same model (same heat map, same name).
     nudge(&mut h, "Points", egui::Key::ArrowRight, 3);
@@ -124,7 +130,7 @@ fn a_loaded_model_survives_a_change_of_the_data_and_trains_on_it() {
         app.plane_frame().is_some_and(|f| f.loaded.is_none())
     });
     assert!(h.state().plane_frame().unwrap().model_name.starts_with("moons-2x12"));
-    assert!(!h.get_by_label("Width").accesskit_node().is_disabled());
+    assert!(!slider(&h, "Width").accesskit_node().is_disabled());
     std::fs::remove_dir_all(path.parent().unwrap()).ok();
 }
 

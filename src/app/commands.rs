@@ -233,4 +233,31 @@ mod tests {
             assert!(!all[i + 1..].contains(a), "{a:?} is bound twice");
         }
     }
+
+    /// The commands a frame with this key pressed (no modifiers) runs.
+    fn on_key(key: Key) -> Vec<Command> {
+        let ctx = egui::Context::default();
+        let input = egui::RawInput {
+            events: vec![egui::Event::Key {
+                key,
+                physical_key: None,
+                pressed: true,
+                repeat: false,
+                modifiers: Modifiers::NONE,
+            }],
+            ..Default::default()
+        };
+        let mut pressed = Vec::new();
+        let _ = ctx.run_ui(input, |ui| pressed = Command::pressed(ui.ctx()));
+        pressed
+    }
+
+    #[test]
+    fn a_presenters_clicker_keys_run_their_commands() {
+        assert_eq!(on_key(Key::PageDown), vec![Command::NextSlide]);
+        assert_eq!(on_key(Key::PageUp), vec![Command::PreviousSlide]);
+        assert_eq!(on_key(Key::B), vec![Command::Blank]);
+        assert_eq!(on_key(Key::F5), vec![Command::FullScreen]);
+        assert_eq!(on_key(Key::F), vec![Command::FullScreen]);
+    }
 }
