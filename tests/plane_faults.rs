@@ -73,14 +73,10 @@ fn slider<'a>(h: &'a Harness<'static, DataleafApp>, label: &'a str) -> egui_kitt
     h.get(by().label(label).role(egui::Role::Slider))
 }
 
-/// Press a key on a focused slider `times` times.
-fn nudge(h: &mut Harness<'static, DataleafApp>, label: &str, key: egui::Key, times: usize) {
-    slider(h, label).focus();
-    h.step();
-    for _ in 0..times {
-        h.key_press(key);
-        h.step();
-    }
+/// Set the slider labelled `label` to `value`, as assistive technology does.
+fn set(h: &mut Harness<'static, DataleafApp>, label: &str, value: f64) {
+    slider(h, label).set_value_accesskit(value);
+    h.run_steps(2);
 }
 
 #[test]
@@ -99,7 +95,7 @@ fn a_loaded_model_survives_a_change_of_the_data_and_trains_on_it() {
     assert!(slider(&h, "Width").accesskit_node().is_disabled());
 
     // More points: new data, the same model (same heat map, same name).
-    nudge(&mut h, "Points", egui::Key::ArrowRight, 3);
+    set(&mut h, "Points", 260.0);
     wait(&mut h, "the new data", |app| {
         app.plane_frame().is_some_and(|f| !f.data.points.is_empty() && !f.coarse)
     });
@@ -184,8 +180,8 @@ fn a_wide_network_trains_with_coarse_frames_and_ends_on_a_full_one() {
     let mut h = app(AppOptions::default());
     wait(&mut h, "the first plane frame", |app| app.plane_frame().is_some());
     // 4 hidden layers of 32, from the sliders.
-    nudge(&mut h, "Hidden layers", egui::Key::ArrowRight, 2);
-    nudge(&mut h, "Width", egui::Key::ArrowRight, 20);
+    set(&mut h, "Hidden layers", 4.0);
+    set(&mut h, "Width", 32.0);
     h.get_by_label("plane canvas").click();
     wait(&mut h, "the 4x32 network with curves", |app| {
         app.plane_frame()

@@ -153,7 +153,9 @@ pub const ARROW_CELLS: usize = 22;
 /// the click at most this often, so a wide network's frame does not hold training up.
 pub const TRAINING_HEAT_CELLS: usize = 48;
 pub const TRAINING_ARROW_CELLS: usize = 16;
-const TRAINING_CURVES_EVERY: Duration = Duration::from_millis(500);
+const TRAINING_CURVES_EVERY: Duration = Duration::from_secs(2);
+/// While training, the curves' steps are this many times longer (the shapes stay, the cost falls).
+const TRAINING_CURVE_STRIDE: f64 = 4.0;
 
 pub struct PlaneHandle {
     tx: Sender<PlaneRequest>,
@@ -450,7 +452,7 @@ impl Worker {
                 c.clone()
             }
             _ => {
-                let c = self.click.map(|at| self.curves(at, bounds, output));
+                let c = self.click.map(|at| self.curves(at, bounds, output, training));
                 self.curves = Some((Instant::now(), c.clone()));
                 c
             }
@@ -501,14 +503,20 @@ impl Worker {
         }
     }
 
-    fn curves(&self, at: [f64; 2], bounds: Bounds, output: usize) -> Curves {
+    /// The curves through `at`; `coarse` (while training) takes steps `TRAINING_CURVE_STRIDE` times longer.
+    fn curves(&self, at: [f64; 2], bounds: Bounds, output: usize, coarse: bool) -> Curves {
         let mlp = &self.trainer.mlp;
         let w = &self.walks;
         let span = 2.0 * w.half;
+        let step = if coarse {
+            w.step * TRAINING_CURVE_STRIDE
+        } else {
+            w.step
+        };
         let cfg = CurveConfig {
-            step: w.step,
+            step,
             // Enough to cross the plane three times.
-            max_steps: (3.0 * span / w.step).ceil() as usize,
+            max_steps: (3.0 * span / step).ceil() as usize,
             bounds,
             output,
         };
@@ -522,7 +530,7 @@ impl Worker {
         };
         let sign = if up { 1.0 } else { -1.0 };
         let hint: Vec<f64> = here.gradient.iter().map(|g| sign * g).collect();
-        let (path, _) = simexp_toward(mlp, &at, w.step, w.threshold, cfg.max_steps, &hint);
+        let (path, _) = simexp_toward(mlp, &at, step, w.threshold, cfg.max_steps, &hint);
         let simexp = std::iter::once(at)
             .chain(path.iter().map(|s| [s.point[0], s.point[1]]))
             .take_while(|p| bounds.contains(p))
@@ -530,7 +538,7 @@ impl Worker {
         let preimage = w.interval.map(|(a, b)| {
             // The slices a little coarser than the curves: a sweep makes many of them.
             let sweep = CurveConfig {
-                step: w.step * 1.5,
+                step: step * 1.5,
                 ..cfg
             };
             interval_preimage(mlp, at, a, b, 10, &sweep)
