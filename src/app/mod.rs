@@ -147,6 +147,8 @@ pub struct DataleafApp {
     launched: Instant,
     /// Start-up log lines written: 0 none, 1 the first frame's layout, 2 its painting.
     first_frame_logged: u8,
+    /// The window has been fitted to the screen once.
+    screen_fitted: bool,
     /// Milliseconds from launch to the app's construction (the window and renderer are up by then).
     built_ms: f64,
 }
@@ -259,6 +261,7 @@ impl DataleafApp {
             last_frame: None,
             launched,
             first_frame_logged: 0,
+            screen_fitted: false,
             built_ms: launched.elapsed().as_secs_f64() * 1000.0,
         }
     }
@@ -877,6 +880,22 @@ impl DataleafApp {
         });
     }
 
+    /// A window asked for at 1600x1000 on a smaller screen (a 1024x768 projector) shrinks to it.
+    fn fit_screen(&mut self, ctx: &egui::Context) {
+        if self.screen_fitted {
+            return;
+        }
+        let (monitor, inner) = ctx.input(|i| (i.viewport().monitor_size, i.viewport().inner_rect));
+        let (Some(monitor), Some(inner)) = (monitor, inner) else {
+            return;
+        };
+        self.screen_fitted = true;
+        if inner.width() > monitor.x || inner.height() > monitor.y {
+            ctx.send_viewport_cmd(egui::ViewportCommand::OuterPosition(egui::pos2(0.0, 0.0)));
+            ctx.send_viewport_cmd(egui::ViewportCommand::InnerSize(inner.size().min(monitor)));
+        }
+    }
+
     /// Lecture mode's zoom follows the window, so every size keeps room for the whole layout.
     fn fit_zoom(&self, ctx: &egui::Context) {
         let zoom = ctx.zoom_factor();
@@ -1111,6 +1130,7 @@ impl eframe::App for DataleafApp {
         let began = Instant::now();
         let ctx = ui.ctx().clone();
         let time = ctx.input(|i| i.time);
+        self.fit_screen(&ctx);
         self.fit_zoom(&ctx);
         self.receive(time);
         let mut actions: Vec<Action> = Command::pressed(&ctx).into_iter().map(Action::Command).collect();

@@ -97,8 +97,6 @@ struct Plan {
     /// Lecture mode: three readout lines, the scrubber beside the transport.
     compact: bool,
     strip_frame: f32,
-    strip_count: usize,
-    strip_cell: f32,
     strip_label: f32,
     speed_inline: bool,
     settings_inline: bool,
@@ -151,18 +149,14 @@ impl Plan {
             + 2.0;
         let longest = longest_class(shown.classes);
         let big = (column / 6.5).clamp(13.0, BIG);
-        let predicts_font = if compact {
-            fitting(ui, &format!("predicts {longest} · p 0.99"), 0.9 * big, column)
-        } else {
-            fitting(ui, &format!("predicts {longest}"), 0.9 * big, column)
-        };
+        let predicts_font = fitting(ui, &format!("predicts {longest}"), 0.9 * big, column);
         let detail_font = fitting(ui, "100 % off the leaf", body, column)
             .min(fitting(ui, "from start 10.000", body, column))
             .min(fitting(ui, "reached the target ✓", body, column));
         let detail = detail_font * 1.2;
         // Readouts: step, predicts (and p), distance, then off the leaf and the status.
         let readouts = if compact {
-            big * 1.2 + predicts_font * 1.2 + detail + 3.0 * spacing.y + 4.0
+            big * 1.2 + predicts_font * 1.2 + 0.8 * big * 1.2 + detail + 4.0 * spacing.y + 4.0
         } else {
             big * 1.2 + predicts_font * 1.2 + 0.8 * big * 1.2 + 3.0 * detail + 6.0 * spacing.y + 4.0
         };
@@ -177,19 +171,7 @@ impl Plan {
             .map(|t| text_size(ui, t, &egui::FontId::proportional(body), f32::INFINITY).x)
             .fold(0.0, f32::max)
             + 2.0 * spacing.x;
-        let caption_w = text_size(
-            ui,
-            &format!("{longest} 0.99"),
-            &egui::TextStyle::Small.resolve(ui.style()),
-            f32::INFINITY,
-        )
-        .x + 4.0;
         let room = avail.x - strip_label;
-        let fit = |frame: f32| {
-            let cell = frame.max(caption_w);
-            let count = (((room + spacing.x) / (cell + spacing.x)).floor() as usize).clamp(3, STRIP);
-            (count, cell)
-        };
         let strip_h = |frame: f32| 2.0 * (frame + 2.0 * small + 6.0 + spacing.y + 6.0);
         let mut strip_frame = ((room / STRIP as f32) - spacing.x).clamp(36.0, 80.0);
         // Settings: five rows of drag values under the strips, when the window is tall enough.
@@ -212,7 +194,6 @@ impl Plan {
         }
         let side = side.max(48.0);
         let settings_inline = !compact && avail.y - fixed(strip_frame) - settings_h >= side - 1.0;
-        let (strip_count, strip_cell) = fit(strip_frame);
         Plan {
             column,
             side,
@@ -223,8 +204,6 @@ impl Plan {
             detail_font,
             compact,
             strip_frame,
-            strip_count,
-            strip_cell,
             strip_label,
             speed_inline,
             settings_inline,
@@ -312,12 +291,12 @@ impl WalkView {
                 }
                 if let Some(l) = &shown.start_label {
                     let text = format!("label {l}");
-                    let size = fitting(ui, &text, plan.predicts_font * 0.8, width);
+                    let size = fitting(ui, &text, plan.big * 0.75, width);
                     line(ui, RichText::new(text).size(size));
                 }
                 if let Some(f) = first {
                     let text = prediction(f, shown.classes);
-                    let size = fitting(ui, &text, plan.predicts_font * 0.8, width);
+                    let size = fitting(ui, &text, plan.big * 0.75, width);
                     line(ui, RichText::new(text).size(size));
                 }
             });
@@ -345,7 +324,7 @@ impl WalkView {
                     .show(ui, key, h.target.as_deref(), shown.shape, side, TARGET_COLOR);
                 if let Some(l) = &shown.target_label {
                     let text = format!("label {l}");
-                    let size = fitting(ui, &text, plan.predicts_font * 0.8, width);
+                    let size = fitting(ui, &text, plan.big * 0.75, width);
                     line(ui, RichText::new(text).size(size));
                 }
                 if settings.target.is_some() {
@@ -415,14 +394,37 @@ impl WalkView {
                     ui.set_min_size(label);
                     ui.label(RichText::new(lane.strip_title()).color(color).strong());
                 });
-                let picks = crate::export::evenly_spaced(frames.len(), plan.strip_count);
+                // As many frames as their captions leave room for (nine at most, three at least).
+                let caption = |f: &Frame| {
+                    format!(
+                        "{}\n{} {:.2}",
+                        f.index,
+                        style::class_name(shown.classes, f.argmax),
+                        f.max_prob()
+                    )
+                };
+                let room = ui.available_width();
+                let gap = ui.spacing().item_spacing.x;
+                let mut count = STRIP;
+                let cell = loop {
+                    let picks = crate::export::evenly_spaced(frames.len(), count);
+                    let widest = picks
+                        .iter()
+                        .map(|&i| text_size(ui, &caption(&frames[i]), &small, f32::INFINITY).x + 4.0)
+                        .fold(plan.strip_frame, f32::max);
+                    if count <= 3 || count as f32 * (widest + gap) <= room + gap {
+                        break widest;
+                    }
+                    count -= 1;
+                };
+                let picks = crate::export::evenly_spaced(frames.len(), count);
                 for (slot, &i) in self.strips[lane as usize].iter_mut().zip(&picks) {
                     let f = &frames[i];
                     ui.allocate_ui_with_layout(
-                        Vec2::new(plan.strip_cell, plan.strip_frame + 2.0 * line + 10.0),
+                        Vec2::new(cell, plan.strip_frame + 2.0 * line + 10.0),
                         egui::Layout::top_down(egui::Align::Center),
                         |ui| {
-                            ui.set_width(plan.strip_cell);
+                            ui.set_width(cell);
                             ui.spacing_mut().item_spacing.y = 0.0;
                             slot.show(
                                 ui,
@@ -433,14 +435,8 @@ impl WalkView {
                                 Color32::from_gray(200),
                             );
                             ui.add_space(4.0);
-                            let caption = format!(
-                                "{}\n{} {:.2}",
-                                f.index,
-                                style::class_name(shown.classes, f.argmax),
-                                f.max_prob()
-                            );
                             ui.add(
-                                egui::Label::new(RichText::new(caption).font(small.clone()))
+                                egui::Label::new(RichText::new(caption(f)).font(small.clone()))
                                     .wrap_mode(egui::TextWrapMode::Extend),
                             );
                         },
@@ -501,17 +497,13 @@ fn lane_facts(
         "from start"
     };
     let distance = format!("{what} {:.3}", f.distance);
+    line(ui, RichText::new(format!("predicts {class}")).size(plan.predicts_font));
+    line(ui, RichText::new(format!("p = {:.2}", f.max_prob())).size(plan.big * 0.8));
     if plan.compact {
-        line(
-            ui,
-            RichText::new(format!("predicts {class} · p {:.2}", f.max_prob())).size(plan.predicts_font),
-        );
         let text = status.unwrap_or_else(|| RichText::new(distance));
         line(ui, text.size(plan.detail_font));
         return;
     }
-    line(ui, RichText::new(format!("predicts {class}")).size(plan.predicts_font));
-    line(ui, RichText::new(format!("p = {:.2}", f.max_prob())).size(plan.big * 0.8));
     line(ui, RichText::new(distance).size(plan.detail_font))
         .on_hover_text("L2 distance over pixels in [0, 1]");
     line(
