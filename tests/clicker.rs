@@ -113,10 +113,7 @@ fn page_down_and_page_up_step_through_presets_and_key_frames() {
     on_preset(&mut h, 0);
 
     // Page Down on to the first Fashion-MNIST preset: its model and dataset load together.
-    let fashion = PRESETS
-        .iter()
-        .position(|p| p.domain == Domain::Fashion)
-        .unwrap();
+    let fashion = PRESETS.iter().position(|p| p.domain == Domain::Fashion).unwrap();
     while h.state().current_preset() != Some(fashion) {
         h.key_press(egui::Key::PageDown);
         h.run_steps(2);
@@ -136,6 +133,4 @@ fn b_blanks_the_screen_and_brings_it_back() {
     h.key_press(egui::Key::B);
     h.run_steps(2);
     assert!(!h.state().is_blank());
-
-
 }

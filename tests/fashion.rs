@@ -31,7 +31,14 @@ fn evaluate_prints_the_accuracy_the_model_file_records() {
     assert_eq!(file["classes"][0], "T-shirt/top");
     assert_eq!(file["classes"][9], "Ankle boot");
     assert!((0.85..=0.90).contains(&recorded), "recorded {recorded}");
-    let out = dataleaf(&["evaluate", "--model", MODEL, "--dataset", "fashion-mnist", "--json"]);
+    let out = dataleaf(&[
+        "evaluate",
+        "--model",
+        MODEL,
+        "--dataset",
+        "fashion-mnist",
+        "--json",
+    ]);
     assert_eq!(out["count"], 10000);
     let measured = out["accuracy"].as_f64().unwrap();
     assert!(
@@ -43,20 +50,49 @@ fn evaluate_prints_the_accuracy_the_model_file_records() {
 #[test]
 fn a_500_step_kernel_walk_from_the_bag_keeps_its_class() {
     let out = dataleaf(&[
-        "walk", "--model", MODEL, "--dataset", "fashion-mnist", "--mode", "kernel", "--start", "30",
-        "--seed", "0", "--max-steps", "500", "--json",
+        "walk",
+        "--model",
+        MODEL,
+        "--dataset",
+        "fashion-mnist",
+        "--mode",
+        "kernel",
+        "--start",
+        "30",
+        "--seed",
+        "0",
+        "--max-steps",
+        "500",
+        "--json",
     ]);
     let predictions = out["predictions"].as_array().unwrap();
     assert_eq!(predictions.len(), 501);
-    assert!(predictions.iter().all(|p| p == 8), "the bag (class 8) changed: {predictions:?}");
-    assert!(out["final_distance"].as_f64().unwrap() > 5.0, "heavy noise: {}", out["final_distance"]);
+    assert!(
+        predictions.iter().all(|p| p == 8),
+        "the bag (class 8) changed: {predictions:?}"
+    );
+    assert!(
+        out["final_distance"].as_f64().unwrap() > 5.0,
+        "heavy noise: {}",
+        out["final_distance"]
+    );
 }
 
 #[test]
 fn the_shirt_becomes_a_sneaker_along_the_leaf() {
     let out = dataleaf(&[
-        "walk", "--model", MODEL, "--dataset", "fashion-mnist", "--mode", "leaf", "--start", "26",
-        "--target", "9", "--json",
+        "walk",
+        "--model",
+        MODEL,
+        "--dataset",
+        "fashion-mnist",
+        "--mode",
+        "leaf",
+        "--start",
+        "26",
+        "--target",
+        "9",
+        "--json",
     ]);
     assert_eq!(out["reached"], true);
     let p = out["predictions"].as_array().unwrap();

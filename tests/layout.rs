@@ -213,7 +213,10 @@ fn check(mut h: Harness<'static, DataleafApp>, name: &str) {
         }
     }
     // The status line's timings differ from run to run.
-    let rects: Vec<egui::Rect> = h.query_all_by_label_contains("UI frame").map(|n| n.rect()).collect();
+    let rects: Vec<egui::Rect> = h
+        .query_all_by_label_contains("UI frame")
+        .map(|n| n.rect())
+        .collect();
     for rect in rects {
         h.mask(rect.expand(4.0));
     }

@@ -97,10 +97,14 @@ fn a_loaded_model_survives_a_change_of_the_data_and_trains_on_it() {
     // More points: new data, the same model (same heat map, same name).
     set(&mut h, "Points", 260.0);
     wait(&mut h, "the new data", |app| {
-        app.plane_frame().is_some_and(|f| !f.data.points.is_empty() && !f.coarse)
+        app.plane_frame()
+            .is_some_and(|f| !f.data.points.is_empty() && !f.coarse)
     });
     let f = h.state().plane_frame().unwrap();
-    assert_eq!(f.model_name, "loaded-net", "a data change replaced the loaded model");
+    assert_eq!(
+        f.model_name, "loaded-net",
+        "a data change replaced the loaded model"
+    );
     assert_eq!(f.heat.values, before, "the loaded weights changed");
     let b = f.heat.bounds;
     let k = 37 * f.heat.nx + 81;
@@ -119,13 +123,19 @@ fn a_loaded_model_survives_a_change_of_the_data_and_trains_on_it() {
     // Reset goes back to the file; "Fresh network" drops it for a new one of the controls' shape.
     h.get_by_label("Reset").click();
     wait(&mut h, "the file's weights again", |app| {
-        app.plane_frame().is_some_and(|f| f.steps == 0 && f.heat.values == before)
+        app.plane_frame()
+            .is_some_and(|f| f.steps == 0 && f.heat.values == before)
     });
     h.get_by_label("Fresh network").click();
     wait(&mut h, "a fresh network", |app| {
         app.plane_frame().is_some_and(|f| f.loaded.is_none())
     });
-    assert!(h.state().plane_frame().unwrap().model_name.starts_with("moons-2x12"));
+    assert!(h
+        .state()
+        .plane_frame()
+        .unwrap()
+        .model_name
+        .starts_with("moons-2x12"));
     assert!(!slider(&h, "Width").accesskit_node().is_disabled());
     std::fs::remove_dir_all(path.parent().unwrap()).ok();
 }
@@ -141,7 +151,11 @@ fn with_three_classes_the_map_shows_every_class_or_the_one_chosen() {
         app.plane_frame().is_some_and(|f| f.model_name == "three-classes")
     });
     let f = h.state().plane_frame().unwrap();
-    assert_eq!(f.shown, HeatOutput::Argmax, "more than two classes: all of them at once");
+    assert_eq!(
+        f.shown,
+        HeatOutput::Argmax,
+        "more than two classes: all of them at once"
+    );
     assert_eq!(f.heat.classes.len(), f.heat.nx * f.heat.ny);
     let (nx, ny, b) = (f.heat.nx, f.heat.ny, f.heat.bounds);
     let mut seen = [false; 3];
@@ -171,7 +185,10 @@ fn with_three_classes_the_map_shows_every_class_or_the_one_chosen() {
         let p = mlp.predict(&b.cell_centre(k % nx, k / nx, nx, ny));
         assert_eq!(f.heat.values[k], p[0], "cell {k}");
     }
-    assert!(h.query_all_by_label_contains("p(class 0): heat map").next().is_some());
+    assert!(h
+        .query_all_by_label_contains("p(class 0): heat map")
+        .next()
+        .is_some());
     std::fs::remove_dir_all(path.parent().unwrap()).ok();
 }
 

@@ -839,12 +839,22 @@ impl DataleafApp {
         let ctx = ui.ctx().clone();
         for (c, text) in [(Command::PreviousSlide, "◀"), (Command::NextSlide, "▶")] {
             let tip = format!("{} ({})", c.tooltip(), c.shortcut_text(&ctx));
-            if ui.button(RichText::new(text).strong()).on_hover_text(tip).clicked() {
+            if ui
+                .button(RichText::new(text).strong())
+                .on_hover_text(tip)
+                .clicked()
+            {
                 actions.push(Action::Command(c));
             }
         }
         let text = match self.current_preset.and_then(|i| PRESETS.get(i).map(|p| (i, p))) {
-            Some((i, p)) => format!("{} / {}  ·  {}  ·  {}", i + 1, PRESETS.len(), p.domain.name(), p.title),
+            Some((i, p)) => format!(
+                "{} / {}  ·  {}  ·  {}",
+                i + 1,
+                PRESETS.len(),
+                p.domain.name(),
+                p.title
+            ),
             None => "Page Down: the first preset".into(),
         };
         ui.add(egui::Label::new(RichText::new(text).strong()).wrap_mode(egui::TextWrapMode::Extend));
@@ -1193,7 +1203,10 @@ impl eframe::App for DataleafApp {
                 );
                 ctx.request_repaint();
             } else {
-                eprintln!("dataleaf: first frame on screen by {:.0} ms after launch", began.duration_since(self.launched).as_secs_f64() * 1000.0);
+                eprintln!(
+                    "dataleaf: first frame on screen by {:.0} ms after launch",
+                    began.duration_since(self.launched).as_secs_f64() * 1000.0
+                );
             }
         }
         self.first_frame_logged = self.first_frame_logged.saturating_add(1).min(2);

@@ -280,7 +280,11 @@ impl PlaneView {
                             ui.selectable_value(&mut shown, HeatOutput::Argmax, text(HeatOutput::Argmax));
                         }
                         for k in 0..f.outputs {
-                            ui.selectable_value(&mut shown, HeatOutput::Output(k), text(HeatOutput::Output(k)));
+                            ui.selectable_value(
+                                &mut shown,
+                                HeatOutput::Output(k),
+                                text(HeatOutput::Output(k)),
+                            );
                         }
                     })
                     .response

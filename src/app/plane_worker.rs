@@ -479,11 +479,7 @@ impl Worker {
                         .cloned()
                         .unwrap_or_else(|| output.to_string())
                 ),
-                (Task::Regression, _) => mlp
-                    .names
-                    .get(output)
-                    .cloned()
-                    .unwrap_or_else(|| "output".into()),
+                (Task::Regression, _) => mlp.names.get(output).cloned().unwrap_or_else(|| "output".into()),
             },
             shown: self.shown,
             outputs: mlp.outputs(),

@@ -68,7 +68,10 @@ impl Plots {
         let show_series = !lecture && room - series_h >= 2.0 * 150.0;
         let main = if show_series { room - series_h } else { room };
         // The bars need a row per class; the spectrum takes the rest, within reason.
-        let probs_h = (main * 0.55).clamp(c as f32 * 14.0, 440.0).min(main - 90.0).max(60.0);
+        let probs_h = (main * 0.55)
+            .clamp(c as f32 * 14.0, 440.0)
+            .min(main - 90.0)
+            .max(60.0);
         let spectrum_h = (main - probs_h).clamp(90.0, 420.0);
         let frames: Vec<_> = Lane::BOTH.map(|l| history.frame(l, at)).to_vec();
         let visuals = ui.visuals().clone();
@@ -237,10 +240,14 @@ fn probability_rows(
     let rows = names.len().max(1);
     let row_h = height / rows as f32;
     let text_color = ui.visuals().text_color();
-    let font = egui::FontId::proportional((row_h * 0.62).clamp(9.0, ui.text_style_height(&egui::TextStyle::Body)));
+    let font =
+        egui::FontId::proportional((row_h * 0.62).clamp(9.0, ui.text_style_height(&egui::TextStyle::Body)));
     let name_w = names
         .iter()
-        .map(|n| ui.ctx().fonts_mut(|f| f.layout_no_wrap(n.clone(), font.clone(), text_color).size().x))
+        .map(|n| {
+            ui.ctx()
+                .fonts_mut(|f| f.layout_no_wrap(n.clone(), font.clone(), text_color).size().x)
+        })
         .fold(0.0, f32::max)
         + 8.0;
     let value_w = ui
@@ -272,7 +279,8 @@ fn probability_rows(
             let Some(f) = frame else { continue };
             let p = f.probs.get(k).copied().unwrap_or(0.0).clamp(0.0, 1.0);
             let y = top + row_h * 0.1 + i as f32 * bar_h;
-            let bar = egui::Rect::from_min_size(egui::pos2(bar_left, y), egui::vec2(p * bar_room, bar_h - 1.0));
+            let bar =
+                egui::Rect::from_min_size(egui::pos2(bar_left, y), egui::vec2(p * bar_room, bar_h - 1.0));
             painter.rect_filled(bar, 1.0, color_of(*lane));
             if p >= 0.005 {
                 painter.text(

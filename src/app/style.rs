@@ -50,7 +50,11 @@ pub fn lane_color_on(visuals: &egui::Visuals, lane: Lane) -> Color32 {
 /// The look for the mode: light or dark; in lecture mode high contrast (pure black on white or
 /// white on black, heavier strokes) and larger type, for the back of a lecture hall.
 pub fn apply_theme(ctx: &egui::Context, lecture: bool, dark: bool) {
-    let theme = if dark { egui::Theme::Dark } else { egui::Theme::Light };
+    let theme = if dark {
+        egui::Theme::Dark
+    } else {
+        egui::Theme::Light
+    };
     let mut style = (*ctx.style_of(theme)).clone();
     let mut visuals = if dark {
         egui::Visuals::dark()

@@ -118,7 +118,11 @@ impl Plan {
         let body = ui.text_style_height(&egui::TextStyle::Body);
         let small = ui.text_style_height(&egui::TextStyle::Small);
         let compact = shown.lecture;
-        let gap = if avail.x < 720.0 { spacing.x * 1.5 } else { spacing.x * 3.0 };
+        let gap = if avail.x < 720.0 {
+            spacing.x * 1.5
+        } else {
+            spacing.x * 3.0
+        };
         let column = ((avail.x - 3.0 * gap) / 4.0).clamp(56.0, 340.0);
         // Titles: at most two lines, each word whole.
         let mut title_font = (column / 8.0).clamp(12.0, BIG * 0.8);
@@ -355,7 +359,9 @@ impl WalkView {
         if plan.settings_inline {
             egui::CollapsingHeader::new("Walk settings")
                 .default_open(true)
-                .show(ui, |ui| walk_settings(ui, shown, settings, actions, !plan.speed_inline));
+                .show(ui, |ui| {
+                    walk_settings(ui, shown, settings, actions, !plan.speed_inline)
+                });
         } else if self.settings_open {
             let mut open = true;
             egui::Window::new("Walk settings")
@@ -482,7 +488,10 @@ fn lane_facts(
         ui.weak("no frames yet");
         return;
     };
-    line(ui, RichText::new(format!("step {}", f.index)).size(plan.big).strong());
+    line(
+        ui,
+        RichText::new(format!("step {}", f.index)).size(plan.big).strong(),
+    );
     let class = style::class_name(shown.classes, f.argmax);
     let status = if f.reached {
         Some(RichText::new("reached the target ✓").color(START_COLOR).strong())
@@ -497,8 +506,14 @@ fn lane_facts(
         "from start"
     };
     let distance = format!("{what} {:.3}", f.distance);
-    line(ui, RichText::new(format!("predicts {class}")).size(plan.predicts_font));
-    line(ui, RichText::new(format!("p = {:.2}", f.max_prob())).size(plan.big * 0.8));
+    line(
+        ui,
+        RichText::new(format!("predicts {class}")).size(plan.predicts_font),
+    );
+    line(
+        ui,
+        RichText::new(format!("p = {:.2}", f.max_prob())).size(plan.big * 0.8),
+    );
     if plan.compact {
         let text = status.unwrap_or_else(|| RichText::new(distance));
         line(ui, text.size(plan.detail_font));
@@ -513,9 +528,7 @@ fn lane_facts(
             .weak(),
     )
     .on_hover_text("The part of the last step's move outside D_x, the data leaf's tangent space");
-    let status = status.unwrap_or_else(|| {
-        RichText::new(if shown.playing { "walking…" } else { "paused" })
-    });
+    let status = status.unwrap_or_else(|| RichText::new(if shown.playing { "walking…" } else { "paused" }));
     line(ui, status.size(plan.detail_font));
 }
 
@@ -531,10 +544,8 @@ fn transport(
         let play = if shown.playing { "❚❚ Pause" } else { "▶ Play" };
         let size = (plan.big * 0.8).min(BIG * 0.8);
         let big = |text: &str| {
-            egui::Button::new(RichText::new(text).size(size)).min_size(Vec2::new(
-                (plan.column * 0.75).clamp(70.0, 110.0),
-                36.0,
-            ))
+            egui::Button::new(RichText::new(text).size(size))
+                .min_size(Vec2::new((plan.column * 0.75).clamp(70.0, 110.0), 36.0))
         };
         let ctx = ui.ctx().clone();
         let tip = |c: Command| format!("{} ({})", c.tooltip(), c.shortcut_text(&ctx));

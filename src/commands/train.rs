@@ -84,7 +84,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         }
     };
     let train_spec = args.train_data.as_deref().unwrap_or(default_train);
-    if args.train_data.is_none() && domain == "fashion-mnist" && !std::path::Path::new(FASHION_TRAIN).exists() {
+    if args.train_data.is_none() && domain == "fashion-mnist" && !std::path::Path::new(FASHION_TRAIN).exists()
+    {
         return Err(anyhow!(
             "{FASHION_TRAIN}: not found; install the Debian package dataset-fashion-mnist, or give \
              --train-data PATH (scripts/train-fashion.sh does both)"

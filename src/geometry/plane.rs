@@ -225,17 +225,16 @@ impl HeatMap {
                 match shown {
                     HeatOutput::Output(o) => (out.get(o).copied().unwrap_or(f64::NAN), 0),
                     HeatOutput::Argmax => {
-                        let (best, p) = out
-                            .iter()
-                            .copied()
-                            .enumerate()
-                            .fold((0, f64::NEG_INFINITY), |(bi, bp), (i, p)| {
+                        let (best, p) = out.iter().copied().enumerate().fold(
+                            (0, f64::NEG_INFINITY),
+                            |(bi, bp), (i, p)| {
                                 if p > bp {
                                     (i, p)
                                 } else {
                                     (bi, bp)
                                 }
-                            });
+                            },
+                        );
                         (p, best)
                     }
                 }
