@@ -166,7 +166,8 @@ impl Plan {
         };
         // Play / Step / Reset on one row, the speed beside them when there is room; in lecture
         // mode the scrubber on the same row.
-        let speed_inline = !compact && avail.x >= 3.0 * 118.0 + 430.0;
+        // (The three buttons, the speed's slider and box, and room for the settings' toggle.)
+        let speed_inline = !compact && avail.x >= 3.0 * 118.0 + 430.0 + 150.0;
         let transport = 36.0 + 2.0 * spacing.y + 6.0;
         let scrubber = body.max(ui.spacing().interact_size.y) + spacing.y + 4.0;
         // Filmstrips: frames with a two-line caption; as many as fit across, at most nine.
