@@ -980,10 +980,17 @@ impl DataleafApp {
             }
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                 if let Some((median, max)) = median_max(&self.frame_ms) {
-                    ui.weak(format!("UI frame {median:.1} ms (max {max:.1})"))
-                        .on_hover_text(
-                            "Time the UI thread spent per frame, median and max of the last 120 frames",
-                        );
+                    // A fixed width, so the hint beside it stays put as the figures change.
+                    let row = ui.text_style_height(&egui::TextStyle::Body);
+                    ui.add_sized(
+                        [210.0, row],
+                        egui::Label::new(
+                            RichText::new(format!("UI frame {median:.1} ms (max {max:.1})")).weak(),
+                        ),
+                    )
+                    .on_hover_text(
+                        "Time the UI thread spent per frame, median and max of the last 120 frames",
+                    );
                 }
                 ui.weak("Space play · → step · R reset · L lecture · PgDn/PgUp presets · B blank");
             });
