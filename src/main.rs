@@ -34,7 +34,7 @@ struct AppArgs {
     /// Dataset to open (default: the one used last, else the embedded MNIST test set).
     #[arg(long)]
     dataset: Option<String>,
-    /// Play one of the papers' walks: its number (1-5) or a word of its title, e.g. 4185.
+    /// Play a preset walk: its number (1-8) or a word of its title, e.g. 4185 or sneaker.
     #[arg(long)]
     preset: Option<String>,
     /// Start walking at once.
@@ -140,6 +140,7 @@ fn keep_freed_memory() {
 fn keep_freed_memory() {}
 
 fn main() -> ExitCode {
+    let launched = std::time::Instant::now();
     keep_freed_memory();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -161,7 +162,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(cli) {
+    match run(cli, launched) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the context chain and the cause, never a backtrace.
@@ -171,7 +172,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_app(args: AppArgs) -> Result<()> {
+fn run_app(args: AppArgs, launched: std::time::Instant) -> Result<()> {
     let preset = match &args.preset {
         Some(spec) => Some(
             dataleaf::app::find_preset(spec)
@@ -215,13 +216,14 @@ fn run_app(args: AppArgs) -> Result<()> {
         plane_model: args.plane_model,
         plane_interval,
         instruments: args.instruments,
+        launched: Some(launched),
     })
     .map_err(|m| anyhow!(m))
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli, launched: std::time::Instant) -> Result<()> {
     let Some(command) = cli.command else {
-        return run_app(cli.app);
+        return run_app(cli.app, launched);
     };
     match command {
         Command::Spectrum { inputs, index, json } => {

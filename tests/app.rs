@@ -276,7 +276,9 @@ fn presets_load_their_start_and_target() {
 #[test]
 fn the_first_preset_reaches_its_target_as_the_library_walk_does_while_the_ui_answers() {
     let mut h = app();
-    // As fast as the worker can.
+    // As fast as the worker can (the speed is among the walk settings: W shows them when folded).
+    h.key_press(egui::Key::W);
+    h.run_steps(2);
     h.get_by_label("as fast as possible").click();
     h.run_steps(2);
     h.get_by_label(PRESETS[0].title).click();

@@ -1420,7 +1420,9 @@ fn bench_json_reports_the_step_costs_their_floor_and_the_whole_walk() {
         "kernel_step_ms",
         "floor_ms",
     ] {
-        let v = out[key].as_f64().unwrap_or_else(|| panic!("{key} missing: {out}"));
+        let v = out[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} missing: {out}"));
         assert!(v > 0.0 && v.is_finite(), "{key} = {v}");
     }
     // The floor counts the multiply-adds a step cannot avoid: at least J's forward pass (12 M), and

@@ -29,6 +29,16 @@ pub enum Command {
     Plane,
     /// One of `state::PRESETS`, by position.
     Preset(usize),
+    /// The presenter's clicker (Page Down): the walk's next key frame, or the next preset.
+    NextSlide,
+    /// The presenter's clicker (Page Up): the walk's previous key frame, or the previous preset.
+    PreviousSlide,
+    /// Blank the screen (B), as a presenter does between slides.
+    Blank,
+    /// Light or dark theme.
+    DarkTheme,
+    /// Show or hide the secondary settings (speed, step size, ...) in lecture mode or a small window.
+    Settings,
     Quit,
 }
 
@@ -54,6 +64,11 @@ impl Command {
             Command::Experiments,
             Command::Instruments,
             Command::Plane,
+            Command::NextSlide,
+            Command::PreviousSlide,
+            Command::Blank,
+            Command::DarkTheme,
+            Command::Settings,
         ];
         all.extend((0..PRESETS.len()).map(Command::Preset));
         all.push(Command::Quit);
@@ -81,6 +96,11 @@ impl Command {
             Command::Instruments => "Instruments…".into(),
             Command::Plane => "2-D plane view".into(),
             Command::Preset(i) => PRESETS.get(i).map_or_else(String::new, |p| p.title.to_string()),
+            Command::NextSlide => "Next key frame or preset".into(),
+            Command::PreviousSlide => "Previous key frame or preset".into(),
+            Command::Blank => "Blank the screen".into(),
+            Command::DarkTheme => "Dark theme".into(),
+            Command::Settings => "Walk settings".into(),
             Command::Quit => "Quit".into(),
         }
     }
@@ -90,8 +110,8 @@ impl Command {
             Command::PlayPause => "Run both walks, or pause them",
             Command::Step => "One step of each walk",
             Command::Reset => "Back to the start, with the current settings",
-            Command::LectureMode => "Large type for a lecture hall",
-            Command::FullScreen => "Fill the screen",
+            Command::LectureMode => "For a projector: large type, high contrast, the walks and the two main plots large, the rest behind one toggle",
+            Command::FullScreen => "Fill the screen (also F5)",
             Command::Gallery => "Show or hide the dataset panel (lecture mode hides it)",
             Command::RandomStart => "A random image of the gallery as the start",
             Command::SwapStartTarget => "Walk the other way",
@@ -106,6 +126,11 @@ impl Command {
             Command::Instruments => "The leaf directions at the current points and a chart of the neighbourhood",
             Command::Plane => "A two-feature classifier trained live: its leaves, kernel leaves, SiMEC and SiMExp on one canvas (or back to the images)",
             Command::Preset(i) => PRESETS.get(i).map_or("", |p| p.about),
+            Command::NextSlide => "Like a slide: the walk's next key frame (the filmstrip's), then the next preset (a clicker's Page Down)",
+            Command::PreviousSlide => "Like a slide: the walk's previous key frame, then the previous preset (a clicker's Page Up)",
+            Command::Blank => "Black out the window until B is pressed again",
+            Command::DarkTheme => "High-contrast dark theme (or back to light)",
+            Command::Settings => "Speed, step size, stop distance, steps, kernel direction, seed, noisy start",
             Command::Quit => "Close dataleaf",
         }
     }
@@ -132,10 +157,33 @@ impl Command {
             Command::Experiments => ctrl(Key::R),
             Command::Instruments => key(Key::I),
             Command::Plane => key(Key::P),
-            Command::Preset(i) => [Key::Num1, Key::Num2, Key::Num3, Key::Num4, Key::Num5]
-                .get(i)
-                .and_then(|&k| key(k)),
+            Command::Preset(i) => [
+                Key::Num1,
+                Key::Num2,
+                Key::Num3,
+                Key::Num4,
+                Key::Num5,
+                Key::Num6,
+                Key::Num7,
+                Key::Num8,
+                Key::Num9,
+            ]
+            .get(i)
+            .and_then(|&k| key(k)),
+            Command::NextSlide => key(Key::PageDown),
+            Command::PreviousSlide => key(Key::PageUp),
+            Command::Blank => key(Key::B),
+            Command::DarkTheme => key(Key::D),
+            Command::Settings => key(Key::W),
             Command::Quit => ctrl(Key::Q),
+        }
+    }
+
+    /// A second key for the same command: F5, which a presenter's clicker sends, for full screen.
+    pub fn alternative(self) -> Option<KeyboardShortcut> {
+        match self {
+            Command::FullScreen => Some(KeyboardShortcut::new(Modifiers::NONE, Key::F5)),
+            _ => None,
         }
     }
 
@@ -162,14 +210,13 @@ impl Command {
         let mut pressed = Vec::new();
         ctx.input_mut(|input| {
             for command in Command::all() {
-                let Some(shortcut) = command.shortcut() else {
-                    continue;
-                };
-                if typing && shortcut.modifiers.is_none() {
-                    continue;
-                }
-                if input.consume_shortcut(&shortcut) {
-                    pressed.push(command);
+                for shortcut in [command.shortcut(), command.alternative()].into_iter().flatten() {
+                    if typing && shortcut.modifiers.is_none() {
+                        continue;
+                    }
+                    if input.consume_shortcut(&shortcut) {
+                        pressed.push(command);
+                    }
                 }
             }
         });
@@ -183,9 +230,40 @@ mod tests {
 
     #[test]
     fn shortcuts_are_unique() {
-        let all: Vec<_> = Command::all().into_iter().filter_map(Command::shortcut).collect();
+        let all: Vec<_> = Command::all()
+            .into_iter()
+            .flat_map(|c| [c.shortcut(), c.alternative()])
+            .flatten()
+            .collect();
         for (i, a) in all.iter().enumerate() {
             assert!(!all[i + 1..].contains(a), "{a:?} is bound twice");
         }
+    }
+
+    /// The commands a frame with this key pressed (no modifiers) runs.
+    fn on_key(key: Key) -> Vec<Command> {
+        let ctx = egui::Context::default();
+        let input = egui::RawInput {
+            events: vec![egui::Event::Key {
+                key,
+                physical_key: None,
+                pressed: true,
+                repeat: false,
+                modifiers: Modifiers::NONE,
+            }],
+            ..Default::default()
+        };
+        let mut pressed = Vec::new();
+        let _ = ctx.run_ui(input, |ui| pressed = Command::pressed(ui.ctx()));
+        pressed
+    }
+
+    #[test]
+    fn a_presenters_clicker_keys_run_their_commands() {
+        assert_eq!(on_key(Key::PageDown), vec![Command::NextSlide]);
+        assert_eq!(on_key(Key::PageUp), vec![Command::PreviousSlide]);
+        assert_eq!(on_key(Key::B), vec![Command::Blank]);
+        assert_eq!(on_key(Key::F5), vec![Command::FullScreen]);
+        assert_eq!(on_key(Key::F), vec![Command::FullScreen]);
     }
 }

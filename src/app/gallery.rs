@@ -92,7 +92,8 @@ impl Gallery {
             ui.strong(&data.name);
             ui.weak(format!("{} images", data.len()));
         });
-        ui.horizontal(|ui| {
+        // Rows wrap inside a narrow panel instead of widening it past the window's edge.
+        ui.horizontal_wrapped(|ui| {
             let name = |c: Option<usize>| match c {
                 None => "all classes".to_string(),
                 Some(k) => format!("class {}", style::class_name(&data.class_names, k)),
@@ -143,7 +144,7 @@ impl Gallery {
                 }
             }
         });
-        ui.horizontal(|ui| {
+        ui.horizontal_wrapped(|ui| {
             let focus = self.focus;
             let text = focus.map_or("—".to_string(), |i| format!("#{i}"));
             ui.label(format!("Highlighted {text}"));

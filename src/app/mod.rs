@@ -27,8 +27,10 @@ use egui::{Color32, RichText};
 pub use commands::Command;
 pub use history::{History, Series};
 pub use plane_view::Layers as PlaneLayers;
-pub use plane_worker::{Curves, PlaneFrame};
-pub use state::{find_preset, Choice, KernelDirection, Params, Preset, Settings, PRESETS};
+pub use plane_worker::{Curves, PlaneFrame, HEAT_CELLS, TRAINING_HEAT_CELLS};
+pub use state::{
+    find_preset, presets_of, Choice, Domain, KernelDirection, Params, Preset, Settings, PRESETS,
+};
 pub use walk_view::EXPLANATION;
 pub use worker::{Frame, Lane, ModelInfo};
 
@@ -66,6 +68,8 @@ pub struct AppOptions {
     pub plane_interval: Option<(f64, f64)>,
     /// Open the instruments window (leaf directions and chart).
     pub instruments: bool,
+    /// When the process started, for the start-up log line (`DATALEAF_LOG_STARTUP=1`).
+    pub launched: Option<Instant>,
 }
 
 /// Something a panel asks the app to do.
@@ -121,6 +125,10 @@ pub struct DataleafApp {
     /// Parameters changed after the walks began.
     stale: bool,
     pending_preset: Option<usize>,
+    /// The preset last chosen: where Page Down / Page Up go on from, like slides.
+    current_preset: Option<usize>,
+    /// The screen is blanked (B).
+    blank: bool,
     gallery: gallery::Gallery,
     walk_view: walk_view::WalkView,
     plots: plots::Plots,
@@ -139,6 +147,14 @@ pub struct DataleafApp {
     /// Wall-clock milliseconds between recent frames.
     intervals: Vec<f32>,
     last_frame: Option<Instant>,
+    /// When the app was built, for the first frame's log line.
+    launched: Instant,
+    /// Start-up log lines written: 0 none, 1 the first frame's layout, 2 its painting.
+    first_frame_logged: u8,
+    /// The window has been fitted to the screen once.
+    screen_fitted: bool,
+    /// Milliseconds from launch to the app's construction (the window and renderer are up by then).
+    built_ms: f64,
 }
 
 /// The app in a native window.
@@ -150,6 +166,9 @@ pub fn run(options: AppOptions) -> Result<(), String> {
             .with_inner_size([1600.0, 1000.0])
             .with_min_inner_size([900.0, 600.0])
             .with_drag_and_drop(true),
+        // The bundled DejaVu Sans covers every glyph the app draws; scanning the system's fonts
+        // would only delay the first frame.
+        system_font_fallback: false,
         ..Default::default()
     };
     let native = if options.fresh {
@@ -174,6 +193,7 @@ pub fn run(options: AppOptions) -> Result<(), String> {
 
 impl DataleafApp {
     pub fn new(cc: &eframe::CreationContext<'_>, options: AppOptions) -> DataleafApp {
+        let launched = options.launched.unwrap_or_else(Instant::now);
         style::install(&cc.egui_ctx);
         let mut settings: Settings = if options.fresh {
             Settings::default()
@@ -192,11 +212,7 @@ impl DataleafApp {
             settings.lecture = true;
             settings.gallery = false;
         }
-        cc.egui_ctx.set_zoom_factor(if settings.lecture {
-            style::LECTURE_ZOOM
-        } else {
-            1.0
-        });
+        style::apply_theme(&cc.egui_ctx, settings.lecture, settings.dark);
         let worker = WorkerHandle::spawn(
             cc.egui_ctx.clone(),
             settings.model.clone(),
@@ -223,6 +239,8 @@ impl DataleafApp {
         let instruments_open = options.instruments;
         DataleafApp {
             pending_preset: options.preset,
+            current_preset: options.preset,
+            blank: false,
             settings,
             options,
             worker,
@@ -247,6 +265,10 @@ impl DataleafApp {
             frame_ms: Vec::new(),
             intervals: Vec::new(),
             last_frame: None,
+            launched,
+            first_frame_logged: 0,
+            screen_fitted: false,
+            built_ms: launched.elapsed().as_secs_f64() * 1000.0,
         }
     }
 
@@ -270,6 +292,21 @@ impl DataleafApp {
 
     pub fn is_playing(&self) -> bool {
         self.playing
+    }
+
+    /// The preset last chosen (Page Down / Page Up go on from it).
+    pub fn current_preset(&self) -> Option<usize> {
+        self.current_preset
+    }
+
+    /// The step shown: None follows the newest.
+    pub fn shown_step(&self) -> Option<usize> {
+        self.at
+    }
+
+    /// Whether the screen is blanked.
+    pub fn is_blank(&self) -> bool {
+        self.blank
     }
 
     /// The experiments window: whether a run is going, its summary or error when done.
@@ -416,15 +453,20 @@ impl DataleafApp {
 
     fn apply_preset(&mut self, index: usize, time: f64) {
         let Some(p) = PRESETS.get(index) else { return };
-        let is_mnist = self.settings.dataset.eq_ignore_ascii_case("mnist");
-        if !is_mnist {
-            // The papers' indices are into the MNIST test set.
+        self.current_preset = Some(index);
+        let domain = p.domain;
+        let model_ok = self.settings.model.eq_ignore_ascii_case(domain.model());
+        let data_ok = self.settings.dataset.eq_ignore_ascii_case(domain.dataset());
+        if !model_ok || !data_ok {
+            // A preset's indices point into its domain's test set, walked by its domain's model.
             self.pending_preset = Some(index);
+            self.playing = false;
+            self.worker.send(Request::Pause);
             self.worker.send(Request::Load {
-                model: None,
-                dataset: Some("mnist".into()),
+                model: (!model_ok).then(|| domain.model().to_string()),
+                dataset: (!data_ok).then(|| domain.dataset().to_string()),
             });
-            self.note("opening the MNIST test set for the preset".into(), time);
+            self.note(format!("opening {} for the preset", domain.name()), time);
             return;
         }
         self.settings.start = Some(Choice::Index(p.start));
@@ -438,6 +480,45 @@ impl DataleafApp {
         self.gallery.reveal(p.start);
         self.restart();
         self.play(true);
+    }
+
+    /// The walk's key frames: the filmstrip's evenly spaced steps of what has been computed.
+    fn key_frames(&self) -> Vec<usize> {
+        crate::export::evenly_spaced(self.history.len(), walk_view::STRIP)
+    }
+
+    /// Page Down: within a walk scrubbed back, its next key frame; otherwise the next preset.
+    fn next_slide(&mut self, time: f64) {
+        if let Some(at) = self.at {
+            if let Some(&k) = self.key_frames().iter().find(|&&k| k > at) {
+                self.at = Some(k);
+                return;
+            }
+        }
+        let next = self.current_preset.map_or(0, |i| i + 1);
+        if next < PRESETS.len() {
+            self.apply_preset(next, time);
+        } else {
+            self.note("that was the last preset".into(), time);
+        }
+    }
+
+    /// Page Up: the walk's previous key frame (pausing it); from its first frame, the previous preset.
+    fn previous_slide(&mut self, time: f64) {
+        let last = self.history.len().saturating_sub(1);
+        let current = self.at.unwrap_or(last);
+        if let Some(&k) = self.key_frames().iter().rev().find(|&&k| k < current) {
+            if self.playing {
+                self.play(false);
+            }
+            self.at = Some(k);
+            return;
+        }
+        match self.current_preset {
+            Some(i) if i > 0 => self.apply_preset(i - 1, time),
+            Some(_) => self.note("this is the first preset".into(), time),
+            None => self.apply_preset(0, time),
+        }
     }
 
     /// Take in everything the worker sent since the last frame.
@@ -562,6 +643,9 @@ impl DataleafApp {
                 | Command::ExportStrip
                 | Command::ExportGif
                 | Command::ExportCsv
+                | Command::NextSlide
+                | Command::PreviousSlide
+                | Command::Settings
         );
         if self.plane_mode && walks_only {
             return;
@@ -599,12 +683,17 @@ impl DataleafApp {
             Command::LectureMode => {
                 self.settings.lecture = !self.settings.lecture;
                 self.settings.gallery = !self.settings.lecture;
-                ctx.set_zoom_factor(if self.settings.lecture {
-                    style::LECTURE_ZOOM
-                } else {
-                    1.0
-                });
+                style::apply_theme(ctx, self.settings.lecture, self.settings.dark);
+                self.fit_zoom(ctx);
             }
+            Command::DarkTheme => {
+                self.settings.dark = !self.settings.dark;
+                style::apply_theme(ctx, self.settings.lecture, self.settings.dark);
+            }
+            Command::Blank => self.blank = !self.blank,
+            Command::Settings => self.walk_view.settings_open = !self.walk_view.settings_open,
+            Command::NextSlide => self.next_slide(time),
+            Command::PreviousSlide => self.previous_slide(time),
             Command::Gallery => self.settings.gallery = !self.settings.gallery,
             Command::FullScreen => {
                 let full = ctx.input(|i| i.viewport().fullscreen.unwrap_or(false));
@@ -705,23 +794,45 @@ impl DataleafApp {
             });
             ui.menu_button("Plane", |ui| item(ui, Command::Plane));
             ui.menu_button("Presets", |ui| {
-                for i in 0..PRESETS.len() {
-                    item(ui, Command::Preset(i));
+                for (d, domain) in Domain::ALL.into_iter().enumerate() {
+                    if d > 0 {
+                        ui.separator();
+                    }
+                    ui.label(RichText::new(domain.name()).strong());
+                    for (i, _) in presets_of(domain) {
+                        item(ui, Command::Preset(i));
+                    }
+                }
+                ui.separator();
+                for c in [Command::NextSlide, Command::PreviousSlide] {
+                    item(ui, c);
                 }
             });
             ui.menu_button("View", |ui| {
-                for c in [Command::LectureMode, Command::FullScreen, Command::Gallery] {
+                for c in [
+                    Command::LectureMode,
+                    Command::DarkTheme,
+                    Command::FullScreen,
+                    Command::Blank,
+                    Command::Gallery,
+                    Command::Settings,
+                ] {
                     item(ui, c);
                 }
                 ui.separator();
                 ui.label("Shortcuts");
                 for c in Command::all() {
-                    if let Some(s) = c.shortcut() {
+                    for s in [c.shortcut(), c.alternative()].into_iter().flatten() {
                         ui.weak(format!("{:>8}  {}", ui.ctx().format_shortcut(&s), c.name()));
                     }
                 }
             });
             ui.separator();
+            if self.settings.lecture && !self.plane_mode {
+                // The room goes to the slide counter; the plane is in its menu and on P.
+                self.slide_counter(ui, actions);
+                return;
+            }
             let text = if self.plane_mode {
                 "◀ Back to the images"
             } else {
@@ -751,17 +862,90 @@ impl DataleafApp {
         });
     }
 
+    /// Lecture mode's slide counter in the menu bar: back, forward, which preset of how many.
+    fn slide_counter(&mut self, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
+        let ctx = ui.ctx().clone();
+        for (c, text) in [(Command::PreviousSlide, "◀"), (Command::NextSlide, "▶")] {
+            let tip = format!("{} ({})", c.tooltip(), c.shortcut_text(&ctx));
+            if ui
+                .button(RichText::new(text).strong())
+                .on_hover_text(tip)
+                .clicked()
+            {
+                actions.push(Action::Command(c));
+            }
+        }
+        let text = match self.current_preset.and_then(|i| PRESETS.get(i).map(|p| (i, p))) {
+            Some((i, p)) => format!(
+                "{} / {}  ·  {}  ·  {}",
+                i + 1,
+                PRESETS.len(),
+                p.domain.name(),
+                p.title
+            ),
+            None => "Page Down: the first preset".into(),
+        };
+        ui.add(egui::Label::new(RichText::new(text).strong()).wrap_mode(egui::TextWrapMode::Extend));
+    }
+
+    /// The presets by domain, one button each; in lecture mode the chosen preset's caption instead.
     fn presets_bar(&mut self, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
+        if self.settings.lecture {
+            if let Some(p) = self.current_preset.and_then(|i| PRESETS.get(i)) {
+                ui.add(egui::Label::new(RichText::new(p.caption).strong()).wrap());
+            }
+            return;
+        }
         ui.horizontal_wrapped(|ui| {
-            ui.label(RichText::new("The papers' walks:").strong());
-            for i in 0..PRESETS.len() {
-                let c = Command::Preset(i);
-                let tip = format!("{} ({})", c.tooltip(), c.shortcut_text(ui.ctx()));
-                if ui.button(c.name()).on_hover_text(tip).clicked() {
-                    actions.push(Action::Command(c));
+            for (d, domain) in Domain::ALL.into_iter().enumerate() {
+                if d > 0 {
+                    ui.separator();
+                }
+                ui.label(RichText::new(format!("{}:", domain.name())).strong());
+                for (i, _) in presets_of(domain) {
+                    let c = Command::Preset(i);
+                    let tip = format!("{} ({})", c.tooltip(), c.shortcut_text(ui.ctx()));
+                    let chosen = self.current_preset == Some(i);
+                    if ui
+                        .add(egui::Button::new(c.name()).selected(chosen))
+                        .on_hover_text(tip)
+                        .clicked()
+                    {
+                        actions.push(Action::Command(c));
+                    }
                 }
             }
         });
+    }
+
+    /// A window asked for at 1600x1000 on a smaller screen (a 1024x768 projector) shrinks to it.
+    fn fit_screen(&mut self, ctx: &egui::Context) {
+        if self.screen_fitted {
+            return;
+        }
+        let (monitor, inner) = ctx.input(|i| (i.viewport().monitor_size, i.viewport().inner_rect));
+        let (Some(monitor), Some(inner)) = (monitor, inner) else {
+            return;
+        };
+        self.screen_fitted = true;
+        if inner.width() > monitor.x || inner.height() > monitor.y {
+            ctx.send_viewport_cmd(egui::ViewportCommand::OuterPosition(egui::pos2(0.0, 0.0)));
+            ctx.send_viewport_cmd(egui::ViewportCommand::InnerSize(inner.size().min(monitor)));
+        }
+    }
+
+    /// Lecture mode's zoom follows the window, so every size keeps room for the whole layout.
+    fn fit_zoom(&self, ctx: &egui::Context) {
+        let zoom = ctx.zoom_factor();
+        let native = ctx.content_rect().size() * zoom;
+        let want = if self.settings.lecture {
+            style::lecture_zoom(native)
+        } else {
+            1.0
+        };
+        if (want - zoom).abs() > 0.005 {
+            ctx.set_zoom_factor(want);
+        }
     }
 
     fn status_bar(&mut self, ui: &mut egui::Ui, time: f64) {
@@ -824,19 +1008,29 @@ impl DataleafApp {
             }
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                 if let Some((median, max)) = median_max(&self.frame_ms) {
-                    ui.weak(format!("UI frame {median:.1} ms (max {max:.1})"))
-                        .on_hover_text(
-                            "Time the UI thread spent per frame, median and max of the last 120 frames",
-                        );
+                    // A fixed width, so the hint beside it stays put as the figures change.
+                    let row = ui.text_style_height(&egui::TextStyle::Body);
+                    ui.add_sized(
+                        [210.0, row],
+                        egui::Label::new(
+                            RichText::new(format!("UI frame {median:.1} ms (max {max:.1})")).weak(),
+                        ),
+                    )
+                    .on_hover_text(
+                        "Time the UI thread spent per frame, median and max of the last 120 frames",
+                    );
                 }
-                ui.weak("Space play · → step · R reset · L lecture · F full screen");
+                ui.weak("Space play · → step · R reset · L lecture · PgDn/PgUp presets · B blank");
             });
         });
     }
 
     /// The image walks: gallery, the two lanes, the plots and the status line.
     fn walks_ui(&mut self, ui: &mut egui::Ui, time: f64, actions: &mut Vec<Action>) {
-        egui::Panel::bottom("status").show(ui, |ui| self.status_bar(ui, time));
+        // Lecture mode keeps the status line for messages only: the room goes to the walk.
+        if !self.settings.lecture || !self.messages.is_empty() {
+            egui::Panel::bottom("status").show(ui, |ui| self.status_bar(ui, time));
+        }
         let shape = self.shape();
         let start = match self.settings.start {
             Some(Choice::Index(i)) => Some(i),
@@ -848,6 +1042,7 @@ impl DataleafApp {
         };
         // Side panels take a share of the width, so the centre keeps room in lecture mode's zoom.
         let width = ui.available_width();
+        let lecture = self.settings.lecture;
         let mut gallery = self.settings.gallery;
         egui::Panel::left("gallery")
             .resizable(true)
@@ -863,18 +1058,29 @@ impl DataleafApp {
             });
         self.settings.gallery = gallery;
         let classes = self.classes();
-        egui::Panel::right("plots")
-            .resizable(true)
-            .default_size(440.0)
-            .size_range(240.0..=(width * 0.3).max(240.0))
-            .show(ui, |ui| {
-                egui::ScrollArea::vertical()
-                    .id_salt("plots scroll")
-                    .show(ui, |ui| {
-                        self.plots
-                            .ui(ui, &self.history, self.at, &classes, self.settings.params.stop);
-                    });
-            });
+        // Lecture mode: the two main plots large, at a fixed share of the width.
+        let plots = if lecture {
+            egui::Panel::right("lecture plots").exact_size((width * 0.36).clamp(240.0, 560.0))
+        } else {
+            egui::Panel::right("plots")
+                .resizable(true)
+                .default_size(440.0)
+                .size_range(240.0..=(width * 0.3).max(240.0))
+        };
+        plots.show(ui, |ui| {
+            egui::ScrollArea::vertical()
+                .id_salt("plots scroll")
+                .show(ui, |ui| {
+                    self.plots.ui(
+                        ui,
+                        &self.history,
+                        self.at,
+                        &classes,
+                        self.settings.params.stop,
+                        lecture,
+                    );
+                });
+        });
         let shown = walk_view::Shown {
             history: &self.history,
             at: self.at,
@@ -884,6 +1090,7 @@ impl DataleafApp {
             start_label: self.label_of(&self.settings.start),
             target_label: self.label_of(&self.settings.target),
             stale: self.stale,
+            lecture,
         };
         egui::CentralPanel::default().show(ui, |ui| {
             egui::ScrollArea::vertical()
@@ -968,6 +1175,8 @@ impl eframe::App for DataleafApp {
         let began = Instant::now();
         let ctx = ui.ctx().clone();
         let time = ctx.input(|i| i.time);
+        self.fit_screen(&ctx);
+        self.fit_zoom(&ctx);
         self.receive(time);
         let mut actions: Vec<Action> = Command::pressed(&ctx).into_iter().map(Action::Command).collect();
         files::dropped(&ctx, &mut actions);
@@ -1016,7 +1225,32 @@ impl eframe::App for DataleafApp {
         for action in actions {
             self.apply(action, &ctx);
         }
+        if self.blank {
+            // A presenter's blank screen: black over everything until B again.
+            let painter = ctx.layer_painter(egui::LayerId::new(
+                egui::Order::Foreground,
+                egui::Id::unique("blank screen"),
+            ));
+            painter.rect_filled(ctx.content_rect(), 0.0, Color32::BLACK);
+        }
         self.screenshot(&ctx);
+        if self.first_frame_logged < 2 && std::env::var_os("DATALEAF_LOG_STARTUP").is_some() {
+            // The second frame begins once the first is painted and presented.
+            let ms = self.launched.elapsed().as_secs_f64() * 1000.0;
+            if self.first_frame_logged == 0 {
+                eprintln!(
+                    "dataleaf: window and renderer up {:.0} ms after launch, first frame laid out at {ms:.0} ms",
+                    self.built_ms
+                );
+                ctx.request_repaint();
+            } else {
+                eprintln!(
+                    "dataleaf: first frame on screen by {:.0} ms after launch",
+                    began.duration_since(self.launched).as_secs_f64() * 1000.0
+                );
+            }
+        }
+        self.first_frame_logged = self.first_frame_logged.saturating_add(1).min(2);
 
         let spent = frame
             .info()

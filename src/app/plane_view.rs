@@ -9,7 +9,7 @@ use std::sync::Arc;
 use egui::{Color32, ColorImage, Pos2, Rect, RichText, Sense, Shape, Stroke, TextureHandle, TextureOptions};
 
 use crate::data::toy::ToyKind;
-use crate::geometry::plane::{Bounds, Singular};
+use crate::geometry::plane::{Bounds, HeatOutput, Singular};
 use crate::model::mlp::Act;
 use crate::model::Task;
 
@@ -229,19 +229,70 @@ impl PlaneView {
         ui.add(egui::Slider::new(&mut setup.count, 20..=1000).text("Points"));
         ui.add(egui::Slider::new(&mut setup.seed, 0..=99).text("Seed"));
         ui.label(RichText::new("Network").strong());
-        ui.add(egui::Slider::new(&mut setup.depth, 1..=4).text("Hidden layers"));
-        ui.add(egui::Slider::new(&mut setup.width, 1..=32).text("Width"));
-        egui::ComboBox::from_label("Activation")
-            .selected_text(setup.act.name())
-            .show_ui(ui, |ui| {
-                for (a, name) in Act::CHOICES {
-                    ui.selectable_value(&mut setup.act, a, name);
-                }
-            });
+        let loaded = self.frame.as_ref().and_then(|f| f.loaded.clone());
+        if let Some(path) = &loaded {
+            // The loaded model stays: new data is what it would train on; the network's shape is its own.
+            ui.label(
+                RichText::new(format!(
+                    "Showing the model loaded from {path}. New data keeps it; the controls below make a fresh network."
+                ))
+                .small(),
+            );
+            if ui
+                .button("Fresh network")
+                .on_hover_text("Drop the loaded model and train a new network of this shape")
+                .clicked()
+            {
+                self.send(PlaneRequest::Fresh);
+            }
+        }
+        ui.add_enabled_ui(loaded.is_none(), |ui| {
+            ui.add(egui::Slider::new(&mut setup.depth, 1..=4).text("Hidden layers"));
+            ui.add(egui::Slider::new(&mut setup.width, 1..=32).text("Width"));
+            egui::ComboBox::from_label("Activation")
+                .selected_text(setup.act.name())
+                .show_ui(ui, |ui| {
+                    for (a, name) in Act::CHOICES {
+                        ui.selectable_value(&mut setup.act, a, name);
+                    }
+                });
+        });
         if setup != self.setup {
-            // A new dataset or network starts training over, as in TensorFlow Playground.
+            // A new dataset or network starts training over, as in TensorFlow Playground; a
+            // loaded model keeps its weights and takes the new data.
             self.setup = setup.clone();
             self.send(PlaneRequest::Setup(setup));
+        }
+        if let Some(f) = self.frame.clone() {
+            if f.task == Task::Classification && f.outputs >= 2 {
+                let text = |s: HeatOutput| match s {
+                    HeatOutput::Argmax => "the most probable class".to_string(),
+                    HeatOutput::Output(k) => format!(
+                        "p(class {})",
+                        f.output_names.get(k).cloned().unwrap_or_else(|| k.to_string())
+                    ),
+                };
+                let mut shown = f.shown;
+                egui::ComboBox::from_label("Heat map")
+                    .selected_text(text(shown))
+                    .show_ui(ui, |ui| {
+                        if f.outputs > 2 {
+                            ui.selectable_value(&mut shown, HeatOutput::Argmax, text(HeatOutput::Argmax));
+                        }
+                        for k in 0..f.outputs {
+                            ui.selectable_value(
+                                &mut shown,
+                                HeatOutput::Output(k),
+                                text(HeatOutput::Output(k)),
+                            );
+                        }
+                    })
+                    .response
+                    .on_hover_text("Which class's probability the heat map shows, or every class at once");
+                if shown != f.shown {
+                    self.send(PlaneRequest::Show(shown));
+                }
+            }
         }
         let mut lr = self.lr;
         ui.add(
@@ -268,19 +319,32 @@ impl PlaneView {
                 self.playing = true;
                 self.send(PlaneRequest::Train(100));
             }
-            if ui
-                .button("Reset")
-                .on_hover_text("Fresh weights, same data; training stops")
-                .clicked()
-            {
+            let loaded = self.frame.as_ref().and_then(|f| f.loaded.clone());
+            let tip = if loaded.is_some() {
+                "The loaded model as it is in its file; training stops"
+            } else {
+                "Fresh weights, same data; training stops"
+            };
+            if ui.button("Reset").on_hover_text(tip).clicked() {
                 self.playing = false;
                 self.send(PlaneRequest::Play(false));
-                let s = self.setup.clone();
-                self.send(PlaneRequest::Setup(s));
+                match loaded {
+                    Some(path) => self.send(PlaneRequest::Load(path)),
+                    None => {
+                        let s = self.setup.clone();
+                        self.send(PlaneRequest::Setup(s));
+                    }
+                }
             }
         });
         if let Some(f) = &self.frame {
-            ui.label(format!("{} · {} steps", f.model_name, f.steps));
+            // The frame's cost on hover only: a number that differs run to run stays out of pictures.
+            ui.label(format!("{} · {} steps", f.model_name, f.steps))
+                .on_hover_text(format!(
+                    "The worker computed this frame (heat map, segments, curves) in {:.0} ms{}",
+                    f.compute_ms,
+                    if f.coarse { ", coarsely while training" } else { "" }
+                ));
             if f.task == Task::Classification && !f.data.points.is_empty() {
                 ui.label(format!(
                     "loss {:.4} · training accuracy {:.1} %",
@@ -609,6 +673,24 @@ impl PlaneView {
             }
         }
         let h = &frame.heat;
+        if !h.classes.is_empty() {
+            // Every class at once: its hue, paler where the model hesitates (p near 1/C).
+            let floor = 1.0 / frame.outputs.max(1) as f64;
+            let mut pixels = Vec::with_capacity(h.nx * h.ny);
+            for row in 0..h.ny {
+                let j = h.ny - 1 - row;
+                for i in 0..h.nx {
+                    let k = j * h.nx + i;
+                    let t = ((h.values[k] - floor) / (1.0 - floor)).clamp(0.0, 1.0) as f32;
+                    pixels.push(class_heat_color(h.classes[k], t));
+                }
+            }
+            let image = ColorImage::new([h.nx, h.ny], pixels);
+            let tex = ctx.load_texture("plane heat map", image, TextureOptions::NEAREST);
+            self.texture = Some(tex.clone());
+            self.texture_of = id;
+            return tex;
+        }
         let (lo, hi) = match frame.task {
             // Probabilities on their own scale, so 1/2 is white everywhere.
             Task::Classification => (0.0, 1.0),
@@ -708,6 +790,24 @@ fn heat_color(t: f32) -> Color32 {
     } else {
         (HEAT_HIGH, 2.0 * t - 1.0)
     };
+    let mix = |k: usize| (255.0 + (end[k] - 255.0) * u).round() as u8;
+    Color32::from_rgb(mix(0), mix(1), mix(2))
+}
+
+/// Pale class hues for the argmax map (Okabe-Ito), mixed toward white as t falls to 0.
+fn class_heat_color(class: usize, t: f32) -> Color32 {
+    const HUES: [[f32; 3]; 8] = [
+        [196.0, 176.0, 232.0],
+        [170.0, 222.0, 170.0],
+        [250.0, 200.0, 140.0],
+        [160.0, 210.0, 240.0],
+        [240.0, 170.0, 200.0],
+        [240.0, 230.0, 140.0],
+        [180.0, 180.0, 180.0],
+        [150.0, 220.0, 210.0],
+    ];
+    let end = HUES[class % HUES.len()];
+    let u = 0.35 + 0.65 * t.clamp(0.0, 1.0);
     let mix = |k: usize| (255.0 + (end[k] - 255.0) * u).round() as u8;
     Color32::from_rgb(mix(0), mix(1), mix(2))
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::data::toy::{self, ToyData, ToyKind};
 use crate::geometry::plane::PointGeometry;
-use crate::geometry::plane::{default_output, Bounds, Field};
+use crate::geometry::plane::{default_output, Bounds, Field, HeatMap, HeatOutput};
 use crate::model::mlp::{Act, Mlp, MlpSpec, Trainer};
 use crate::model::Task;
 use crate::walk::simec::{
@@ -81,6 +81,10 @@ pub enum PlaneRequest {
     /// Replace the network by a features model file (2 inputs).
     Load(String),
     Save(String),
+    /// Drop a loaded model for a fresh network of the current setup.
+    Fresh,
+    /// Which output the heat map shows.
+    Show(HeatOutput),
 }
 
 /// The curves through the clicked point.
@@ -115,8 +119,18 @@ pub struct PlaneFrame {
     pub output_name: String,
     pub piecewise_linear: bool,
     pub model_name: String,
-    /// The shown output on a fine grid (the heat map).
-    pub heat: Field,
+    /// What the heat map shows, and how many outputs the model has to choose from.
+    pub shown: HeatOutput,
+    pub outputs: usize,
+    pub output_names: Vec<String>,
+    /// The file the model came from, when it was loaded rather than trained here.
+    pub loaded: Option<String>,
+    /// The shown output on a grid (the heat map): coarser while training, so frames stay cheap.
+    pub heat: HeatMap,
+    /// Sampled coarsely while training; the frame after training stops is at full resolution.
+    pub coarse: bool,
+    /// Milliseconds the worker spent computing this frame.
+    pub compute_ms: f64,
     /// Directions and singular points on a coarse grid (the segments).
     pub arrows: Field,
     pub data: Arc<ToyData>,
@@ -135,6 +149,13 @@ pub enum PlaneReply {
 /// Cells of the heat map and of the segment grid across.
 pub const HEAT_CELLS: usize = 120;
 pub const ARROW_CELLS: usize = 22;
+/// While training: the heat map at this resolution, the segments on this grid, the curves through
+/// the click at most this often, so a wide network's frame does not hold training up.
+pub const TRAINING_HEAT_CELLS: usize = 48;
+pub const TRAINING_ARROW_CELLS: usize = 16;
+const TRAINING_CURVES_EVERY: Duration = Duration::from_secs(2);
+/// While training, the curves' steps are this many times longer (the shapes stay, the cost falls).
+const TRAINING_CURVE_STRIDE: f64 = 4.0;
 
 pub struct PlaneHandle {
     tx: Sender<PlaneRequest>,
@@ -179,9 +200,30 @@ struct Worker {
     playing: bool,
     pending: usize,
     click: Option<[f64; 2]>,
-    output: usize,
+    shown: HeatOutput,
+    /// The file of a loaded model: data changes keep it (and train it), they do not replace it.
+    loaded: Option<String>,
+    /// The curves of the last frame while training, with when they were computed.
+    curves: Option<(Instant, Option<Curves>)>,
+    last_compute: Duration,
     replies: Sender<PlaneReply>,
     ctx: egui::Context,
+}
+
+/// The heat map a model opens with: the last class's p for two classes (class 1 against class 0),
+/// the most probable class when there are more, the output of a regression.
+fn default_shown(mlp: &Mlp) -> HeatOutput {
+    if mlp.task == Task::Classification && mlp.outputs() > 2 {
+        HeatOutput::Argmax
+    } else {
+        HeatOutput::Output(default_output(mlp))
+    }
+}
+
+fn toy_xy(data: &ToyData) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+    let xs = data.points.iter().map(|p| p.to_vec()).collect();
+    let ys = data.labels.iter().map(|&l| vec![l as f64]).collect();
+    (xs, ys)
 }
 
 /// Adam's batch size in the plane view.
@@ -207,8 +249,7 @@ fn trainer_for(setup: &PlaneSetup, data: &ToyData) -> Trainer {
         setup.width,
         setup.act.name()
     );
-    let xs = data.points.iter().map(|p| p.to_vec()).collect();
-    let ys = data.labels.iter().map(|&l| vec![l as f64]).collect();
+    let (xs, ys) = toy_xy(data);
     Trainer::new(mlp, xs, ys, setup.seed)
 }
 
@@ -231,7 +272,7 @@ impl Worker {
     ) -> Worker {
         let data = Arc::new(toy::generate(setup.dataset, setup.count, setup.noise, setup.seed));
         let trainer = trainer_for(&setup, &data);
-        let output = default_output(&trainer.mlp);
+        let shown = default_shown(&trainer.mlp);
         Worker {
             setup,
             walks,
@@ -241,7 +282,10 @@ impl Worker {
             playing: false,
             pending: 0,
             click: None,
-            output,
+            shown,
+            loaded: None,
+            curves: None,
+            last_compute: Duration::ZERO,
             replies,
             ctx,
         }
@@ -263,10 +307,31 @@ impl Worker {
                     self.setup.noise,
                     self.setup.seed,
                 ));
-                self.trainer = trainer_for(&self.setup, &self.data);
-                self.output = default_output(&self.trainer.mlp);
+                if self.loaded.is_some() {
+                    // A loaded model keeps its weights: the new data is what it trains on next.
+                    let (xs, ys) = toy_xy(&self.data);
+                    let mlp = self.trainer.mlp.clone();
+                    self.trainer = Trainer::new(mlp, xs, ys, self.setup.seed);
+                } else {
+                    self.trainer = trainer_for(&self.setup, &self.data);
+                    self.shown = default_shown(&self.trainer.mlp);
+                }
                 self.pending = 0;
             }
+            PlaneRequest::Fresh => {
+                self.loaded = None;
+                self.data = Arc::new(toy::generate(
+                    self.setup.dataset,
+                    self.setup.count,
+                    self.setup.noise,
+                    self.setup.seed,
+                ));
+                self.trainer = trainer_for(&self.setup, &self.data);
+                self.shown = default_shown(&self.trainer.mlp);
+                self.playing = false;
+                self.pending = 0;
+            }
+            PlaneRequest::Show(shown) => self.shown = shown,
             PlaneRequest::Play(on) => {
                 self.playing = on && !self.data.points.is_empty();
                 self.pending = 0;
@@ -285,7 +350,8 @@ impl Worker {
                     mlp.inputs()
                 ))),
                 Ok(mlp) => {
-                    self.output = default_output(&mlp);
+                    self.shown = default_shown(&mlp);
+                    self.loaded = Some(path.clone());
                     let name = mlp.name.clone();
                     // A loaded model is shown as it is: no training data, so nothing to train.
                     self.data = Arc::new(ToyData::default());
@@ -333,6 +399,8 @@ impl Worker {
                 continue;
             }
             if self.playing || self.pending > 0 {
+                // Frames take at most a third of the time while training.
+                let every = FRAME_EVERY.max(2 * self.last_compute);
                 let n = if self.pending > 0 {
                     self.pending.min(CHUNK)
                 } else {
@@ -345,12 +413,14 @@ impl Worker {
                 due = true;
                 // While training, frames at a steady pace; the last one of a run at once.
                 let finished = !self.playing && self.pending == 0;
-                if !finished && last_frame.elapsed() < FRAME_EVERY {
+                if !finished && last_frame.elapsed() < every {
                     continue;
                 }
             }
             if due {
-                let frame = self.frame();
+                let began = Instant::now();
+                let frame = self.frame(began);
+                self.last_compute = began.elapsed();
                 last_frame = Instant::now();
                 self.reply(PlaneReply::Frame(Arc::new(frame)));
                 due = false;
@@ -358,12 +428,36 @@ impl Worker {
         }
     }
 
-    fn frame(&self) -> PlaneFrame {
-        let mlp = &self.trainer.mlp;
+    fn frame(&mut self, began: Instant) -> PlaneFrame {
+        let training = self.playing || self.pending > 0;
         let bounds = Bounds::square(self.walks.half);
-        let heat = Field::sample(mlp, bounds, HEAT_CELLS, HEAT_CELLS, self.output);
-        let arrows = Field::sample(mlp, bounds, ARROW_CELLS, ARROW_CELLS, self.output);
-        let curves = self.click.map(|at| self.curves(at, bounds));
+        let (heat_cells, arrow_cells) = if training {
+            (TRAINING_HEAT_CELLS, TRAINING_ARROW_CELLS)
+        } else {
+            (HEAT_CELLS, ARROW_CELLS)
+        };
+        // The segments and singular points follow the class shown (class 1 of 2 for the argmax map).
+        let output = match self.shown {
+            HeatOutput::Output(o) => o.min(self.trainer.mlp.outputs().saturating_sub(1)),
+            HeatOutput::Argmax => default_output(&self.trainer.mlp),
+        };
+        let mlp = &self.trainer.mlp;
+        let heat = HeatMap::sample(mlp, bounds, heat_cells, heat_cells, self.shown);
+        let arrows = Field::sample(mlp, bounds, arrow_cells, arrow_cells, output);
+        let curves = match (&self.curves, training) {
+            // While training, the curves of a recent frame stand in until they are due again.
+            (Some((when, c)), true)
+                if when.elapsed() < TRAINING_CURVES_EVERY && c.as_ref().map(|c| c.at) == self.click =>
+            {
+                c.clone()
+            }
+            _ => {
+                let c = self.click.map(|at| self.curves(at, bounds, output, training));
+                self.curves = Some((Instant::now(), c.clone()));
+                c
+            }
+        };
+        let mlp = &self.trainer.mlp;
         let loss = if self.data.points.is_empty() {
             0.0
         } else {
@@ -375,21 +469,26 @@ impl Worker {
             accuracy: self.trainer.accuracy(),
             playing: self.playing || self.pending > 0,
             task: mlp.task,
-            output: self.output,
-            output_name: match mlp.task {
-                Task::Classification => format!(
+            output,
+            output_name: match (mlp.task, self.shown) {
+                (Task::Classification, HeatOutput::Argmax) => "the most probable class".into(),
+                (Task::Classification, _) => format!(
                     "p(class {})",
                     mlp.names
-                        .get(self.output)
+                        .get(output)
                         .cloned()
-                        .unwrap_or_else(|| self.output.to_string())
+                        .unwrap_or_else(|| output.to_string())
                 ),
-                Task::Regression => mlp
-                    .names
-                    .get(self.output)
-                    .cloned()
-                    .unwrap_or_else(|| "output".into()),
+                (Task::Regression, _) => mlp.names.get(output).cloned().unwrap_or_else(|| "output".into()),
             },
+            shown: self.shown,
+            outputs: mlp.outputs(),
+            output_names: (0..mlp.outputs())
+                .map(|k| mlp.names.get(k).cloned().unwrap_or_else(|| k.to_string()))
+                .collect(),
+            loaded: self.loaded.clone(),
+            coarse: training,
+            compute_ms: began.elapsed().as_secs_f64() * 1000.0,
             piecewise_linear: mlp.is_piecewise_linear(),
             model_name: mlp.name.clone(),
             heat,
@@ -400,28 +499,34 @@ impl Worker {
         }
     }
 
-    fn curves(&self, at: [f64; 2], bounds: Bounds) -> Curves {
+    /// The curves through `at`; `coarse` (while training) takes steps `TRAINING_CURVE_STRIDE` times longer.
+    fn curves(&self, at: [f64; 2], bounds: Bounds, output: usize, coarse: bool) -> Curves {
         let mlp = &self.trainer.mlp;
         let w = &self.walks;
         let span = 2.0 * w.half;
+        let step = if coarse {
+            w.step * TRAINING_CURVE_STRIDE
+        } else {
+            w.step
+        };
         let cfg = CurveConfig {
-            step: w.step,
+            step,
             // Enough to cross the plane three times.
-            max_steps: (3.0 * span / w.step).ceil() as usize,
+            max_steps: (3.0 * span / step).ceil() as usize,
             bounds,
-            output: self.output,
+            output,
         };
         // SiMExp toward the middle of the output's range: a class probability climbs when below
         // 1/2 and falls when above, so the path heads for the other class.
-        let here = PointGeometry::at(mlp, &at, self.output);
-        let value = here.outputs.get(self.output).copied().unwrap_or(0.0);
+        let here = PointGeometry::at(mlp, &at, output);
+        let value = here.outputs.get(output).copied().unwrap_or(0.0);
         let up = match mlp.task {
             Task::Classification => value < 0.5,
             Task::Regression => true,
         };
         let sign = if up { 1.0 } else { -1.0 };
         let hint: Vec<f64> = here.gradient.iter().map(|g| sign * g).collect();
-        let (path, _) = simexp_toward(mlp, &at, w.step, w.threshold, cfg.max_steps, &hint);
+        let (path, _) = simexp_toward(mlp, &at, step, w.threshold, cfg.max_steps, &hint);
         let simexp = std::iter::once(at)
             .chain(path.iter().map(|s| [s.point[0], s.point[1]]))
             .take_while(|p| bounds.contains(p))
@@ -429,7 +534,7 @@ impl Worker {
         let preimage = w.interval.map(|(a, b)| {
             // The slices a little coarser than the curves: a sweep makes many of them.
             let sweep = CurveConfig {
-                step: w.step * 1.5,
+                step: step * 1.5,
                 ..cfg
             };
             interval_preimage(mlp, at, a, b, 10, &sweep)

@@ -1,10 +1,10 @@
 //! Live plots of the frames shown: G's spectrum, the model's probabilities, and series over steps.
 
 use egui::{Color32, RichText};
-use egui_plot::{Bar, BarChart, HLine, Legend, Line, LineStyle, Plot, PlotPoint, Points, Text, VLine};
+use egui_plot::{HLine, Legend, Line, LineStyle, Plot, Points, VLine};
 
 use super::history::{History, Series};
-use super::style::{self, lane_color};
+use super::style;
 use super::worker::Lane;
 
 /// Points per plotted series at most; longer walks are thinned for drawing only.
@@ -46,7 +46,9 @@ fn still(id: &str, height: f32) -> Plot<'static> {
 }
 
 impl Plots {
-    /// `at` is the scrubbed step (None = latest); `stop` the stop distance drawn on the distance plot.
+    /// `at` is the scrubbed step (None = latest); `stop` the stop distance drawn on the distance
+    /// plot. The spectrum and the probabilities always fit the panel's height; the four series
+    /// take what is left, or fold behind their header (always in lecture mode).
     pub fn ui(
         &mut self,
         ui: &mut egui::Ui,
@@ -54,15 +56,26 @@ impl Plots {
         at: Option<usize>,
         classes: &[String],
         stop: f32,
+        lecture: bool,
     ) {
-        // Six plots and their headings share the panel's height; below the minimums it scrolls.
-        let row = ui.text_style_height(&egui::TextStyle::Body) + ui.spacing().item_spacing.y;
-        let room = ui.available_height() - 8.0 * row - 6.0 * ui.spacing().item_spacing.y;
-        let big = (room * 0.25).clamp(120.0, 320.0);
-        let small = (room * 0.125).clamp(70.0, 200.0);
+        let spacing = ui.spacing().item_spacing.y;
+        let row = ui.text_style_height(&egui::TextStyle::Body) + spacing;
         let c = classes.len().max(1);
+        // Headings and captions: spectrum title + rank line, probabilities title, series header.
+        let room = ui.available_height() - 4.0 * row - 4.0 * spacing - 8.0;
+        let small = 70.0;
+        let series_h = 4.0 * (row + small + spacing);
+        let show_series = !lecture && room - series_h >= 2.0 * 150.0;
+        let main = if show_series { room - series_h } else { room };
+        // The bars need a row per class; the spectrum takes the rest, within reason.
+        let probs_h = (main * 0.55)
+            .clamp(c as f32 * 14.0, 440.0)
+            .min(main - 90.0)
+            .max(60.0);
+        let spectrum_h = (main - probs_h).clamp(90.0, 420.0);
         let frames: Vec<_> = Lane::BOTH.map(|l| history.frame(l, at)).to_vec();
-        let legend = || Legend::default().position(egui_plot::Corner::RightTop);
+        let visuals = ui.visuals().clone();
+        let color_of = |lane: Lane| style::lane_color_on(&visuals, lane);
 
         // G's spectrum at the frames shown.
         let rank_text = Lane::BOTH
@@ -77,8 +90,12 @@ impl Plots {
         } else {
             rank_text
         });
-        still("spectrum", big)
-            .legend(Legend::default().position(egui_plot::Corner::LeftBottom))
+        let mut spectrum = still("spectrum", spectrum_h);
+        // The legend only where it has room beside the points (the lanes' colours are their titles').
+        if spectrum_h >= 220.0 {
+            spectrum = spectrum.legend(Legend::default().position(egui_plot::Corner::LeftBottom));
+        }
+        let response = spectrum
             .include_x(0.5)
             .include_x(c as f64 + 0.5)
             .include_y(LOG_FLOOR)
@@ -114,7 +131,7 @@ impl Plots {
                             ]
                         })
                         .collect();
-                    let color = lane_color(*lane);
+                    let color = color_of(*lane);
                     plot.line(Line::new(lane.title(), points.clone()).color(color).width(2.0));
                     plot.points(
                         Points::new(lane.title(), points)
@@ -123,52 +140,41 @@ impl Plots {
                             .filled(true),
                     );
                 }
-            });
+            })
+            .response;
+        response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Image, true, "spectrum plot"));
 
-        // Probabilities of both lanes, side by side per class.
+        // Probabilities of both lanes, a row per class: the names never collide, whatever their length.
         ui.label(RichText::new("Probabilities p = softmax(logits)").strong());
         let names: Vec<String> = (0..c).map(|k| style::class_name(classes, k)).collect();
-        let ui_text_color = ui.visuals().text_color();
-        // Long class names (CIFAR's "automobile") would run into each other: stagger them on two rows.
-        let stagger = c > 5 && names.iter().any(|n| n.chars().count() > 3);
-        still("probabilities", big)
-            .legend(legend())
-            .include_y(if stagger { -0.2 } else { -0.12 })
-            .include_y(1.05)
-            .include_x(-0.6)
-            .include_x(c as f64 - 0.4)
-            .show_axes([false, true])
-            .show(ui, |plot| {
-                // Every class named under its bars (axis labels thin out when space is short).
-                for (k, name) in names.iter().enumerate() {
-                    let y = if stagger && k % 2 == 1 { -0.14 } else { -0.06 };
-                    plot.text(
-                        Text::new("", PlotPoint::new(k as f64, y), RichText::new(name).strong())
-                            .color(ui_text_color),
-                    );
-                }
-                for (i, (lane, frame)) in Lane::BOTH.iter().zip(&frames).enumerate() {
-                    let Some(f) = frame else { continue };
-                    let offset = if i == 0 { -0.2 } else { 0.2 };
-                    let color = lane_color(*lane);
-                    let bars = f
-                        .probs
-                        .iter()
-                        .enumerate()
-                        .map(|(k, &p)| {
-                            Bar::new(k as f64 + offset, p as f64)
-                                .width(0.38)
-                                .name(names.get(k).cloned().unwrap_or_default())
-                                .fill(color)
-                                .stroke(egui::Stroke::new(1.0, color))
-                        })
-                        .collect();
-                    plot.bar_chart(BarChart::new(lane.title(), bars).color(color));
-                }
-            });
+        probability_rows(ui, &names, &frames, probs_h, &color_of);
 
+        let mut series_ui = |ui: &mut egui::Ui| self.series(ui, history, at, &names, stop, small, &color_of);
+        if show_series {
+            series_ui(ui);
+        } else {
+            egui::CollapsingHeader::new("Series over steps")
+                .id_salt("series header")
+                .default_open(false)
+                .show(ui, |ui| series_ui(ui));
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn series(
+        &mut self,
+        ui: &mut egui::Ui,
+        history: &History,
+        at: Option<usize>,
+        names: &[String],
+        stop: f32,
+        small: f32,
+        color_of: &dyn Fn(Lane) -> Color32,
+    ) {
+        let c = names.len().max(1);
         // Series over steps, with the shown step marked.
         let marker = at.or_else(|| history.len().checked_sub(1));
+        let names = names.to_vec();
         for series in Series::ALL {
             ui.label(RichText::new(series.title()).strong());
             let mut plot = still(series.column(), small)
@@ -208,12 +214,83 @@ impl Plots {
                     if points.is_empty() {
                         continue;
                     }
-                    plot.line(Line::new(lane.title(), points).color(lane_color(lane)).width(2.0));
+                    plot.line(Line::new(lane.title(), points).color(color_of(lane)).width(2.0));
                 }
                 if let Some(m) = marker {
                     plot.vline(VLine::new("shown step", m as f64).color(Color32::from_gray(90)));
                 }
             });
+        }
+    }
+}
+
+/// The probabilities as horizontal bars, one row per class: the class name right-aligned on the
+/// left, both lanes' bars side by side, the value at the end of each bar.
+fn probability_rows(
+    ui: &mut egui::Ui,
+    names: &[String],
+    frames: &[Option<&crate::app::Frame>],
+    height: f32,
+    color_of: &dyn Fn(Lane) -> Color32,
+) {
+    let width = ui.available_width();
+    let (rect, response) = ui.allocate_exact_size(egui::vec2(width, height), egui::Sense::hover());
+    response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Image, true, "probabilities chart"));
+    let painter = ui.painter_at(rect);
+    let rows = names.len().max(1);
+    let row_h = height / rows as f32;
+    let text_color = ui.visuals().text_color();
+    let font =
+        egui::FontId::proportional((row_h * 0.62).clamp(9.0, ui.text_style_height(&egui::TextStyle::Body)));
+    let name_w = names
+        .iter()
+        .map(|n| {
+            ui.ctx()
+                .fonts_mut(|f| f.layout_no_wrap(n.clone(), font.clone(), text_color).size().x)
+        })
+        .fold(0.0, f32::max)
+        + 8.0;
+    let value_w = ui
+        .ctx()
+        .fonts_mut(|f| f.layout_no_wrap("0.00".into(), font.clone(), text_color).size().x)
+        + 6.0;
+    let bar_left = rect.left() + name_w;
+    let bar_room = (rect.right() - value_w - bar_left).max(10.0);
+    let grid = ui.visuals().weak_text_color().gamma_multiply(0.4);
+    for x in [0.0, 0.5, 1.0] {
+        let px = bar_left + x * bar_room;
+        painter.line_segment(
+            [egui::pos2(px, rect.top()), egui::pos2(px, rect.bottom())],
+            egui::Stroke::new(1.0, grid),
+        );
+    }
+    for (k, name) in names.iter().enumerate() {
+        let top = rect.top() + k as f32 * row_h;
+        let mid = top + row_h / 2.0;
+        painter.text(
+            egui::pos2(bar_left - 6.0, mid),
+            egui::Align2::RIGHT_CENTER,
+            name,
+            font.clone(),
+            text_color,
+        );
+        let bar_h = (row_h * 0.8 / 2.0).max(2.0);
+        for (i, (lane, frame)) in Lane::BOTH.iter().zip(frames).enumerate() {
+            let Some(f) = frame else { continue };
+            let p = f.probs.get(k).copied().unwrap_or(0.0).clamp(0.0, 1.0);
+            let y = top + row_h * 0.1 + i as f32 * bar_h;
+            let bar =
+                egui::Rect::from_min_size(egui::pos2(bar_left, y), egui::vec2(p * bar_room, bar_h - 1.0));
+            painter.rect_filled(bar, 1.0, color_of(*lane));
+            if p >= 0.005 {
+                painter.text(
+                    egui::pos2(bar.right() + 3.0, y + bar_h / 2.0),
+                    egui::Align2::LEFT_CENTER,
+                    format!("{p:.2}"),
+                    egui::FontId::proportional((bar_h * 1.1).clamp(9.0, font.size * 0.85)),
+                    text_color,
+                );
+            }
         }
     }
 }

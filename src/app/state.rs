@@ -109,6 +109,8 @@ pub struct Settings {
     /// Steps per second per lane; `None` runs as fast as the worker can.
     pub speed: Option<f32>,
     pub lecture: bool,
+    /// The high-contrast dark theme (lecture halls differ: a dark room, a bright one).
+    pub dark: bool,
     /// The gallery panel is shown (lecture mode hides it to give the walks the room).
     pub gallery: bool,
     /// Folder the exports are written to.
@@ -129,6 +131,7 @@ impl Default for Settings {
             params: Params::default(),
             speed: Some(30.0),
             lecture: false,
+            dark: false,
             gallery: true,
             export_dir: ".".into(),
             recent_models: Vec::new(),
@@ -144,10 +147,52 @@ pub fn remember(list: &mut Vec<String>, spec: &str) {
     list.truncate(8);
 }
 
-/// A walk from the papers (shared/REFERENCE.md section 3), on the MNIST test set.
+/// A domain the presets come from: a model and the dataset it was trained for, loaded together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Domain {
+    /// Handwritten digits: the papers' medium CNN and the MNIST test set.
+    Digits,
+    /// Zalando's clothes: the same architecture trained on Fashion-MNIST, and its test set.
+    Fashion,
+}
+
+impl Domain {
+    pub const ALL: [Domain; 2] = [Domain::Digits, Domain::Fashion];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Domain::Digits => "MNIST",
+            Domain::Fashion => "Fashion-MNIST",
+        }
+    }
+
+    /// The model spec the domain's presets walk on.
+    pub fn model(self) -> &'static str {
+        match self {
+            Domain::Digits => DEFAULT_MODEL,
+            Domain::Fashion => "fashion-mnist-medium-cnn",
+        }
+    }
+
+    /// The dataset spec the presets' indices point into.
+    pub fn dataset(self) -> &'static str {
+        match self {
+            Domain::Digits => DEFAULT_DATASET,
+            Domain::Fashion => "fashion-mnist",
+        }
+    }
+}
+
+/// A walk worth showing: the papers' (shared/REFERENCE.md section 3) on MNIST, and walks on
+/// Fashion-MNIST chosen by looking at their strips.
 pub struct Preset {
+    /// Short: the top bar's button.
     pub title: &'static str,
+    /// The tooltip and the menu's hint.
     pub about: &'static str,
+    /// One sentence for the audience: what they are looking at (shown in lecture mode).
+    pub caption: &'static str,
+    pub domain: Domain,
     pub start: usize,
     /// None: a kernel walk only (the leaf lane has nothing to walk toward).
     pub target: Option<usize>,
@@ -156,10 +201,12 @@ pub struct Preset {
     pub seed: u64,
 }
 
-pub const PRESETS: [Preset; 5] = [
+pub const PRESETS: [Preset; 8] = [
     Preset {
-        title: "4185 → 5874: a 1 becomes a 5",
-        about: "Data-leaf walk between two test digits (Grementieri & Fioresi)",
+        title: "4185 → 5874",
+        about: "Data-leaf walk between two test digits (Grementieri & Fioresi): a 1 becomes a 5",
+        caption: "Walking along the data leaf, a 1 turns into a 5 through images that still look like handwriting, while the kernel walk only adds noise.",
+        domain: Domain::Digits,
         start: 4185,
         target: Some(5874),
         mirror: false,
@@ -169,6 +216,8 @@ pub const PRESETS: [Preset; 5] = [
     Preset {
         title: "3898 → 9709",
         about: "Data-leaf walk between two test digits",
+        caption: "The leaf walk morphs one digit into another; the model's prediction changes only when the image has changed.",
+        domain: Domain::Digits,
         start: 3898,
         target: Some(9709),
         mirror: false,
@@ -176,8 +225,10 @@ pub const PRESETS: [Preset; 5] = [
         seed: 0,
     },
     Preset {
-        title: "Kernel walk from 6311",
+        title: "Kernel walk 6311",
         about: "Across leaves along a random direction (seed 0): noise appears, the prediction stays",
+        caption: "Moving only in directions the model cannot see (ker G) fills the image with noise, yet the prediction does not change.",
+        domain: Domain::Digits,
         start: 6311,
         target: None,
         mirror: false,
@@ -187,6 +238,8 @@ pub const PRESETS: [Preset; 5] = [
     Preset {
         title: "Noisy 2386 → 7528",
         about: "250 kernel steps make a noisy start on another leaf, then a leaf walk to a clean digit",
+        caption: "From a noisy image on another leaf, the walk toward a clean digit has to cross leaves to get there.",
+        domain: Domain::Digits,
         start: 2386,
         target: Some(7528),
         mirror: false,
@@ -196,13 +249,56 @@ pub const PRESETS: [Preset; 5] = [
     Preset {
         title: "125 → mirrored 6349",
         about: "Data-leaf walk toward a mirrored digit, a symbol not in MNIST",
+        caption: "The target is a mirrored digit, a symbol the model never saw: the walk heads for it along the leaf of real digits.",
+        domain: Domain::Digits,
         start: 125,
         target: Some(6349),
         mirror: true,
         noise_steps: 0,
         seed: 0,
     },
+    Preset {
+        title: "Shirt 26 → sneaker 9",
+        about: "Fashion-MNIST: data-leaf walk from a shirt to a sneaker (the model says sneaker before the eye does)",
+        caption: "On clothes, walking along the data leaf turns a shirt into a sneaker, and the model changes its mind while the image is still mostly shirt.",
+        domain: Domain::Fashion,
+        start: 26,
+        target: Some(9),
+        mirror: false,
+        noise_steps: 0,
+        seed: 0,
+    },
+    Preset {
+        title: "Kernel walk: bag 30",
+        about: "Fashion-MNIST: a kernel walk from a handbag (seed 0); after 1000 steps of noise the model still says bag, p ≥ 0.90",
+        caption: "The handbag drowns in noise the model cannot see, and after a thousand steps it still says bag.",
+        domain: Domain::Fashion,
+        start: 30,
+        target: None,
+        mirror: false,
+        noise_steps: 0,
+        seed: 0,
+    },
+    Preset {
+        title: "Noisy trouser 2 → dress 13",
+        about: "Fashion-MNIST: 250 kernel steps make noisy trousers on another leaf, then a leaf walk to a clean dress",
+        caption: "From noisy trousers on another leaf, the walk reaches a clean dress: the noise fades as the leaf walk crosses back to the data.",
+        domain: Domain::Fashion,
+        start: 2,
+        target: Some(13),
+        mirror: false,
+        noise_steps: 250,
+        seed: 0,
+    },
 ];
+
+/// The presets of one domain, with their positions in `PRESETS`.
+pub fn presets_of(domain: Domain) -> impl Iterator<Item = (usize, &'static Preset)> {
+    PRESETS
+        .iter()
+        .enumerate()
+        .filter(move |(_, p)| p.domain == domain)
+}
 
 /// Find a preset by number (1-based) or a word of its title, for `--preset`.
 pub fn find_preset(spec: &str) -> Option<usize> {

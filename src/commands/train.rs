@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, Context, Result};
 
-use dataleaf::data::Dataset;
+use dataleaf::data::{Dataset, FASHION_MNIST_CLASSES};
+use dataleaf::model::arch::Normalize;
 use dataleaf::model::{train, zoo};
 
 #[derive(clap::Args)]
@@ -23,16 +24,27 @@ pub struct TrainArgs {
     pub lr: f32,
     #[arg(long, default_value_t = 60)]
     pub batch: usize,
-    /// Training images: an IDX folder or images file; the shipped MNIST train set by default.
-    #[arg(long, default_value = "mnist-train")]
-    pub train_data: String,
-    /// Images the test accuracy of each checkpoint is measured on.
+    /// The domain: mnist (digits) or fashion-mnist (Zalando's clothes). It sets the model's name,
+    /// class names and input normalisation, and the default training and test data.
     #[arg(long, default_value = "mnist")]
-    pub test_data: String,
+    pub dataset: String,
+    /// Training images: an IDX folder or images file. Default: the shipped MNIST train set, or for
+    /// fashion-mnist the training set of the Debian package dataset-fashion-mnist.
+    #[arg(long)]
+    pub train_data: Option<String>,
+    /// Images the test accuracy of each checkpoint is measured on (default: the domain's test set).
+    #[arg(long)]
+    pub test_data: Option<String>,
 }
 
+/// Where `apt-get install dataset-fashion-mnist` puts the Fashion-MNIST training images.
+const FASHION_TRAIN: &str = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz";
+
+/// Fashion-MNIST's training-set pixel mean and standard deviation (the usual torchvision figures).
+const FASHION_NORMALIZE: (f32, f32) = (0.2860, 0.3530);
+
 pub fn run(args: TrainArgs) -> Result<()> {
-    let arch = zoo::mnist_architecture(&args.arch).ok_or_else(|| {
+    let mut arch = zoo::mnist_architecture(&args.arch).ok_or_else(|| {
         anyhow!(
             "unknown architecture {:?}; choose one of {}",
             args.arch,
@@ -52,8 +64,35 @@ pub fn run(args: TrainArgs) -> Result<()> {
             args.out.display()
         )
     })?;
-    let train_set = Dataset::open(&args.train_data).context("training data")?;
-    let test_set = Dataset::open(&args.test_data).context("test data")?;
+    let domain = args.dataset.to_ascii_lowercase();
+    let default_train = match domain.as_str() {
+        "mnist" => "mnist-train",
+        "fashion-mnist" => {
+            // The same architecture on clothes: its own name, class names and normalisation.
+            arch.name = format!("fashion-mnist-{}", args.arch);
+            arch.classes = FASHION_MNIST_CLASSES.iter().map(|c| c.to_string()).collect();
+            arch.normalize = Some(Normalize {
+                mean: vec![FASHION_NORMALIZE.0],
+                std: vec![FASHION_NORMALIZE.1],
+            });
+            FASHION_TRAIN
+        }
+        other => {
+            return Err(anyhow!(
+                "--dataset {other:?}: train knows mnist and fashion-mnist (give --train-data for others)"
+            ))
+        }
+    };
+    let train_spec = args.train_data.as_deref().unwrap_or(default_train);
+    if args.train_data.is_none() && domain == "fashion-mnist" && !std::path::Path::new(FASHION_TRAIN).exists()
+    {
+        return Err(anyhow!(
+            "{FASHION_TRAIN}: not found; install the Debian package dataset-fashion-mnist, or give \
+             --train-data PATH (scripts/train-fashion.sh does both)"
+        ));
+    }
+    let train_set = Dataset::open(train_spec).context("training data")?;
+    let test_set = Dataset::open(args.test_data.as_deref().unwrap_or(&domain)).context("test data")?;
     let epochs = args.epochs;
     let config = train::TrainConfig {
         arch: args.arch,

@@ -195,6 +195,64 @@ pub enum Singular {
 /// One sampled cell: the output, the leaf and kernel directions, grad s, whether G = 0.
 type Cell = (f64, [f64; 2], [f64; 2], [f64; 2], bool);
 
+/// What a heat map shows: one output (a class probability or a regression value), or for a
+/// classifier the most probable class at every point (all classes on one map).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeatOutput {
+    Output(usize),
+    Argmax,
+}
+
+/// The output over the plane on a grid of cell centres: only forward passes, no Jacobian, so a fine
+/// grid stays cheap.
+#[derive(Debug, Clone)]
+pub struct HeatMap {
+    pub bounds: Bounds,
+    pub nx: usize,
+    pub ny: usize,
+    /// Row j (from the bottom) then column i: the output shown, or with `Argmax` the top probability.
+    pub values: Vec<f64>,
+    /// With `Argmax`, the most probable class per cell; empty otherwise.
+    pub classes: Vec<usize>,
+}
+
+impl HeatMap {
+    pub fn sample(mlp: &Mlp, bounds: Bounds, nx: usize, ny: usize, shown: HeatOutput) -> HeatMap {
+        let cells: Vec<(f64, usize)> = (0..nx * ny)
+            .into_par_iter()
+            .map(|k| {
+                let out = mlp.predict(&bounds.cell_centre(k % nx, k / nx, nx, ny));
+                match shown {
+                    HeatOutput::Output(o) => (out.get(o).copied().unwrap_or(f64::NAN), 0),
+                    HeatOutput::Argmax => {
+                        let (best, p) = out.iter().copied().enumerate().fold(
+                            (0, f64::NEG_INFINITY),
+                            |(bi, bp), (i, p)| {
+                                if p > bp {
+                                    (i, p)
+                                } else {
+                                    (bi, bp)
+                                }
+                            },
+                        );
+                        (p, best)
+                    }
+                }
+            })
+            .collect();
+        HeatMap {
+            bounds,
+            nx,
+            ny,
+            values: cells.iter().map(|c| c.0).collect(),
+            classes: match shown {
+                HeatOutput::Argmax => cells.iter().map(|c| c.1).collect(),
+                HeatOutput::Output(_) => Vec::new(),
+            },
+        }
+    }
+}
+
 /// The plane on a grid: the shown output, the unit leaf and kernel directions (zero where undefined)
 /// at cell centres, and the singular points.
 #[derive(Debug, Clone)]
