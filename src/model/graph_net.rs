@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use rayon::prelude::*;
 
-use super::graph::{self, Node, NodeOp, INPUT};
+use super::graph::{self, for_each_index, strides, Node, NodeOp, INPUT};
 use super::matmul::{matmul, Threads, View};
 use super::network::{sigmoid, Weights};
 use super::sparse;
@@ -263,58 +263,29 @@ fn broadcast_map(shape: &[usize], out: &[usize]) -> Option<Vec<u32>> {
         strides[a] = if padded[a] == 1 { 0 } else { s };
         s *= padded[a];
     }
-    let total: usize = out.iter().product();
-    let mut map = Vec::with_capacity(total);
-    let mut idx = vec![0usize; rank];
-    for _ in 0..total {
-        map.push(idx.iter().zip(&strides).map(|(i, s)| i * s).sum::<usize>() as u32);
-        for a in (0..rank).rev() {
-            idx[a] += 1;
-            if idx[a] < out[a] {
-                break;
-            }
-            idx[a] = 0;
-        }
-    }
+    let mut map = Vec::with_capacity(out.iter().product());
+    for_each_index(out, |idx| {
+        map.push(idx.iter().zip(&strides).map(|(i, s)| i * s).sum::<usize>() as u32)
+    });
     Some(map)
-}
-
-/// Row-major strides of a shape.
-fn strides(shape: &[usize]) -> Vec<usize> {
-    let mut s = vec![1; shape.len()];
-    for a in (0..shape.len().saturating_sub(1)).rev() {
-        s[a] = s[a + 1] * shape[a + 1];
-    }
-    s
 }
 
 /// out[i] = in[map[i]] for a permutation of axes.
 fn transpose_map(shape: &[usize], perm: &[usize]) -> Vec<u32> {
     let st = strides(shape);
     let out: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
-    let total: usize = out.iter().product();
-    let mut map = Vec::with_capacity(total);
-    let mut idx = vec![0usize; out.len()];
-    for _ in 0..total {
-        map.push(idx.iter().zip(perm).map(|(i, &p)| i * st[p]).sum::<usize>() as u32);
-        for a in (0..out.len()).rev() {
-            idx[a] += 1;
-            if idx[a] < out[a] {
-                break;
-            }
-            idx[a] = 0;
-        }
-    }
+    let mut map = Vec::with_capacity(out.iter().product());
+    for_each_index(&out, |idx| {
+        map.push(idx.iter().zip(perm).map(|(i, &p)| i * st[p]).sum::<usize>() as u32)
+    });
     map
 }
 
 fn slice_map(shape: &[usize], ranges: &[(i64, i64, usize)]) -> Vec<u32> {
     let st = strides(shape);
     let out: Vec<usize> = ranges.iter().map(|r| r.2).collect();
-    let total: usize = out.iter().product();
-    let mut map = Vec::with_capacity(total);
-    let mut idx = vec![0usize; out.len()];
-    for _ in 0..total {
+    let mut map = Vec::with_capacity(out.iter().product());
+    for_each_index(&out, |idx| {
         let at: i64 = idx
             .iter()
             .zip(ranges)
@@ -322,14 +293,7 @@ fn slice_map(shape: &[usize], ranges: &[(i64, i64, usize)]) -> Vec<u32> {
             .map(|((&i, &(start, step, _)), &s)| (start + i as i64 * step) * s as i64)
             .sum();
         map.push(at as u32);
-        for a in (0..out.len()).rev() {
-            idx[a] += 1;
-            if idx[a] < out[a] {
-                break;
-            }
-            idx[a] = 0;
-        }
-    }
+    });
     map
 }
 
@@ -559,23 +523,14 @@ impl GraphNet {
                         .map(|a| if axes.contains(&a) { 1 } else { x[a] })
                         .collect();
                     let kept_strides = strides(&kept);
-                    let total: usize = x.iter().product();
-                    let mut map = Vec::with_capacity(total);
-                    let mut idx = vec![0usize; x.len()];
-                    for _ in 0..total {
+                    let mut map = Vec::with_capacity(x.iter().product());
+                    for_each_index(x, |idx| {
                         let at: usize = (0..x.len())
                             .filter(|a| !axes.contains(a))
                             .map(|a| idx[a] * kept_strides[a])
                             .sum();
                         map.push(at as u32);
-                        for a in (0..x.len()).rev() {
-                            idx[a] += 1;
-                            if idx[a] < x[a] {
-                                break;
-                            }
-                            idx[a] = 0;
-                        }
-                    }
+                    });
                     Kernel::Mean {
                         map,
                         count: axes.iter().map(|&a| x[a]).product(),

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use super::graph::{self, Node, NodeOp, INPUT};
+use super::graph::{self, for_each_index, strides, Node, NodeOp, INPUT};
 use super::network::{Tensor32, Weights};
 use std::path::Path;
 
@@ -124,31 +124,6 @@ fn tensor_to_const(t: &TensorProto) -> NodeResult<Const> {
             t.name,
             dtype::name(other)
         )),
-    }
-}
-
-/// Row-major strides.
-fn strides(shape: &[usize]) -> Vec<usize> {
-    let mut s = vec![1; shape.len()];
-    for a in (0..shape.len().saturating_sub(1)).rev() {
-        s[a] = s[a + 1] * shape[a + 1];
-    }
-    s
-}
-
-/// Visit every multi-index of a shape in row-major order.
-fn for_each_index(shape: &[usize], mut f: impl FnMut(&[usize])) {
-    let total: usize = shape.iter().product();
-    let mut idx = vec![0usize; shape.len()];
-    for _ in 0..total {
-        f(&idx);
-        for a in (0..shape.len()).rev() {
-            idx[a] += 1;
-            if idx[a] < shape[a] {
-                break;
-            }
-            idx[a] = 0;
-        }
     }
 }
 
