@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use super::graph::{self, for_each_index, strides, Node, NodeOp, INPUT};
 use super::matmul::{matmul, Threads, View};
-use super::network::{sigmoid, Weights};
+use super::network::{Activation, Weights};
 use super::sparse;
 
 /// A convolution with everything its passes need, weights as [cout][cin/groups kh kw].
@@ -48,14 +48,12 @@ struct Window {
     dilation: [usize; 2],
 }
 
+/// Elementwise operators: the sequential engine's activations, and those only graphs have.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Unary {
-    LeakyRelu(f32),
+    /// Sigmoid, tanh, softplus, GELU, leaky ReLU: `network::Activation`'s value and derivative.
+    Shared(Activation),
     Clip(f32, f32),
-    Sigmoid,
-    Tanh,
-    Gelu,
-    Softplus,
     Erf,
     HardSwish,
     HardSigmoid(f32, f32),
@@ -64,13 +62,7 @@ enum Unary {
 impl Unary {
     fn value(self, x: f64) -> f64 {
         match self {
-            Unary::LeakyRelu(a) => {
-                if x > 0.0 || x.is_nan() {
-                    x
-                } else {
-                    a as f64 * x
-                }
-            }
+            Unary::Shared(a) => a.value(x),
             Unary::Clip(lo, hi) => {
                 if x.is_nan() {
                     x
@@ -78,11 +70,6 @@ impl Unary {
                     x.max(lo as f64).min(hi as f64)
                 }
             }
-            Unary::Sigmoid => sigmoid(x),
-            Unary::Tanh => x.tanh(),
-            Unary::Gelu => x * 0.5 * (1.0 + erf(x * std::f64::consts::FRAC_1_SQRT_2)),
-            Unary::Softplus if x > super::network::SOFTPLUS_THRESHOLD => x,
-            Unary::Softplus => x.exp().ln_1p(),
             Unary::Erf => erf(x),
             Unary::HardSwish => x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
             Unary::HardSigmoid(a, b) => (a as f64 * x + b as f64).clamp(0.0, 1.0),
@@ -92,13 +79,7 @@ impl Unary {
     /// The derivative, with PyTorch's choices at the kinks (the inactive side's slope).
     fn derivative(self, x: f64) -> f64 {
         match self {
-            Unary::LeakyRelu(a) => {
-                if x > 0.0 {
-                    1.0
-                } else {
-                    a as f64
-                }
-            }
+            Unary::Shared(a) => a.derivative(x),
             Unary::Clip(lo, hi) => {
                 if x > lo as f64 && x < hi as f64 {
                     1.0
@@ -106,17 +87,6 @@ impl Unary {
                     0.0
                 }
             }
-            Unary::Sigmoid => {
-                let s = sigmoid(x);
-                s * (1.0 - s)
-            }
-            Unary::Tanh => 1.0 - x.tanh().powi(2),
-            Unary::Gelu => {
-                let phi = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
-                0.5 * (1.0 + erf(x * std::f64::consts::FRAC_1_SQRT_2)) + x * phi
-            }
-            Unary::Softplus if x > super::network::SOFTPLUS_THRESHOLD => 1.0,
-            Unary::Softplus => sigmoid(x),
             Unary::Erf => 2.0 / std::f64::consts::PI.sqrt() * (-x * x).exp(),
             // d/dx x (x + 3) / 6 = (2x + 3) / 6 on (-3, 3); 1 above, 0 below (PyTorch's).
             Unary::HardSwish => {
@@ -447,15 +417,17 @@ impl GraphNet {
                     }
                 }
                 NodeOp::Relu => Kernel::Relu,
-                NodeOp::LeakyRelu { alpha } => Kernel::Unary(Unary::LeakyRelu(*alpha)),
+                NodeOp::LeakyRelu { alpha } => {
+                    Kernel::Unary(Unary::Shared(Activation::LeakyRelu(*alpha as f64)))
+                }
                 NodeOp::Clip { min, max } => Kernel::Unary(Unary::Clip(
                     min.unwrap_or(f32::NEG_INFINITY),
                     max.unwrap_or(f32::INFINITY),
                 )),
-                NodeOp::Sigmoid => Kernel::Unary(Unary::Sigmoid),
-                NodeOp::Tanh => Kernel::Unary(Unary::Tanh),
-                NodeOp::Gelu => Kernel::Unary(Unary::Gelu),
-                NodeOp::Softplus => Kernel::Unary(Unary::Softplus),
+                NodeOp::Sigmoid => Kernel::Unary(Unary::Shared(Activation::Sigmoid)),
+                NodeOp::Tanh => Kernel::Unary(Unary::Shared(Activation::Tanh)),
+                NodeOp::Gelu => Kernel::Unary(Unary::Shared(Activation::Gelu)),
+                NodeOp::Softplus => Kernel::Unary(Unary::Shared(Activation::Softplus)),
                 NodeOp::Erf => Kernel::Unary(Unary::Erf),
                 NodeOp::HardSwish => Kernel::Unary(Unary::HardSwish),
                 NodeOp::HardSigmoid { alpha, beta } => Kernel::Unary(Unary::HardSigmoid(*alpha, *beta)),
