@@ -315,6 +315,34 @@ pub fn for_each_index(shape: &[usize], mut f: impl FnMut(&[usize])) {
     }
 }
 
+/// out[i] = in[map[i]] for a permutation of axes.
+pub fn transpose_map(shape: &[usize], perm: &[usize]) -> Vec<u32> {
+    let st = strides(shape);
+    let out: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+    let mut map = Vec::with_capacity(out.iter().product());
+    for_each_index(&out, |idx| {
+        map.push(idx.iter().zip(perm).map(|(i, &p)| i * st[p]).sum::<usize>() as u32)
+    });
+    map
+}
+
+/// out[i] = in[map[i]] for a Slice with the ranges of `slice_ranges`.
+pub fn slice_map(shape: &[usize], ranges: &[(i64, i64, usize)]) -> Vec<u32> {
+    let st = strides(shape);
+    let out: Vec<usize> = ranges.iter().map(|r| r.2).collect();
+    let mut map = Vec::with_capacity(out.iter().product());
+    for_each_index(&out, |idx| {
+        let at: i64 = idx
+            .iter()
+            .zip(ranges)
+            .zip(&st)
+            .map(|((&i, &(start, step, _)), &s)| (start + i as i64 * step) * s as i64)
+            .sum();
+        map.push(at as u32);
+    });
+    map
+}
+
 /// Numpy broadcasting of two shapes.
 pub fn broadcast(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
     let n = a.len().max(b.len());

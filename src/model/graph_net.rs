@@ -240,33 +240,6 @@ fn broadcast_map(shape: &[usize], out: &[usize]) -> Option<Vec<u32>> {
     Some(map)
 }
 
-/// out[i] = in[map[i]] for a permutation of axes.
-fn transpose_map(shape: &[usize], perm: &[usize]) -> Vec<u32> {
-    let st = strides(shape);
-    let out: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
-    let mut map = Vec::with_capacity(out.iter().product());
-    for_each_index(&out, |idx| {
-        map.push(idx.iter().zip(perm).map(|(i, &p)| i * st[p]).sum::<usize>() as u32)
-    });
-    map
-}
-
-fn slice_map(shape: &[usize], ranges: &[(i64, i64, usize)]) -> Vec<u32> {
-    let st = strides(shape);
-    let out: Vec<usize> = ranges.iter().map(|r| r.2).collect();
-    let mut map = Vec::with_capacity(out.iter().product());
-    for_each_index(&out, |idx| {
-        let at: i64 = idx
-            .iter()
-            .zip(ranges)
-            .zip(&st)
-            .map(|((&i, &(start, step, _)), &s)| (start + i as i64 * step) * s as i64)
-            .sum();
-        map.push(at as u32);
-    });
-    map
-}
-
 fn window(
     x: &[usize],
     out: &[usize],
@@ -509,13 +482,13 @@ impl GraphNet {
                     }
                 }
                 NodeOp::Flatten { .. } | NodeOp::Reshape { .. } | NodeOp::Identity => Kernel::Copy,
-                NodeOp::Transpose { perm } => Kernel::Gather(transpose_map(x, perm)),
+                NodeOp::Transpose { perm } => Kernel::Gather(graph::transpose_map(x, perm)),
                 NodeOp::Slice {
                     starts,
                     ends,
                     axes,
                     steps: st,
-                } => Kernel::Gather(slice_map(
+                } => Kernel::Gather(graph::slice_map(
                     x,
                     &graph::slice_ranges(x, starts, ends, axes, st).map_err(fail)?,
                 )),

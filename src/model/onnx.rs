@@ -207,30 +207,23 @@ fn const_concat(parts: &[&Const], axis: usize) -> NodeResult<Const> {
 }
 
 fn const_slice(c: &Const, ranges: &[(i64, i64, usize)]) -> Const {
-    let st = strides(&c.shape);
-    let shape: Vec<usize> = ranges.iter().map(|r| r.2).collect();
-    let mut data = Vec::new();
-    for_each_index(&shape, |idx| {
-        let at: i64 = idx
+    Const {
+        shape: ranges.iter().map(|r| r.2).collect(),
+        data: graph::slice_map(&c.shape, ranges)
             .iter()
-            .zip(ranges)
-            .zip(&st)
-            .map(|((&i, &(s, step, _)), &stride)| (s + i as i64 * step) * stride as i64)
-            .sum();
-        data.push(c.data[at as usize]);
-    });
-    Const { shape, data }
+            .map(|&i| c.data[i as usize])
+            .collect(),
+    }
 }
 
 fn const_transpose(c: &Const, perm: &[usize]) -> Const {
-    let st = strides(&c.shape);
-    let shape: Vec<usize> = perm.iter().map(|&p| c.shape[p]).collect();
-    let mut data = Vec::new();
-    for_each_index(&shape, |idx| {
-        let at: usize = idx.iter().zip(perm).map(|(&i, &p)| i * st[p]).sum();
-        data.push(c.data[at]);
-    });
-    Const { shape, data }
+    Const {
+        shape: perm.iter().map(|&p| c.shape[p]).collect(),
+        data: graph::transpose_map(&c.shape, perm)
+            .iter()
+            .map(|&i| c.data[i as usize])
+            .collect(),
+    }
 }
 
 /// Unsqueeze's output shape: 1s inserted at `axes` (of the output rank).
