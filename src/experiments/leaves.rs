@@ -7,12 +7,11 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::plot::{self, median, Axes, Canvas, PALETTE};
 use super::shard::Sharded;
-use super::{model_and_data, par_map, round, ExperimentError, Progress, Settings};
+use super::{model_and_data, par_map, random_pairs, round, ExperimentError, Progress, Settings};
 use crate::data::Dataset;
 use crate::model::{Model, Network};
 use crate::walk::{noisy, Mode, Walk, WalkConfig, DEFAULT_STEP, DEFAULT_STOP};
@@ -180,23 +179,7 @@ impl Leaves {
             ..Settings::default()
         };
         let (model, data) = model_and_data(&settings)?;
-        if data.len() < 2 {
-            return Err(ExperimentError::Invalid(format!(
-                "leaves walks between pairs of images; dataset {} has only one",
-                data.name
-            )));
-        }
-        let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
-        let pairs: Vec<(usize, usize)> = (0..config.pairs.clamp(1, data.len()))
-            .map(|_| {
-                let a = rng.random_range(0..data.len());
-                let mut b = rng.random_range(0..data.len());
-                while b == a {
-                    b = rng.random_range(0..data.len());
-                }
-                (a, b)
-            })
-            .collect();
+        let pairs = random_pairs("leaves", &data, config.pairs.clamp(1, data.len()), config.seed)?;
         Ok(Leaves {
             config: config.clone(),
             model,

@@ -288,6 +288,34 @@ pub fn model_and_data(settings: &Settings) -> Result<(Model, Dataset), Experimen
     Ok((model, data))
 }
 
+/// `count` pairs of distinct images of `data`, drawn with `seed` (`experiment` names the refusal
+/// when there is only one image).
+pub fn random_pairs(
+    experiment: &str,
+    data: &Dataset,
+    count: usize,
+    seed: u64,
+) -> Result<Vec<(usize, usize)>, ExperimentError> {
+    use rand::{Rng, SeedableRng};
+    if data.len() < 2 {
+        return Err(ExperimentError::Invalid(format!(
+            "{experiment} walks between pairs of images; dataset {} has only one",
+            data.name
+        )));
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    Ok((0..count)
+        .map(|_| {
+            let a = rng.random_range(0..data.len());
+            let mut b = rng.random_range(0..data.len());
+            while b == a {
+                b = rng.random_range(0..data.len());
+            }
+            (a, b)
+        })
+        .collect())
+}
+
 /// The count of samples to use: the request (`ALL` = every one of `available`), else `default`,
 /// never more than `available` and at least 1.
 pub fn count(requested: Option<usize>, default: usize, available: usize) -> usize {

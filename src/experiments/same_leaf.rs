@@ -8,14 +8,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rand::{Rng, SeedableRng};
 use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
 use super::plot::{self, median, Axes, BoxStats, Canvas, PALETTE};
 use super::shard::Sharded;
-use super::{model_and_data, par_map, round, ExperimentError, Progress, Settings};
+use super::{model_and_data, par_map, random_pairs, round, ExperimentError, Progress, Settings};
 use crate::data::Dataset;
 use crate::model::{Model, Network};
 use crate::walk::reach::{Reach, ReachConfig, Strategy, DEFAULT_STRATEGY};
@@ -166,17 +165,7 @@ impl SameLeaf {
             dataset: config.dataset.clone(),
             seed: config.seed,
         })?;
-        let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
-        let pairs: Vec<(usize, usize)> = (0..config.pairs.max(1))
-            .map(|_| {
-                let a = rng.random_range(0..data.len());
-                let mut b = rng.random_range(0..data.len());
-                while b == a {
-                    b = rng.random_range(0..data.len());
-                }
-                (a, b)
-            })
-            .collect();
+        let pairs = random_pairs("same-leaf", &data, config.pairs.max(1), config.seed)?;
         Ok(SameLeaf {
             config,
             model,
