@@ -1027,8 +1027,9 @@ impl DataleafApp {
 
     /// The image walks: gallery, the two lanes, the plots and the status line.
     fn walks_ui(&mut self, ui: &mut egui::Ui, time: f64, actions: &mut Vec<Action>) {
-        // Lecture mode keeps the status line for messages only: the room goes to the walk.
-        if !self.settings.lecture || !self.messages.is_empty() {
+        // Lecture mode keeps the status line for errors only: the room goes to the walk, and the
+        // notes each slide change brings ("opened model ...") are not for the audience.
+        if !self.settings.lecture || self.messages.iter().any(|m| m.error) {
             egui::Panel::bottom("status").show(ui, |ui| self.status_bar(ui, time));
         }
         let shape = self.shape();

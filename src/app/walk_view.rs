@@ -376,11 +376,14 @@ impl WalkView {
                 .show(ui.ctx(), |ui| walk_settings(ui, shown, settings, actions, true));
             self.settings_open = open;
         }
-        egui::CollapsingHeader::new("What you are looking at")
-            .default_open(false)
-            .show(ui, |ui| {
-                ui.label(EXPLANATION);
-            });
+        // The lecturer explains; in lecture mode the preset's caption says it in a sentence.
+        if !settings.lecture {
+            egui::CollapsingHeader::new("What you are looking at")
+                .default_open(false)
+                .show(ui, |ui| {
+                    ui.label(EXPLANATION);
+                });
+        }
     }
 }
 
