@@ -5,12 +5,14 @@
 pub mod arch;
 pub mod classifier;
 pub mod files;
+pub mod gather;
 pub mod graph;
 pub mod graph_net;
 pub mod matmul;
 pub mod mlp;
 pub mod network;
 pub mod onnx;
+pub mod packed;
 pub mod protobuf;
 pub mod sparse;
 pub mod train;

@@ -14,8 +14,10 @@ use rayon::prelude::*;
 use std::sync::Arc;
 
 use super::arch::{Architecture, InputShape, Layer, Shape};
+use super::gather;
 use super::graph_net::{GraphNet, GraphTrace};
 use super::matmul::{matmul, Threads, View};
+use super::packed::PackedLinear;
 use super::sparse;
 
 /// A named weight tensor in PyTorch layout, row-major.
@@ -51,6 +53,19 @@ struct Linear {
     bias: Vec<f32>,
     nin: usize,
     nout: usize,
+    /// W packed for the reverse pass of a few rows, when the CPU has the kernel and W is small
+    /// enough to keep twice.
+    packed: Option<PackedLinear>,
+}
+
+/// Linear layers up to this many weights keep a packed copy for the reverse pass (64 MB).
+const PACK_MAX_WEIGHTS: usize = 1 << 24;
+
+impl Linear {
+    fn pack(&mut self) {
+        self.packed = (PackedLinear::available() && self.weight.len() <= PACK_MAX_WEIGHTS)
+            .then(|| PackedLinear::new(&self.weight, self.nout, self.nin));
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -285,13 +300,16 @@ impl Network {
                     _,
                 ) => {
                     let (weight, bias) = params(name)?;
-                    Op::Linear(Linear {
+                    let mut linear = Linear {
                         name: name.clone(),
                         weight,
                         bias,
                         nin: *in_features,
                         nout: *out_features,
-                    })
+                        packed: None,
+                    };
+                    linear.pack();
+                    Op::Linear(linear)
                 }
                 (Layer::Relu, _) => Op::Relu,
                 (Layer::Maxpool2d { kernel, stride }, Shape::Image(c, h, w)) => {
@@ -608,7 +626,9 @@ impl Network {
                                 .for_each(|(d, v)| *d += v);
                         }
                     }
-                    if need_dx && rows <= SPARSE_LINEAR_ROWS {
+                    if let (true, Some(packed)) = (need_dx && rows <= SPARSE_LINEAR_ROWS, &l.packed) {
+                        g = packed.input_grad(&g, rows);
+                    } else if need_dx && rows <= SPARSE_LINEAR_ROWS {
                         g = sparse::linear_input_grad(&l.weight, l.nout, l.nin, &g, rows);
                     } else if need_dx {
                         let mut dx = vec![0.0; rows * l.nin];
@@ -643,11 +663,34 @@ impl Network {
                         i.checked_sub(1).map(|k| &self.ops[k]),
                     ) {
                         if c.cin >= 8 {
-                            if let Some(dx) =
-                                sparse::conv_relu_pool_input_grad(&c.shape(), &c.weight, idx, x, &g, rows)
-                            {
-                                g = dx;
-                                fused = 2;
+                            // A ReLU before the convolution too: its mask goes into the same pass.
+                            let input_relu =
+                                (i >= 3 && matches!(self.ops[i - 3], Op::Relu) && (i > 3 || want_input))
+                                    .then(|| trace.acts[i - 2].as_slice());
+                            // And the convolution before that ReLU reads the result channels last.
+                            let before = match (input_relu, i.checked_sub(4).map(|k| &self.ops[k])) {
+                                (Some(_), Some(Op::Conv(c1))) if i > 4 || want_input => Some(c1),
+                                _ => None,
+                            };
+                            if let Some(out) = sparse::conv_relu_pool_input_grad(
+                                &c.shape(),
+                                &c.weight,
+                                idx,
+                                x,
+                                &g,
+                                rows,
+                                input_relu,
+                            ) {
+                                match (before, out) {
+                                    (Some(c1), sparse::Layout::ChannelsLast(hwc)) => {
+                                        g = conv_input_grad_hwc(c1, &hwc);
+                                        fused = 4;
+                                    }
+                                    (_, out) => {
+                                        g = out.channels_first();
+                                        fused = 2 + usize::from(input_relu.is_some());
+                                    }
+                                }
                                 continue;
                             }
                         }
@@ -793,6 +836,9 @@ impl Network {
                     p.iter_mut().zip(g).for_each(|(w, d)| *w -= lr * d);
                 }
                 k += 2;
+            }
+            if let Op::Linear(linear) = op {
+                linear.pack();
             }
         }
     }
@@ -960,6 +1006,38 @@ fn conv_input_grad(c: &Conv, g: &[f32], rows: usize) -> Vec<f32> {
     dx
 }
 
+/// conv_input_grad from output gradients laid out channels last (`gather::Hwc`), read in place.
+fn conv_input_grad_hwc(c: &Conv, g: &gather::Hwc) -> Vec<f32> {
+    let (in_len, hw) = (c.cin * c.hin * c.win, c.hout * c.wout);
+    assert!(
+        g.plane == hw && g.cin == c.cout,
+        "gradient shape differs from the convolution's output"
+    );
+    let ckk = c.cin * c.k * c.k;
+    let mut dx = vec![0.0; g.rows * in_len];
+    dx.par_chunks_mut(in_len).enumerate().for_each(|(r, dxr)| {
+        let (offset, step) = g.row(r);
+        // G_r[co][p] = data[offset + p step + co]
+        let view = View {
+            data: &g.data[offset..],
+            rows: c.cout,
+            cols: hw,
+            rs: 1,
+            cs: step,
+        };
+        let mut dcols = vec![0.0; ckk * hw];
+        matmul(
+            &mut dcols,
+            View::transposed(&c.weight, c.cout, ckk),
+            view,
+            false,
+            Threads::One,
+        );
+        col2im(c, &dcols, dxr);
+    });
+    dx
+}
+
 /// dW += sum_r g_r cols_r^T, db += sum_r sum over positions of g_r.
 fn conv_weight_grad(c: &Conv, x: &[f32], g: &[f32], rows: usize, dw: &mut [f32], db: &mut [f32]) {
     let (in_len, hw) = (c.cin * c.hin * c.win, c.hout * c.wout);
@@ -1006,6 +1084,37 @@ fn conv_weight_grad(c: &Conv, x: &[f32], g: &[f32], rows: usize, dw: &mut [f32],
 fn maxpool_forward(p: &Pool, x: &[f32], y: &mut [f32], batch: usize) -> Vec<u32> {
     let (in_len, out_len) = (p.c * p.hin * p.win, p.c * p.hout * p.wout);
     let mut idx = vec![0u32; batch * out_len];
+    // The common 2 x 2 window, stride 2, as straight-line selects over two input rows.
+    if p.k == 2 && p.stride == 2 && p.win >= 2 * p.wout && p.hin >= 2 * p.hout {
+        let better = |v: f32, best: f32| v > best || (v.is_nan() && !best.is_nan());
+        for b in 0..batch {
+            let xb = &x[b * in_len..(b + 1) * in_len];
+            for c in 0..p.c {
+                for oh in 0..p.hout {
+                    let top = (c * p.hin + 2 * oh) * p.win;
+                    let (r0, r1) = (&xb[top..top + p.win], &xb[top + p.win..top + 2 * p.win]);
+                    let o0 = b * out_len + (c * p.hout + oh) * p.wout;
+                    let (ys, is) = (&mut y[o0..o0 + p.wout], &mut idx[o0..o0 + p.wout]);
+                    for (ow, (yo, io)) in ys.iter_mut().zip(is.iter_mut()).enumerate() {
+                        let j = 2 * ow;
+                        let (mut best, mut at) = (r0[j], top + j);
+                        for (v, a) in [
+                            (r0[j + 1], top + j + 1),
+                            (r1[j], top + p.win + j),
+                            (r1[j + 1], top + p.win + j + 1),
+                        ] {
+                            let take = better(v, best);
+                            best = if take { v } else { best };
+                            at = if take { a } else { at };
+                        }
+                        *yo = best;
+                        *io = at as u32;
+                    }
+                }
+            }
+        }
+        return idx;
+    }
     for b in 0..batch {
         let xb = &x[b * in_len..(b + 1) * in_len];
         for c in 0..p.c {

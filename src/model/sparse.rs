@@ -8,6 +8,8 @@
 
 use rayon::prelude::*;
 
+use super::gather;
+
 /// Below this fraction of nonzero entries the sparse kernels beat the dense products.
 pub const MAX_DENSITY: f64 = 0.4;
 
@@ -133,9 +135,9 @@ fn scatter_row_body(s: &ConvShape, wt: &[f32], g_row: &[f32], hwc: &mut [f32]) {
 /// the input: a small matrix product per position instead of one scatter per nonzero. Falls back
 /// to `conv_input_grad` where AVX2 and FMA are missing.
 pub fn conv_input_grad_shared(s: &ConvShape, weight: &[f32], g: &[f32], rows: usize) -> Vec<f32> {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        return shared::conv_input_grad(s, weight, g, rows);
+    if gather::available() {
+        let live = gather::Live::of_dense(s, g, rows);
+        return gather::conv_input_grad(s, weight, &live, g, s.cout * s.hout * s.wout, rows, None);
     }
     conv_input_grad(s, weight, g, rows)
 }
@@ -145,7 +147,9 @@ pub fn conv_input_grad_shared(s: &ConvShape, weight: &[f32], g: &[f32], rows: us
 /// output position its window's maximum came from (when the ReLU there is active), so neither the
 /// dense scatter nor the ReLU pass is materialised. `argmax` indexes the conv output (cout x
 /// positions), `relu_out` is the ReLU's output at the image, `g` is rows x pooled entries.
-/// None where AVX2 and FMA are missing (the caller then takes the unfused path).
+/// `input_relu`, the conv's input when a ReLU made it, folds that ReLU's reverse pass in too, and
+/// the result is then left channels last (the convolution before reads it in place).
+/// None where the CPU lacks the vector kernels (the caller then takes the unfused path).
 pub fn conv_relu_pool_input_grad(
     s: &ConvShape,
     weight: &[f32],
@@ -153,32 +157,40 @@ pub fn conv_relu_pool_input_grad(
     relu_out: &[f32],
     g: &[f32],
     rows: usize,
-) -> Option<Vec<f32>> {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        let hw = s.hout * s.wout;
-        let mut live = shared::Live {
-            channels: vec![Vec::new(); hw],
-            sources: vec![Vec::new(); hw],
-        };
-        for (q, &j) in argmax.iter().enumerate() {
-            // ReLU'(0) = 0: a window whose maximum is 0 passes no gradient.
-            if relu_out[j as usize] > 0.0 || relu_out[j as usize].is_nan() {
-                live.channels[j as usize % hw].push(j / hw as u32);
-                live.sources[j as usize % hw].push(q as u32);
-            }
-        }
-        return Some(shared::conv_input_grad_from(
-            s,
-            weight,
-            &live,
-            g,
-            argmax.len(),
-            rows,
-        ));
+    input_relu: Option<&[f32]>,
+) -> Option<Layout> {
+    if !gather::available() {
+        return None;
     }
-    let _ = (s, weight, argmax, relu_out, g, rows);
-    None
+    let hw = (s.hout * s.wout) as u32;
+    // ReLU'(0) = 0: a window whose maximum is 0 passes no gradient.
+    let entries = argmax
+        .iter()
+        .enumerate()
+        .filter(|&(_, &j)| relu_out[j as usize] > 0.0 || relu_out[j as usize].is_nan())
+        .map(|(q, &j)| (j / hw, j % hw, q as u32));
+    let live = gather::Live::from_entries(hw as usize, entries);
+    let hwc = gather::conv_input_grad_hwc(s, weight, &live, g, argmax.len(), rows, input_relu);
+    Some(match input_relu {
+        Some(_) => Layout::ChannelsLast(hwc),
+        None => Layout::ChannelsFirst(hwc.to_channels_first()),
+    })
+}
+
+/// Input gradients as a kernel left them.
+pub enum Layout {
+    /// rows x (cin h w).
+    ChannelsFirst(Vec<f32>),
+    ChannelsLast(gather::Hwc),
+}
+
+impl Layout {
+    pub fn channels_first(self) -> Vec<f32> {
+        match self {
+            Layout::ChannelsFirst(g) => g,
+            Layout::ChannelsLast(hwc) => hwc.to_channels_first(),
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -187,138 +199,8 @@ mod shared {
 
     use rayon::prelude::*;
 
-    use super::ConvShape;
-
     /// Rows summed together in registers: one accumulator per row, plus the weight vector.
     const MAX_BLOCK: usize = 12;
-
-    /// Where the gradient at each output position of a convolution lives: the channels that carry
-    /// it, and for each the index of its value within a row of the source buffer.
-    pub struct Live {
-        pub channels: Vec<Vec<u32>>,
-        pub sources: Vec<Vec<u32>>,
-    }
-
-    impl Live {
-        /// From a dense gradient (rows x cout x positions): the entries nonzero in any row.
-        pub fn of_dense(s: &ConvShape, g: &[f32], rows: usize) -> Live {
-            let hw = s.hout * s.wout;
-            let out_len = s.cout * hw;
-            let mut any = vec![false; out_len];
-            for row in g.chunks(out_len).take(rows) {
-                any.iter_mut().zip(row).for_each(|(a, &v)| *a |= v != 0.0);
-            }
-            let mut live = Live {
-                channels: vec![Vec::new(); hw],
-                sources: vec![Vec::new(); hw],
-            };
-            for (j, _) in any.iter().enumerate().filter(|(_, &a)| a) {
-                live.channels[j % hw].push((j / hw) as u32);
-                live.sources[j % hw].push(j as u32);
-            }
-            live
-        }
-    }
-
-    pub fn conv_input_grad(s: &ConvShape, weight: &[f32], g: &[f32], rows: usize) -> Vec<f32> {
-        let live = Live::of_dense(s, g, rows);
-        conv_input_grad_from(s, weight, &live, g, s.cout * s.hout * s.wout, rows)
-    }
-
-    /// The input gradient of a convolution whose output gradient row r has its value for
-    /// (channel live.channels[o][i], position o) at src[r * src_len + live.sources[o][i]];
-    /// entries listed twice add up.
-    pub fn conv_input_grad_from(
-        s: &ConvShape,
-        weight: &[f32],
-        live: &Live,
-        src: &[f32],
-        src_len: usize,
-        rows: usize,
-    ) -> Vec<f32> {
-        let in_len = s.cin * s.hin * s.win;
-        // Patch length (ki, kj, ci), padded to whole 8-float vectors.
-        let patch = s.k * s.k * s.cin;
-        let padded = patch.div_ceil(8) * 8;
-        let mut wt = vec![0.0f32; s.cout * padded];
-        for co in 0..s.cout {
-            for ci in 0..s.cin {
-                for kk in 0..s.k * s.k {
-                    wt[co * padded + kk * s.cin + ci] = weight[(co * s.cin + ci) * s.k * s.k + kk];
-                }
-            }
-        }
-        // Blocks of rows, at least one per thread so every core works.
-        let blocks = rows
-            .div_ceil(MAX_BLOCK)
-            .max(rayon::current_num_threads().min(rows));
-        let per_block = rows.div_ceil(blocks.max(1));
-        let mut dx = vec![0.0f32; rows * in_len];
-        let job = Job {
-            s,
-            src,
-            src_len,
-            wt: &wt,
-            padded,
-            live,
-        };
-        dx.par_chunks_mut(per_block * in_len)
-            .enumerate()
-            // SAFETY: the caller checked AVX2 and FMA.
-            .for_each(|(b, dx_block)| unsafe { job.block(b * per_block, dx_block) });
-        dx
-    }
-
-    /// What every block of rows shares.
-    struct Job<'a> {
-        s: &'a ConvShape,
-        src: &'a [f32],
-        src_len: usize,
-        wt: &'a [f32],
-        padded: usize,
-        live: &'a Live,
-    }
-
-    impl Job<'_> {
-        /// The input gradients of rows r0.. (as many as `dx_block` holds), channels first.
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn block(&self, r0: usize, dx_block: &mut [f32]) {
-            let s = self.s;
-            let in_len = s.cin * s.hin * s.win;
-            let nr = dx_block.len() / in_len;
-            let mut hwc = vec![0.0f32; nr * in_len];
-            let most = self.live.channels.iter().map(Vec::len).max().unwrap_or(0);
-            let mut vals = vec![0.0f32; most * nr];
-            let mut out = vec![0.0f32; nr * self.padded];
-            for (o, (list, sources)) in self.live.channels.iter().zip(&self.live.sources).enumerate() {
-                if list.is_empty() {
-                    continue;
-                }
-                for (i, &at) in sources.iter().enumerate() {
-                    for r in 0..nr {
-                        vals[i * nr + r] = self.src[(r0 + r) * self.src_len + at as usize];
-                    }
-                }
-                // SAFETY: AVX2 and FMA are enabled here; slices are sized as the kernel reads.
-                let padded = self.padded;
-                unsafe { patch_block(nr, list, &vals, self.wt, padded, 0..padded, &mut out, padded) };
-                add_patch(s, o, &out, self.padded, nr, &mut hwc);
-            }
-            // Back to channels first, 16 pixels at a time so reads and writes both stay in cache lines.
-            let plane = s.hin * s.win;
-            for (dx_row, hwc_row) in dx_block.chunks_mut(in_len).zip(hwc.chunks(in_len)) {
-                for p0 in (0..plane).step_by(16) {
-                    let p1 = (p0 + 16).min(plane);
-                    for ci in 0..s.cin {
-                        let dst = &mut dx_row[ci * plane + p0..ci * plane + p1];
-                        for (p, d) in (p0..p1).zip(dst) {
-                            *d = hwc_row[p * s.cin + ci];
-                        }
-                    }
-                }
-            }
-        }
-    }
 
     /// out[r][0..padded] = sum_i vals[i][r] wt[list[i]] for the rows of a block.
     #[target_feature(enable = "avx2,fma")]
@@ -412,22 +294,6 @@ mod shared {
             }
         }
         dx
-    }
-
-    /// Add each row's patch (ki, kj, ci) at output position o into its channels-last input.
-    #[inline(always)]
-    fn add_patch(s: &ConvShape, o: usize, out: &[f32], padded: usize, nr: usize, hwc: &mut [f32]) {
-        let in_len = s.cin * s.hin * s.win;
-        for r in 0..nr {
-            let patch = &out[r * padded..];
-            let image = &mut hwc[r * in_len..(r + 1) * in_len];
-            for (at, from, len) in s.patch_runs(o) {
-                let dst = &mut image[at..at + len];
-                dst.iter_mut()
-                    .zip(&patch[from..from + len])
-                    .for_each(|(d, v)| *d += v);
-            }
-        }
     }
 }
 

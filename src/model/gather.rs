@@ -1,0 +1,558 @@
+//! The input gradient of a convolution for cotangent rows that share one sparsity pattern (the C
+//! rows of J at one image), computed input pixel by input pixel.
+//!
+//! dx[r][ci][p] = sum over taps (ki, kj) and live channels co at the output position o that tap
+//! reaches from p of g[r][co][o] W[co][ci][ki][kj].
+//!
+//! Each input pixel's gradient, for a block of rows and a block of input channels, is summed in
+//! registers over every live entry that reaches it and written once: no scatter into memory, no
+//! zero-filled buffer, and the ReLU before the convolution folded into that one write. AVX-512
+//! where the CPU has it, else AVX2 + FMA, else the caller's portable path.
+
+use rayon::prelude::*;
+
+use super::sparse::ConvShape;
+
+/// The nonzero entries of a convolution's output gradient, grouped by output position:
+/// entries `start[o]..start[o + 1]` are at position o, each with its channel and the index of its
+/// value within a row of the source buffer. An entry listed twice adds up.
+pub struct Live {
+    start: Vec<u32>,
+    channel: Vec<u32>,
+    source: Vec<u32>,
+}
+
+impl Live {
+    /// From (channel, position, source) triples in any order (a counting sort by position).
+    pub fn from_entries(positions: usize, entries: impl Iterator<Item = (u32, u32, u32)> + Clone) -> Live {
+        let mut start = vec![0u32; positions + 1];
+        for (_, o, _) in entries.clone() {
+            start[o as usize + 1] += 1;
+        }
+        for o in 0..positions {
+            start[o + 1] += start[o];
+        }
+        let total = start[positions] as usize;
+        let (mut channel, mut source) = (vec![0u32; total], vec![0u32; total]);
+        let mut next = start.clone();
+        for (co, o, src) in entries {
+            let at = next[o as usize] as usize;
+            next[o as usize] += 1;
+            channel[at] = co;
+            source[at] = src;
+        }
+        Live {
+            start,
+            channel,
+            source,
+        }
+    }
+
+    /// The entries of a dense gradient (rows x cout x positions) that are nonzero in any row.
+    pub fn of_dense(s: &ConvShape, g: &[f32], rows: usize) -> Live {
+        let hw = s.hout * s.wout;
+        let out_len = s.cout * hw;
+        let mut any = vec![false; out_len];
+        for row in g.chunks(out_len).take(rows) {
+            any.iter_mut().zip(row).for_each(|(a, &v)| *a |= v != 0.0);
+        }
+        let entries = any
+            .iter()
+            .enumerate()
+            .filter(|(_, &a)| a)
+            .map(|(j, _)| ((j / hw) as u32, (j % hw) as u32, j as u32));
+        Live::from_entries(hw, entries)
+    }
+
+    pub fn len(&self) -> usize {
+        self.channel.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.channel.is_empty()
+    }
+}
+
+/// Whether this CPU runs the kernels here.
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            || (std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// rows x (cin hin win) input gradients, channels first, from the live entries of `src` (row r's
+/// values at `src[r * src_len + source]`). Where `relu_out` (the conv's input, the output of a
+/// ReLU) is <= 0 the gradient is 0: the ReLU's reverse pass folded in. `weight` is PyTorch's
+/// cout x cin x k x k. Call only where `available()`.
+pub fn conv_input_grad(
+    s: &ConvShape,
+    weight: &[f32],
+    live: &Live,
+    src: &[f32],
+    src_len: usize,
+    rows: usize,
+    relu_out: Option<&[f32]>,
+) -> Vec<f32> {
+    conv_input_grad_hwc(s, weight, live, src, src_len, rows, relu_out).to_channels_first()
+}
+
+/// As `conv_input_grad`, left channels last for a consumer that reads it in place (the
+/// convolution before, whose reverse pass is a product that takes any strides).
+pub fn conv_input_grad_hwc(
+    s: &ConvShape,
+    weight: &[f32],
+    live: &Live,
+    src: &[f32],
+    src_len: usize,
+    rows: usize,
+    relu_out: Option<&[f32]>,
+) -> Hwc {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let kernel = if std::arch::is_x86_feature_detected!("avx512f") {
+            Kernel::Avx512
+        } else {
+            Kernel::Avx2
+        };
+        x86::conv_input_grad_hwc(kernel, s, weight, live, src, src_len, rows, relu_out)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (s, weight, live, src, src_len, rows, relu_out);
+        unreachable!("gather::available() is false off x86_64")
+    }
+}
+
+/// Input gradients channels last: blocks of `per_block` rows (the last may hold fewer), each
+/// block laid out [pixel][row in block][channel], channels padded to `cinp`.
+pub struct Hwc {
+    pub data: Vec<f32>,
+    pub rows: usize,
+    pub per_block: usize,
+    pub cin: usize,
+    pub cinp: usize,
+    pub plane: usize,
+}
+
+impl Hwc {
+    /// Where row r's channel 0 of pixel 0 is, and the distance between consecutive pixels.
+    pub fn row(&self, r: usize) -> (usize, usize) {
+        let (b, within) = (r / self.per_block, r % self.per_block);
+        let in_block = self.per_block.min(self.rows - b * self.per_block);
+        let offset = b * self.per_block * self.plane * self.cinp + within * self.cinp;
+        (offset, in_block * self.cinp)
+    }
+
+    /// rows x (cin plane), channels first.
+    pub fn to_channels_first(&self) -> Vec<f32> {
+        let (plane, cin) = (self.plane, self.cin);
+        let mut dx = vec![0.0f32; self.rows * cin * plane];
+        dx.par_chunks_mut(cin * plane).enumerate().for_each(|(r, dst)| {
+            let (offset, step) = self.row(r);
+            // Sequential reads, writes into cin lines that stay in L1, 64 pixels at a time.
+            for p0 in (0..plane).step_by(64) {
+                for p in p0..(p0 + 64).min(plane) {
+                    let from = &self.data[offset + p * step..][..cin];
+                    for (ci, &v) in from.iter().enumerate() {
+                        dst[ci * plane + p] = v;
+                    }
+                }
+            }
+        });
+        dx
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    Avx512,
+    Avx2,
+}
+
+impl Kernel {
+    /// f32 lanes of a vector.
+    fn lanes(self) -> usize {
+        match self {
+            Kernel::Avx512 => 16,
+            Kernel::Avx2 => 8,
+        }
+    }
+    /// Rows summed at once: two vectors of accumulators per row, plus two weight vectors and a
+    /// broadcast, within the 32 (AVX-512) or 16 (AVX2) vector registers.
+    fn max_rows(self) -> usize {
+        match self {
+            Kernel::Avx512 => 12,
+            Kernel::Avx2 => 6,
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::*;
+
+    /// What every block of rows shares.
+    struct Job<'a> {
+        s: &'a ConvShape,
+        /// W as [ki][kj][co][ci], ci padded to `cinp` (whole blocks of two vectors).
+        wg: Vec<f32>,
+        cinp: usize,
+        live: &'a Live,
+        src: &'a [f32],
+        src_len: usize,
+        /// [pixel][ci] bit masks, all ones where the input ReLU passes gradient, or None.
+        mask: Option<Vec<u32>>,
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn conv_input_grad_hwc(
+        kernel: Kernel,
+        s: &ConvShape,
+        weight: &[f32],
+        live: &Live,
+        src: &[f32],
+        src_len: usize,
+        rows: usize,
+        relu_out: Option<&[f32]>,
+    ) -> Hwc {
+        let plane = s.hin * s.win;
+        let block = 2 * kernel.lanes();
+        let cinp = s.cin.div_ceil(block) * block;
+        let taps = s.k * s.k;
+        let mut wg = vec![0.0f32; taps * s.cout * cinp];
+        for co in 0..s.cout {
+            for ci in 0..s.cin {
+                for t in 0..taps {
+                    wg[(t * s.cout + co) * cinp + ci] = weight[(co * s.cin + ci) * taps + t];
+                }
+            }
+        }
+        // ReLU'(0) = 0 as in PyTorch; NaN passes, as the unfused reverse pass lets it.
+        let mask = relu_out.map(|x| {
+            let mut m = vec![0u32; plane * cinp];
+            for ci in 0..s.cin {
+                for p in 0..plane {
+                    let v = x[ci * plane + p];
+                    if v > 0.0 || v.is_nan() {
+                        m[p * cinp + ci] = u32::MAX;
+                    }
+                }
+            }
+            m
+        });
+        let job = Job {
+            s,
+            wg,
+            cinp,
+            live,
+            src,
+            src_len,
+            mask,
+        };
+        // Blocks of rows, at least one per thread so every core works.
+        let blocks = rows
+            .div_ceil(kernel.max_rows())
+            .max(rayon::current_num_threads().min(rows))
+            .max(1);
+        let per_block = rows.div_ceil(blocks).max(1);
+        let mut data = Vec::with_capacity(rows * plane * cinp);
+        // SAFETY: every element is written by the kernel (each pixel, row and channel block of
+        // every row block) before anything reads it.
+        #[allow(clippy::uninit_vec)]
+        unsafe {
+            data.set_len(rows * plane * cinp)
+        };
+        data.par_chunks_mut(per_block * plane * cinp)
+            .enumerate()
+            .for_each(|(b, out)| job.block(kernel, b * per_block, out));
+        Hwc {
+            data,
+            rows,
+            per_block,
+            cin: s.cin,
+            cinp,
+            plane,
+        }
+    }
+
+    impl Job<'_> {
+        /// The input gradients of rows r0.. (as many as `out` holds), [pixel][row][ci].
+        fn block(&self, kernel: Kernel, r0: usize, out: &mut [f32]) {
+            let s = self.s;
+            let nr = out.len() / (s.hin * s.win * self.cinp);
+            // vals[e][r]: the entries' values, row-minor, so one entry's rows are adjacent.
+            let mut vals = vec![0.0f32; self.live.len() * nr];
+            for (e, &at) in self.live.source.iter().enumerate() {
+                for r in 0..nr {
+                    vals[e * nr + r] = self.src[(r0 + r) * self.src_len + at as usize];
+                }
+            }
+            macro_rules! dispatch {
+                ($f:ident, $($n:literal)*) => {
+                    match nr {
+                        // SAFETY: the features were detected by the caller (`Kernel` choice).
+                        $($n => unsafe { $f::<$n>(self, &vals, out) },)*
+                        _ => unreachable!("blocks hold 1 to 12 rows"),
+                    }
+                };
+            }
+            match kernel {
+                Kernel::Avx512 => dispatch!(pixels_avx512, 1 2 3 4 5 6 7 8 9 10 11 12),
+                Kernel::Avx2 => dispatch!(pixels_avx2, 1 2 3 4 5 6),
+            }
+        }
+    }
+
+    /// The per-pixel kernel, one copy per instruction set.
+    macro_rules! pixels {
+        ($name:ident, $feature:literal, $lanes:literal, $zero:ident, $load:ident, $bcast:ident,
+         $fma:ident, $and:ident, $store:ident) => {
+            /// hwc[p][r][ci] = sum over (tap, o) reaching p and live co at o of
+            /// vals[e][r] W[co][ci][tap], for blocks of two vectors of ci.
+            #[target_feature(enable = $feature)]
+            unsafe fn $name<const R: usize>(job: &Job, vals: &[f32], hwc: &mut [f32]) {
+                let s = job.s;
+                let cinp = job.cinp;
+                let live = job.live;
+                assert!(vals.len() >= live.len() * R && hwc.len() >= s.hin * s.win * R * cinp);
+                assert!(live.channel.iter().all(|&co| (co as usize) < s.cout));
+                assert!(job.wg.len() >= s.k * s.k * s.cout * cinp && live.start.len() == s.hout * s.wout + 1);
+                assert!(job
+                    .mask
+                    .as_ref()
+                    .is_none_or(|m| m.len() >= s.hin * s.win * cinp));
+                let (w, v, out) = (job.wg.as_ptr(), vals.as_ptr(), hwc.as_mut_ptr());
+                for cb in (0..cinp).step_by(2 * $lanes) {
+                    for iy in 0..s.hin {
+                        for ix in 0..s.win {
+                            let mut acc = [[$zero(); 2]; R];
+                            // Every (tap, output position) that reaches input pixel (iy, ix).
+                            for ki in 0..s.k {
+                                let ty = (iy + s.pad) as isize - ki as isize;
+                                if ty < 0 || ty as usize % s.stride != 0 || ty as usize / s.stride >= s.hout {
+                                    continue;
+                                }
+                                for kj in 0..s.k {
+                                    let tx = (ix + s.pad) as isize - kj as isize;
+                                    if tx < 0
+                                        || tx as usize % s.stride != 0
+                                        || tx as usize / s.stride >= s.wout
+                                    {
+                                        continue;
+                                    }
+                                    let tap = ki * s.k + kj;
+                                    let o = (ty as usize / s.stride) * s.wout + tx as usize / s.stride;
+                                    let (e0, e1) = (live.start[o] as usize, live.start[o + 1] as usize);
+                                    for e in e0..e1 {
+                                        let co = live.channel[e] as usize;
+                                        // SAFETY: tap < k^2, co < cout, cb + 2 lanes <= cinp (asserted above).
+                                        let wp = unsafe { w.add((tap * s.cout + co) * cinp + cb) };
+                                        let (w0, w1) = unsafe { ($load(wp), $load(wp.add($lanes))) };
+                                        for (r, a) in acc.iter_mut().enumerate() {
+                                            // SAFETY: e < live.len(), r < R.
+                                            let x = unsafe { $bcast(&*v.add(e * R + r)) };
+                                            a[0] = $fma(x, w0, a[0]);
+                                            a[1] = $fma(x, w1, a[1]);
+                                        }
+                                    }
+                                }
+                            }
+                            let p = iy * s.win + ix;
+                            if let Some(m) = &job.mask {
+                                // SAFETY: p cinp + cb + 2 lanes <= plane cinp = m.len().
+                                let mp = unsafe { m.as_ptr().add(p * cinp + cb) } as *const f32;
+                                let (m0, m1) = unsafe { ($load(mp), $load(mp.add($lanes))) };
+                                for a in acc.iter_mut() {
+                                    a[0] = $and(a[0], m0);
+                                    a[1] = $and(a[1], m1);
+                                }
+                            }
+                            for (r, a) in acc.iter().enumerate() {
+                                // SAFETY: (p R + r) cinp + cb + 2 lanes <= plane R cinp.
+                                let at = unsafe { out.add((p * R + r) * cinp + cb) };
+                                unsafe {
+                                    $store(at, a[0]);
+                                    $store(at.add($lanes), a[1]);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        };
+    }
+
+    pixels!(
+        pixels_avx512,
+        "avx512f",
+        16,
+        _mm512_setzero_ps,
+        _mm512_loadu_ps,
+        _mm512_set1_ps_ref,
+        _mm512_fmadd_ps,
+        and512,
+        _mm512_storeu_ps
+    );
+    pixels!(
+        pixels_avx2,
+        "avx2,fma",
+        8,
+        _mm256_setzero_ps,
+        _mm256_loadu_ps,
+        _mm256_broadcast_ss,
+        _mm256_fmadd_ps,
+        _mm256_and_ps,
+        _mm256_storeu_ps
+    );
+
+    /// Bitwise and of two float vectors (AVX-512F has it only for integers).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn and512(a: __m512, b: __m512) -> __m512 {
+        _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(a), _mm512_castps_si512(b)))
+    }
+
+    /// `_mm512_set1_ps` from a reference, the shape `_mm256_broadcast_ss` has.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    #[allow(non_snake_case)]
+    unsafe fn _mm512_set1_ps_ref(x: &f32) -> __m512 {
+        _mm512_set1_ps(*x)
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i + seed) * 7919) % 997) as f32 / 997.0 - 0.5)
+            .collect()
+    }
+
+    /// dx[r][ci][iy][ix] by the definition, from a dense g (rows x cout x positions).
+    fn definition(
+        s: &ConvShape,
+        weight: &[f32],
+        g: &[f32],
+        rows: usize,
+        relu_out: Option<&[f32]>,
+    ) -> Vec<f32> {
+        let k = s.k;
+        let mut want = vec![0.0f32; rows * s.cin * s.hin * s.win];
+        for r in 0..rows {
+            for co in 0..s.cout {
+                for oh in 0..s.hout {
+                    for ow in 0..s.wout {
+                        let v = g[((r * s.cout + co) * s.hout + oh) * s.wout + ow];
+                        for ci in 0..s.cin {
+                            for ki in 0..k {
+                                for kj in 0..k {
+                                    let iy = (oh * s.stride + ki) as isize - s.pad as isize;
+                                    let ix = (ow * s.stride + kj) as isize - s.pad as isize;
+                                    if iy < 0 || ix < 0 || iy >= s.hin as isize || ix >= s.win as isize {
+                                        continue;
+                                    }
+                                    let w = weight[((co * s.cin + ci) * k + ki) * k + kj];
+                                    want[((r * s.cin + ci) * s.hin + iy as usize) * s.win + ix as usize] +=
+                                        v * w;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(x) = relu_out {
+            let in_len = s.cin * s.hin * s.win;
+            for (i, d) in want.iter_mut().enumerate() {
+                if x[i % in_len] <= 0.0 {
+                    *d = 0.0;
+                }
+            }
+        }
+        want
+    }
+
+    /// Both instruction sets (where this CPU has them) against the definition: strides, pads,
+    /// clipped kernels, channel counts that do and don't fill a vector block, 1 to 13 rows
+    /// (several row blocks), with and without the folded ReLU, channels first and last.
+    #[test]
+    fn kernels_match_the_definition() {
+        let mut kernels = Vec::new();
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            kernels.push(Kernel::Avx512);
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            kernels.push(Kernel::Avx2);
+        }
+        for (cin, stride, pad, k, rows) in [
+            (32, 1, 0, 3, 10),
+            (5, 1, 1, 3, 1),
+            (40, 2, 1, 3, 13),
+            (16, 2, 0, 2, 7),
+            (20, 1, 2, 5, 3),
+        ] {
+            let (hin, win, cout) = (9, 8, 6);
+            let hout = (hin + 2 * pad - k) / stride + 1;
+            let wout = (win + 2 * pad - k) / stride + 1;
+            let s = ConvShape {
+                cin,
+                cout,
+                k,
+                stride,
+                pad,
+                hin,
+                win,
+                hout,
+                wout,
+            };
+            let weight = values(cout * cin * k * k, 1);
+            // Two thirds of g zero, the same pattern in every row (as J's rows share masks).
+            let out_len = cout * hout * wout;
+            let g: Vec<f32> = values(rows * out_len, 2)
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| if (i % out_len) % 3 == 0 { v } else { 0.0 })
+                .collect();
+            let relu: Vec<f32> = values(cin * hin * win, 3);
+            let live = Live::of_dense(&s, &g, rows);
+            for relu_out in [None, Some(relu.as_slice())] {
+                let want = definition(&s, &weight, &g, rows, relu_out);
+                for &kernel in &kernels {
+                    let hwc =
+                        x86::conv_input_grad_hwc(kernel, &s, &weight, &live, &g, out_len, rows, relu_out);
+                    let got = hwc.to_channels_first();
+                    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (a - b).abs() < 1e-5,
+                            "cin {cin} stride {stride} pad {pad} k {k} rows {rows} at {i}: {a} vs {b}"
+                        );
+                    }
+                    // Channels last, read through `Hwc::row`.
+                    let plane = hin * win;
+                    for r in 0..rows {
+                        let (offset, step) = hwc.row(r);
+                        for p in (0..plane).step_by(5) {
+                            for ci in 0..cin {
+                                let a = hwc.data[offset + p * step + ci];
+                                let b = want[(r * cin + ci) * plane + p];
+                                assert!(
+                                    (a - b).abs() < 1e-5,
+                                    "channels last, row {r} pixel {p} channel {ci}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

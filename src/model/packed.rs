@@ -1,0 +1,256 @@
+//! A linear layer's weights packed once for the reverse pass of J's rows.
+//!
+//! dx_r = g_r W (g: rows x nout, W: nout x nin) for a few rows that share one ReLU mask: only the
+//! outputs with gradient in some row contribute. W is stored in column blocks of 32,
+//! [block][output][32], so the live outputs of one block are read in address order (the hardware
+//! prefetcher follows) while each row's 32 sums stay in registers.
+
+use rayon::prelude::*;
+
+/// Columns per block: two AVX-512 vectors, four AVX2 vectors.
+const BLOCK: usize = 32;
+
+/// W (nout x nin) in column blocks: element (o, j) at `(j / 32 * nout + o) * 32 + j % 32`, the
+/// last block padded with zeros.
+#[derive(Debug, Clone, Default)]
+pub struct PackedLinear {
+    nout: usize,
+    nin: usize,
+    data: Vec<f32>,
+}
+
+impl PackedLinear {
+    pub fn new(weight: &[f32], nout: usize, nin: usize) -> PackedLinear {
+        assert_eq!(weight.len(), nout * nin);
+        let blocks = nin.div_ceil(BLOCK);
+        let mut data = vec![0.0f32; blocks * nout * BLOCK];
+        for o in 0..nout {
+            for (j, &w) in weight[o * nin..(o + 1) * nin].iter().enumerate() {
+                data[((j / BLOCK) * nout + o) * BLOCK + j % BLOCK] = w;
+            }
+        }
+        PackedLinear { nout, nin, data }
+    }
+
+    /// Whether this CPU runs `input_grad`.
+    pub fn available() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::arch::is_x86_feature_detected!("avx512f")
+                || (std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"))
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
+    /// dx = g W for `rows` cotangent rows (rows x nout), skipping outputs zero in every row.
+    /// Call only where `available()`.
+    pub fn input_grad(&self, g: &[f32], rows: usize) -> Vec<f32> {
+        #[cfg(target_arch = "x86_64")]
+        let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+        #[cfg(not(target_arch = "x86_64"))]
+        let avx512 = false;
+        self.input_grad_with(g, rows, avx512)
+    }
+
+    /// `input_grad` with the instruction set chosen (AVX-512, or AVX2 + FMA).
+    fn input_grad_with(&self, g: &[f32], rows: usize, avx512: bool) -> Vec<f32> {
+        let (nout, nin) = (self.nout, self.nin);
+        assert_eq!(g.len(), rows * nout);
+        let active: Vec<u32> = (0..nout)
+            .filter(|&o| (0..rows).any(|r| g[r * nout + o] != 0.0))
+            .map(|o| o as u32)
+            .collect();
+        let blocks = nin.div_ceil(BLOCK);
+        let mut dx = vec![0.0f32; rows * nin];
+        #[cfg(target_arch = "x86_64")]
+        {
+            let max_rows = if avx512 { 12 } else { 3 };
+            // Column ranges over threads, each writing its own part of every row.
+            let threads = rayon::current_num_threads().min(blocks).max(1);
+            let per = blocks.div_ceil(threads);
+            let parts: Vec<(usize, Vec<f32>)> = (0..threads)
+                .into_par_iter()
+                .map(|t| {
+                    let (b0, b1) = (t * per, ((t + 1) * per).min(blocks));
+                    let width = (b1.saturating_sub(b0)) * BLOCK;
+                    let mut out = vec![0.0f32; rows * width];
+                    for r0 in (0..rows).step_by(max_rows) {
+                        let nr = max_rows.min(rows - r0);
+                        let mut vals = vec![0.0f32; active.len() * nr];
+                        for (i, &o) in active.iter().enumerate() {
+                            for r in 0..nr {
+                                vals[i * nr + r] = g[(r0 + r) * nout + o as usize];
+                            }
+                        }
+                        let dst = &mut out[r0 * width..(r0 + nr) * width];
+                        // SAFETY: the features were checked above; the kernels assert their bounds.
+                        unsafe {
+                            if avx512 {
+                                x86::dispatch_avx512(nr, self, &active, &vals, b0..b1, dst);
+                            } else {
+                                x86::dispatch_avx2(nr, self, &active, &vals, b0..b1, dst);
+                            }
+                        }
+                    }
+                    (b0 * BLOCK, out)
+                })
+                .collect();
+            for (j0, part) in parts {
+                let width = part.len() / rows.max(1);
+                let width_here = width.min(nin.saturating_sub(j0));
+                for r in 0..rows {
+                    dx[r * nin + j0..r * nin + j0 + width_here]
+                        .copy_from_slice(&part[r * width..r * width + width_here]);
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (active, blocks, avx512);
+        dx
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{PackedLinear, BLOCK};
+
+    macro_rules! kernel {
+        ($name:ident, $dispatch:ident, $feature:literal, $lanes:literal, [$($n:literal)*], $zero:ident,
+         $load:ident, $bcast:ident, $fma:ident, $store:ident) => {
+            /// out[r][(b - b0) 32 + l] = sum_i vals[i][r] W[active[i]][b 32 + l] for blocks b.
+            #[target_feature(enable = $feature)]
+            unsafe fn $name<const R: usize>(
+                w: &PackedLinear,
+                active: &[u32],
+                vals: &[f32],
+                blocks: std::ops::Range<usize>,
+                out: &mut [f32],
+            ) {
+                const V: usize = BLOCK / $lanes;
+                let width = blocks.len() * BLOCK;
+                assert!(vals.len() >= active.len() * R && out.len() >= R * width);
+                assert!(active.iter().all(|&o| (o as usize) < w.nout));
+                assert!(blocks.end * w.nout * BLOCK <= w.data.len());
+                let (wp, vp, op) = (w.data.as_ptr(), vals.as_ptr(), out.as_mut_ptr());
+                for (k, b) in blocks.enumerate() {
+                    let mut acc = [[$zero(); V]; R];
+                    for (i, &o) in active.iter().enumerate() {
+                        // SAFETY: (b nout + o) 32 + 32 <= data.len(), asserted above.
+                        let base = unsafe { wp.add((b * w.nout + o as usize) * BLOCK) };
+                        let mut wv = [$zero(); V];
+                        for (v, x) in wv.iter_mut().enumerate() {
+                            *x = unsafe { $load(base.add(v * $lanes)) };
+                        }
+                        for (r, a) in acc.iter_mut().enumerate() {
+                            // SAFETY: i < active.len(), r < R.
+                            let x = unsafe { $bcast(&*vp.add(i * R + r)) };
+                            for v in 0..V {
+                                a[v] = $fma(x, wv[v], a[v]);
+                            }
+                        }
+                    }
+                    for (r, a) in acc.iter().enumerate() {
+                        for (v, x) in a.iter().enumerate() {
+                            // SAFETY: r width + k 32 + 32 <= R width.
+                            unsafe { $store(op.add(r * width + k * BLOCK + v * $lanes), *x) };
+                        }
+                    }
+                }
+            }
+
+            #[target_feature(enable = $feature)]
+            pub(super) unsafe fn $dispatch(
+                nr: usize,
+                w: &PackedLinear,
+                active: &[u32],
+                vals: &[f32],
+                blocks: std::ops::Range<usize>,
+                out: &mut [f32],
+            ) {
+                match nr {
+                    $($n => unsafe { $name::<$n>(w, active, vals, blocks, out) },)*
+                    _ => unreachable!("row blocks are bounded by the caller"),
+                }
+            }
+        };
+    }
+
+    kernel!(
+        rows_avx512,
+        dispatch_avx512,
+        "avx512f",
+        16,
+        [1 2 3 4 5 6 7 8 9 10 11 12],
+        _mm512_setzero_ps,
+        _mm512_loadu_ps,
+        set1_ref,
+        _mm512_fmadd_ps,
+        _mm512_storeu_ps
+    );
+    kernel!(
+        rows_avx2,
+        dispatch_avx2,
+        "avx2,fma",
+        8,
+        [1 2 3],
+        _mm256_setzero_ps,
+        _mm256_loadu_ps,
+        _mm256_broadcast_ss,
+        _mm256_fmadd_ps,
+        _mm256_storeu_ps
+    );
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn set1_ref(x: &f32) -> __m512 {
+        _mm512_set1_ps(*x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_the_definition() {
+        if !PackedLinear::available() {
+            return;
+        }
+        for (rows, nout, nin) in [(3, 5, 1100), (1, 5, 32), (10, 7, 2056), (13, 9, 70)] {
+            let weight: Vec<f32> = (0..nout * nin)
+                .map(|i| ((i * 7919) % 997) as f32 / 997.0 - 0.5)
+                .collect();
+            let mut g: Vec<f32> = (0..rows * nout)
+                .map(|i| ((i * 31) % 17) as f32 / 17.0 - 0.4)
+                .collect();
+            // Output 2 carries no gradient in any row, output 4 only in row 0.
+            for r in 0..rows {
+                g[r * nout + 2] = 0.0;
+                if r != 0 {
+                    g[r * nout + 4] = 0.0;
+                }
+            }
+            let packed = PackedLinear::new(&weight, nout, nin);
+            #[cfg(target_arch = "x86_64")]
+            let sets = [
+                std::arch::is_x86_feature_detected!("avx512f"),
+                false, // AVX2 + FMA, which `available()` guarantees
+            ];
+            #[cfg(not(target_arch = "x86_64"))]
+            let sets = [false];
+            for avx512 in sets {
+                let got = packed.input_grad_with(&g, rows, avx512);
+                for r in 0..rows {
+                    for j in 0..nin {
+                        let want: f32 = (0..nout).map(|o| g[r * nout + o] * weight[o * nin + j]).sum();
+                        let at = (got[r * nin + j] - want).abs();
+                        assert!(at < 1e-5, "avx512 {avx512} rows {rows} nin {nin} at ({r}, {j})");
+                    }
+                }
+            }
+        }
+    }
+}
