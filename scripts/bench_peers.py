@@ -15,7 +15,10 @@ interpreter (--torch-python, default /opt/torchenv/bin/python, with torch + torc
 while the others run. Every measurement uses --threads (default 2) threads: dataleaf RAYON_NUM_THREADS,
 torch.set_num_threads (and OMP_NUM_THREADS), and XLA's CPU client, whose intra-op Eigen pool is sized
 by the schedulable cores (XLA_FLAGS="--xla_cpu_multi_thread_eigen=true intra_op_parallelism_threads=N"
-is set as well; the report counts the pool's "tf_XLAEigen" threads in the JAX worker).
+is set as well; the report counts the pool's "tf_XLAEigen" threads in the JAX worker). The PyTorch worker
+runs with OMP_WAIT_POLICY=PASSIVE (--omp-wait-policy): with libgomp's default spin-waiting, two threads
+on a 2-core machine that other processes also use made torch's jacrev step 10-20x slower than one
+thread (resnet18: 1.2 s against 72 ms a step, load average 10); passive waiting gave 96 ms.
 
 The steps, all float32, one step at the model's start image (MNIST test image 4185 toward 5874 for the
 medium CNN; CIFAR-10 sample 0 toward 1 for resnet18 / mobilenet_v2, as `dataleaf bench` picks them):
@@ -44,8 +47,11 @@ PyTorch on the same weights, and the two steps against each other).
 Measurements are interleaved: --rounds rounds, each running every tool once per model (N timed runs
 each), in the order dataleaf, jax, torch... and reversed in the next round, so that load from other
 processes on the machine hits all alike. Reported per tool: the median over rounds of the round
-medians ("median") and the best round median ("best"), plus each round's figures; ratios are taken of
-the medians (and of the best) as stated in the table. --json prints one JSON object instead.
+medians ("median") and the best round median ("best"), plus each round's figures. Ratios: peer step
+over dataleaf's leaf step of the medians, of the best rounds, and within each round (the pair measured
+seconds apart); dataleaf's steps over the lowest floor of the rounds (the floor divides the counted
+arithmetic by gemm rates measured in the same run, which load only lowers). --json prints one JSON
+object instead.
 """
 import argparse
 import json
@@ -145,6 +151,7 @@ def torch_worker(threads, onnx_dir):
             with torch.no_grad():
                 logits[name] = net(start.unsqueeze(0))[0]
         out = {"version": torch.__version__, "threads": torch.get_num_threads(),
+               "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
                "logits": logits[name].tolist(), "steps": {}}
         for (m, variant), (step, x) in steps.items():
             if m == name:
@@ -325,6 +332,8 @@ class Worker:
         env.update(OMP_NUM_THREADS=n, MKL_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n,
                    XLA_FLAGS="--xla_cpu_multi_thread_eigen=true intra_op_parallelism_threads=" + n,
                    JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+        if kind == "torch" and args.omp_wait_policy != "default":
+            env["OMP_WAIT_POLICY"] = args.omp_wait_policy
         cmd = [python, os.path.abspath(__file__), "--worker", kind, "--threads", n, "--onnx-dir", args.onnx_dir]
         self.kind = kind
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -378,6 +387,8 @@ def main():
                     help="resnet18.onnx, mobilenet_v2.onnx and their sidecars (scripts/make_onnx_fixtures.py)")
     ap.add_argument("--torch-python", default="/opt/torchenv/bin/python")
     ap.add_argument("--jax-python", default="/opt/jaxenv/bin/python")
+    ap.add_argument("--omp-wait-policy", default="PASSIVE", choices=["PASSIVE", "ACTIVE", "default"],
+                    help="OMP_WAIT_POLICY of the PyTorch worker ('default': left unset, libgomp spins)")
     ap.add_argument("--no-jax", action="store_true", help="leave out the JAX peer")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     ap.add_argument("--verbose", action="store_true", help="show the workers' stderr")
@@ -425,7 +436,7 @@ def bench_model(m, workers, args):
     if m == "mnist":
         tools.append("torch_papers")
     out = {"versions": {k: v["version"] for k, v in loaded.items()},
-           "torch_threads": loaded["torch"]["threads"]}
+           "torch_threads": loaded["torch"]["threads"], "torch_omp_wait_policy": loaded["torch"]["omp_wait_policy"]}
     if "jax" in loaded:
         j, t = loaded["jax"], loaded["torch"]
         out["xla"] = {"backend": j["backend"], "eigen_threads": j["eigen_threads"], "xla_flags": j["xla_flags"]}
@@ -466,9 +477,12 @@ def bench_model(m, workers, args):
     out["results"] = res
     med = {k: v["median"] for k, v in res.items() if isinstance(v, dict)}
     best = {k: v["best"] for k, v in res.items() if isinstance(v, dict)}
-    floor = med["dataleaf_floor_ms"]
+    # The floor is the step's arithmetic over the gemm rates each run measures: load only ever raises
+    # it, so the lowest floor of the rounds is the machine's, and the ratios use it.
+    floor = best["dataleaf_floor_ms"]
     ratios = {"leaf_over_floor": med["dataleaf_leaf_step_ms"] / floor,
-              "kernel_over_floor": med["dataleaf_kernel_step_ms"] / floor}
+              "kernel_over_floor": med["dataleaf_kernel_step_ms"] / floor,
+              "leaf_over_floor_per_round": [r["dataleaf"]["leaf_step_ms"] / r["dataleaf"]["floor_ms"] for r in rounds]}
     for tool in tools[1:]:
         ratios[tool + "_over_leaf"] = med[tool + "_step_ms"] / med["dataleaf_leaf_step_ms"]
         ratios[tool + "_over_leaf_best"] = best[tool + "_step_ms"] / best["dataleaf_leaf_step_ms"]
@@ -486,6 +500,7 @@ def print_report(rep):
     print("dataleaf: %s" % rep["dataleaf"])
     for m, o in rep["models"].items():
         print("\n## %s  (versions: %s)" % (m, ", ".join("%s %s" % kv for kv in o["versions"].items())))
+        print("PyTorch: %d threads, OMP_WAIT_POLICY %s" % (o["torch_threads"], o["torch_omp_wait_policy"]))
         if "xla" in o:
             x = o["xla"]
             print("XLA %s backend, intra-op Eigen pool: %s threads (while timed: %s); XLA_FLAGS=%r"
@@ -515,8 +530,9 @@ def print_report(rep):
         ra = o["ratios"]
         print("\nms per step (dataleaf: medians of its runs; peers: median (fastest run) of theirs);"
               " 'median' = median of the round figures, 'best' = the best round")
-        print("dataleaf leaf step / floor %.2fx, kernel step / floor %.2fx"
-              % (ra["leaf_over_floor"], ra["kernel_over_floor"]))
+        print("dataleaf leaf step / floor %.2fx, kernel step / floor %.2fx (median step over the lowest floor;"
+              " leaf / floor per round %s)" % (ra["leaf_over_floor"], ra["kernel_over_floor"],
+                                              ", ".join("%.2f" % v for v in ra["leaf_over_floor_per_round"])))
         for t in tools:
             print("%s step / dataleaf leaf step: %.2fx (best rounds %.2fx; per round %s)"
                   % (t, ra[t + "_over_leaf"], ra[t + "_over_leaf_best"],
