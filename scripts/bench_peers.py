@@ -3,7 +3,8 @@
 tests or the Rust build (CI has neither PyTorch nor JAX). Run from the repository root:
 
     python3 scripts/bench_peers.py [--dataleaf target/release/dataleaf] [--runs 30] [--rounds 3]
-                                   [--models mnist,resnet18,mobilenet_v2] [--json]
+                                   [--models mnist,resnet18,mobilenet_v2] [--json > report.json]
+    python3 scripts/bench_peers.py --table report.json     # the table of a saved --json report
 
 The driver needs only the standard library. It starts one worker process per peer, each under its own
 interpreter (--torch-python, default /opt/torchenv/bin/python, with torch + torchvision + onnx;
@@ -391,12 +392,19 @@ def main():
                     help="OMP_WAIT_POLICY of the PyTorch worker ('default': left unset, libgomp spins)")
     ap.add_argument("--no-jax", action="store_true", help="leave out the JAX peer")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    ap.add_argument("--table", metavar="FILE", help="print the table of a report saved with --json, and stop")
     ap.add_argument("--verbose", action="store_true", help="show the workers' stderr")
     ap.add_argument("--worker", choices=["torch", "jax"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.onnx_dir = os.path.abspath(args.onnx_dir)
     if args.worker:
         (torch_worker if args.worker == "torch" else jax_worker)(args.threads, args.onnx_dir)
+        return
+    if args.table:
+        try:
+            print_report(json.load(open(args.table)))
+        except (OSError, ValueError, KeyError) as e:
+            raise SystemExit("error: %s: not a report of bench_peers.py --json (%s)" % (args.table, e))
         return
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     for m in models:
