@@ -332,7 +332,7 @@ class Worker:
         n = str(args.threads)
         env.update(OMP_NUM_THREADS=n, MKL_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n,
                    XLA_FLAGS="--xla_cpu_multi_thread_eigen=true intra_op_parallelism_threads=" + n,
-                   JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+                   JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
         if kind == "torch" and args.omp_wait_policy != "default":
             env["OMP_WAIT_POLICY"] = args.omp_wait_policy
         cmd = [python, os.path.abspath(__file__), "--worker", kind, "--threads", n, "--onnx-dir", args.onnx_dir]
