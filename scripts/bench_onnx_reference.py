@@ -48,6 +48,29 @@ def median_ms(runs, f, warmup=5):
     return statistics.median(times), min(times)
 
 
+def leaf_step_of(net, x, target, driver="gelsy"):
+    """The leaf step of the papers' code, in normalised input space (as scripts/bench_reference.py):
+    torch.func.jacrev of the log-softmax model, gradient columns normalised, torch.linalg.lstsq
+    projection of (target - x) onto their span, the displacement normalised, x + 0.1 u clamped to the
+    normalised image box. `x`, `target`: pixels in [0, 1], 3x32x32. Returns (leaf_step, normalised x)."""
+    mean = torch.tensor(fx.f32(fx.MEAN)).view(1, 3, 1, 1)
+    std = torch.tensor(fx.f32(fx.STD)).view(1, 3, 1, 1)
+    model = nn.Sequential(net, nn.LogSoftmax(dim=1))
+    xn, tn = ((x.unsqueeze(0) - mean) / std).squeeze(0), ((target.unsqueeze(0) - mean) / std).squeeze(0)
+    lo, hi = (0 - mean) / std, (1 - mean) / std
+    jac_ls = torch.func.jacrev(lambda xi: model(xi.unsqueeze(0)).squeeze(0))
+
+    def leaf_step(xi):
+        j = jac_ls(xi)
+        j = F.normalize(j.reshape(j.shape[0], -1).T, dim=0)
+        d = (tn - xi).flatten()
+        coeff = torch.linalg.lstsq(j, d.unsqueeze(1), driver=driver).solution[:, 0]
+        u = F.normalize(j @ coeff, dim=-1).reshape(xi.shape)
+        return torch.max(torch.min(xi + 0.1 * u, hi[0]), lo[0])
+
+    return leaf_step, xn
+
+
 def bench(name, builder, floor, images, px, runs, driver):
     net = fx.prepared(builder, images, floor, normalize=True)
     mean = torch.tensor(fx.f32(fx.MEAN)).view(1, 3, 1, 1)
@@ -64,20 +87,7 @@ def bench(name, builder, floor, images, px, runs, driver):
     jacobian_ = median_ms(runs, lambda: jac(x))
     jacobian_autograd = median_ms(runs, lambda: jacobian(logits, x))
 
-    # The leaf step of the papers' code, in normalised input space (as scripts/bench_reference.py).
-    model = nn.Sequential(net, nn.LogSoftmax(dim=1))
-    xn, tn = ((x.unsqueeze(0) - mean) / std).squeeze(0), ((target.unsqueeze(0) - mean) / std).squeeze(0)
-    lo, hi = (0 - mean) / std, (1 - mean) / std
-    jac_ls = torch.func.jacrev(lambda xi: model(xi.unsqueeze(0)).squeeze(0))
-
-    def leaf_step(xi):
-        j = jac_ls(xi)
-        j = F.normalize(j.reshape(j.shape[0], -1).T, dim=0)
-        d = (tn - xi).flatten()
-        coeff = torch.linalg.lstsq(j, d.unsqueeze(1), driver=driver).solution[:, 0]
-        u = F.normalize(j @ coeff, dim=-1).reshape(xi.shape)
-        return torch.max(torch.min(xi + 0.1 * u, hi[0]), lo[0])
-
+    leaf_step, xn = leaf_step_of(net, x, target, driver)
     leaf = median_ms(runs, lambda: leaf_step(xn))
     out = {"parameters": sum(p.numel() for p in net.parameters())}
     for key, (med, best) in (("forward", forward), ("jacobian", jacobian_), ("jacobian_autograd", jacobian_autograd),

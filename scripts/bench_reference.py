@@ -42,6 +42,47 @@ def build(arch):
     return nn.Sequential(*layers)
 
 
+def load(path):
+    """The shipped model at `path` (.json + .safetensors): (arch, net, net followed by LogSoftmax)."""
+    arch = json.load(open(path + ".json"))
+    net = build(arch)
+    net.load_state_dict(load_file(path + ".safetensors"))
+    net.eval()
+    return arch, net, nn.Sequential(net, nn.LogSoftmax(dim=1))
+
+
+def steps(model, target, lo, hi, direction, driver="gelsy", jac="autograd"):
+    """(columns, leaf_step, kernel_step) of the log-softmax `model` in normalised input space.
+
+    jac="autograd": torch.autograd.functional.jacobian (one backward per class, the papers' code);
+    jac="jacrev": torch.func.jacrev (vmapped backward)."""
+    if jac == "jacrev":
+        rev = torch.func.jacrev(lambda xi: model(xi.unsqueeze(0)).squeeze(0))
+    else:
+        def rev(xi):
+            return jacobian(model, xi.unsqueeze(0)).squeeze(0)
+
+    def columns(x):
+        j = rev(x)
+        return F.normalize(j.reshape(j.shape[0], -1).T, dim=0)
+
+    def leaf_step(x):
+        j = columns(x)
+        d = (target - x).flatten()
+        coeff = torch.linalg.lstsq(j, d.unsqueeze(1), driver=driver).solution[:, 0]
+        u = F.normalize(j @ coeff, dim=-1).reshape(x.shape)
+        return torch.clamp(x + 0.1 * u, lo, hi)
+
+    def kernel_step(x):
+        j = columns(x)
+        q = torch.linalg.qr(j, mode="complete").Q[:, j.shape[1] - 1:]
+        coeff = torch.linalg.lstsq(q, direction.unsqueeze(1)).solution[:, 0]
+        u = F.normalize(q @ coeff, dim=-1).reshape(x.shape)
+        return torch.clamp(x + 0.1 * u, lo, hi)
+
+    return columns, leaf_step, kernel_step
+
+
 def mnist(index):
     with gzip.open("assets/data/mnist/t10k-images-idx3-ubyte.gz", "rb") as f:
         raw = f.read()
@@ -71,34 +112,13 @@ def main():
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    arch = json.load(open(args.model + ".json"))
-    net = build(arch)
-    net.load_state_dict(load_file(args.model + ".safetensors"))
-    net.eval()
-    model = nn.Sequential(net, nn.LogSoftmax(dim=1))
+    arch, net, model = load(args.model)
     mean, std = 0.1307, 0.3081
     start = (mnist(4185) - mean) / std
     target = (mnist(5874) - mean) / std
     lo, hi = (0 - mean) / std, (1 - mean) / std
     direction = torch.randn(start.numel(), generator=torch.Generator().manual_seed(0))
-
-    def columns(x):
-        j = jacobian(model, x.unsqueeze(0)).squeeze(0)
-        return F.normalize(j.reshape(j.shape[0], -1).T, dim=0)
-
-    def leaf_step(x):
-        j = columns(x)
-        d = (target - x).flatten()
-        coeff = torch.linalg.lstsq(j, d.unsqueeze(1), driver=args.driver).solution[:, 0]
-        u = F.normalize(j @ coeff, dim=-1).reshape(x.shape)
-        return torch.clamp(x + 0.1 * u, lo, hi)
-
-    def kernel_step(x):
-        j = columns(x)
-        q = torch.linalg.qr(j, mode="complete").Q[:, j.shape[1] - 1:]
-        coeff = torch.linalg.lstsq(q, direction.unsqueeze(1)).solution[:, 0]
-        u = F.normalize(q @ coeff, dim=-1).reshape(x.shape)
-        return torch.clamp(x + 0.1 * u, lo, hi)
+    columns, leaf_step, kernel_step = steps(model, target, lo, hi, direction, args.driver)
 
     with torch.no_grad():
         forward_ms = median_ms(args.runs, lambda: model(start.unsqueeze(0)))
