@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use rayon::prelude::*;
 
 use super::graph::{self, for_each_index, strides, Node, NodeOp, INPUT};
+use super::graph_kernels::{self, ConvGeometry};
 use super::matmul::{matmul, Threads, View};
 use super::network::{Activation, Weights};
 use super::sparse;
@@ -19,6 +20,8 @@ use super::sparse;
 #[derive(Debug, Clone)]
 struct Conv {
     weight: Vec<f32>,
+    /// The weights packed for the reverse kernel (`graph_kernels::pack_taps`), once BatchNorm is folded.
+    taps: Vec<f32>,
     bias: Vec<f32>,
     cin: usize,
     cout: usize,
@@ -306,8 +309,9 @@ impl GraphNet {
                         Some(b) => tensor(weights, b).map_err(fail)?.to_vec(),
                         None => vec![0.0; ws[0]],
                     };
-                    Kernel::Conv(Conv {
+                    Kernel::Conv(prune_taps(Conv {
                         weight: w,
+                        taps: Vec::new(),
                         bias: b,
                         cin: x[1],
                         cout: ws[0],
@@ -321,7 +325,7 @@ impl GraphNet {
                         win: x[3],
                         hout: y[2],
                         wout: y[3],
-                    })
+                    }))
                 }
                 NodeOp::Linear { weight, bias } => {
                     let ws = &weights[weight].shape;
@@ -500,6 +504,22 @@ impl GraphNet {
                 output: out,
                 label,
             });
+        }
+        // A convolution whose kernel covers its whole input once is a linear layer over it.
+        for step in &mut steps {
+            if let Kernel::Conv(c) = &mut step.kernel {
+                if c.groups == 1 {
+                    c.taps = graph_kernels::pack_taps(&geometry(c), &c.weight);
+                }
+                if is_whole_input(c) {
+                    step.kernel = Kernel::Linear {
+                        nin: c.weight.len() / c.cout,
+                        nout: c.cout,
+                        weight: std::mem::take(&mut c.weight),
+                        bias: std::mem::take(&mut c.bias),
+                    };
+                }
+            }
         }
         let output = alias[shapes.len() - 1];
         Ok(GraphNet {
@@ -882,6 +902,53 @@ impl GraphNet {
     }
 }
 
+/// The taps `first..end` of one kernel axis that reach inside the image for some output position
+/// (input index o s + t d - pad in 0..len), or None when every tap does or none does.
+fn used_taps(k: usize, d: usize, s: usize, pad: usize, len: usize, out: usize) -> Option<(usize, usize)> {
+    let used = |t: usize| {
+        (0..out).any(|o| {
+            let i = (o * s + t * d) as isize - pad as isize;
+            i >= 0 && i < len as isize
+        })
+    };
+    let first = (0..k).find(|&t| used(t))?;
+    let last = (0..k).rev().find(|&t| used(t))?;
+    // Cropping the leading taps moves the padding; a crop past the padding would need a negative one.
+    (first * d <= pad && (first > 0 || last + 1 < k)).then_some((first, last + 1))
+}
+
+/// Drops the kernel rows and columns that only ever meet padding (shapes are static): a 3x3 pad-1
+/// convolution at 1x1 spatial uses only its centre tap, so it becomes a 1x1 one with 9x fewer
+/// weights to stream and multiply. The output is unchanged: the dropped taps multiply zeros.
+fn prune_taps(mut c: Conv) -> Conv {
+    let rows = used_taps(c.kh, c.dilation[0], c.stride[0], c.pads[0], c.hin, c.hout);
+    let cols = used_taps(c.kw, c.dilation[1], c.stride[1], c.pads[1], c.win, c.wout);
+    if rows.is_none() && cols.is_none() {
+        return c;
+    }
+    let (r0, r1) = rows.unwrap_or((0, c.kh));
+    let (c0, c1) = cols.unwrap_or((0, c.kw));
+    let (kh, kw) = (r1 - r0, c1 - c0);
+    let planes = c.weight.len() / (c.kh * c.kw);
+    let mut w = Vec::with_capacity(planes * kh * kw);
+    for p in 0..planes {
+        for ki in r0..r1 {
+            w.extend_from_slice(&c.weight[(p * c.kh + ki) * c.kw + c0..(p * c.kh + ki) * c.kw + c1]);
+        }
+    }
+    let [d0, d1] = c.dilation;
+    c.pads = [
+        c.pads[0] - r0 * d0,
+        c.pads[1] - c0 * d1,
+        c.pads[2].saturating_sub((c.kh - r1) * d0),
+        c.pads[3].saturating_sub((c.kw - c1) * d1),
+    ];
+    c.weight = w;
+    c.kh = kh;
+    c.kw = kw;
+    c
+}
+
 /// Output columns ow whose input column ow s + kj d - pad lies inside the image.
 fn valid_columns(c: &Conv, kj: usize) -> std::ops::Range<usize> {
     let offset = kj * c.dilation[1];
@@ -963,6 +1030,11 @@ fn col2im(c: &Conv, cols: &[f32], ld: usize, col0: usize, grp: usize, dx: &mut [
             }
         }
     }
+}
+
+/// One output position whose window is the whole unpadded input: out[co] = W[co] . x.
+fn is_whole_input(c: &Conv) -> bool {
+    c.groups == 1 && (c.hout, c.wout) == (1, 1) && (c.kh, c.kw) == (c.hin, c.win) && c.pads[..2] == [0, 0]
 }
 
 /// 1x1, stride 1, no padding: input and output positions coincide.
@@ -1050,6 +1122,25 @@ fn depthwise_plane(c: &Conv, w: &[f32], mut f: impl FnMut(usize, usize, usize, f
     }
 }
 
+/// Above this fraction of live entries a pointwise convolution's reverse pass is one dense product.
+const POINTWISE_DENSE: f64 = 0.5;
+
+fn geometry(c: &Conv) -> ConvGeometry {
+    ConvGeometry {
+        cin: c.cin,
+        cout: c.cout,
+        kh: c.kh,
+        kw: c.kw,
+        stride: c.stride,
+        pad: [c.pads[0], c.pads[1]],
+        dilation: c.dilation,
+        hin: c.hin,
+        win: c.win,
+        hout: c.hout,
+        wout: c.wout,
+    }
+}
+
 /// Largest column buffer of a batched convolution reverse pass (f32 values).
 const MAX_COLUMNS: usize = 1 << 24;
 
@@ -1072,24 +1163,10 @@ fn conv_backward(c: &Conv, g: &[f32], rows: usize) -> Vec<f32> {
             });
         return dx;
     }
-    // Behind a max-pool or ReLU most of g is zero: the sparse kernels of the sequential engine.
-    let square = c.kh == c.kw
-        && c.stride[0] == c.stride[1]
-        && c.dilation == [1, 1]
-        && c.pads.iter().all(|&p| p == c.pads[0]);
-    if c.groups == 1 && square && c.cin >= 8 && sparse::density(&g[..out_len]) < sparse::MAX_DENSITY {
-        let shape = sparse::ConvShape {
-            cin: c.cin,
-            cout: c.cout,
-            k: c.kh,
-            stride: c.stride[0],
-            pad: c.pads[0],
-            hin: c.hin,
-            win: c.win,
-            hout: c.hout,
-            wout: c.wout,
-        };
-        return sparse::conv_input_grad_shared(&shape, &c.weight, g, rows);
+    // The rows share the image's masks: visit only live entries and taps inside the image. A dense
+    // pointwise gradient (no ReLU behind it) is one plain product instead.
+    if c.groups == 1 && !(is_pointwise(c) && graph_kernels::density(&g[..out_len]) > POINTWISE_DENSE) {
+        return graph_kernels::conv_input_grad(&geometry(c), &c.taps, g, rows);
     }
     let cin_g = c.cin / c.groups;
     let cout_g = c.cout / c.groups;

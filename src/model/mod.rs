@@ -6,6 +6,7 @@ pub mod arch;
 pub mod classifier;
 pub mod files;
 pub mod graph;
+pub mod graph_kernels;
 pub mod graph_net;
 pub mod matmul;
 pub mod mlp;
