@@ -32,6 +32,9 @@ pub struct ConvGeometry {
 /// Rows of one register block (the kernels keep one accumulator per row).
 const MAX_BLOCK: usize = 12;
 
+/// Weights of one channel chunk of the reverse kernel (floats): a quarter of a 1 MB L2.
+const CHUNK_FLOATS: usize = 1 << 16;
+
 impl ConvGeometry {
     fn in_len(&self) -> usize {
         self.cin * self.hin * self.win
@@ -195,48 +198,57 @@ fn block(
     let most = live.iter().map(Vec::len).max().unwrap_or(0);
     // Channels last: [r][ih][iw][ci].
     let mut hwc = vec![0.0f32; nr * in_len];
+    // Channels in chunks whose weights stay in cache while every position uses them (at 2x2 each
+    // of resnet18's layer3 weights would otherwise come from memory once per position).
+    let chunk = (CHUNK_FLOATS / stride.max(1)).clamp(1, geo.cout.max(1));
     for b0 in (0..nr).step_by(MAX_BLOCK) {
         let nb = MAX_BLOCK.min(nr - b0);
         let acc = &mut hwc[b0 * in_len..(b0 + nb) * in_len];
         let mut vals = vec![0.0f32; most * nb];
-        for (o, list) in live.iter().enumerate() {
-            if list.is_empty() {
-                continue;
-            }
-            let (oh, ow) = (o / geo.wout, o % geo.wout);
-            for (i, &co) in list.iter().enumerate() {
-                for r in 0..nb {
-                    vals[i * nb + r] = g[(r0 + b0 + r) * out_len + co as usize * hw + o];
+        for c0 in (0..geo.cout).step_by(chunk) {
+            let c1 = (c0 + chunk) as u32;
+            for (o, all) in live.iter().enumerate() {
+                // The lists are sorted by channel.
+                let from = all.partition_point(|&c| c < c0 as u32);
+                let list = &all[from..from + all[from..].partition_point(|&c| c < c1)];
+                if list.is_empty() {
+                    continue;
                 }
-            }
-            let (ki0, ki1) =
-                ConvGeometry::taps(oh, geo.kh, geo.stride[0], geo.dilation[0], geo.pad[0], geo.hin);
-            let (kj0, kj1) =
-                ConvGeometry::taps(ow, geo.kw, geo.stride[1], geo.dilation[1], geo.pad[1], geo.win);
-            if kj0 == kj1 {
-                continue;
-            }
-            for ki in ki0..ki1 {
-                let ih = oh * geo.stride[0] + ki * geo.dilation[0] - geo.pad[0];
-                // With dilation 1 the row's taps meet adjacent pixels: one run; else one per tap.
-                let runs = if geo.dilation[1] == 1 {
-                    vec![(kj0, kj1 - kj0)]
+                let (oh, ow) = (o / geo.wout, o % geo.wout);
+                let (ki0, ki1) =
+                    ConvGeometry::taps(oh, geo.kh, geo.stride[0], geo.dilation[0], geo.pad[0], geo.hin);
+                let (kj0, kj1) =
+                    ConvGeometry::taps(ow, geo.kw, geo.stride[1], geo.dilation[1], geo.pad[1], geo.win);
+                if kj0 == kj1 || ki0 == ki1 {
+                    continue;
+                }
+                for (i, &co) in list.iter().enumerate() {
+                    for r in 0..nb {
+                        vals[i * nb + r] = g[(r0 + b0 + r) * out_len + co as usize * hw + o];
+                    }
+                }
+                // With dilation 1 a kernel row's taps meet adjacent pixels: one run; else one per tap.
+                let (runs, taps) = if geo.dilation[1] == 1 {
+                    (1, kj1 - kj0)
                 } else {
-                    (kj0..kj1).map(|kj| (kj, 1)).collect()
+                    (kj1 - kj0, 1)
                 };
-                for (kj, taps) in runs {
-                    let iw = ow * geo.stride[1] + kj * geo.dilation[1] - geo.pad[1];
-                    let run = Run {
-                        list,
-                        vals: &vals[..list.len() * nb],
-                        w: packed,
-                        stride,
-                        w_off: (ki * geo.kw + kj) * geo.cin,
-                        len: taps * geo.cin,
-                        dst: (ih * geo.win + iw) * geo.cin,
-                        row_len: in_len,
-                    };
-                    add_run(&run, nb, acc, simd);
+                for ki in ki0..ki1 {
+                    let ih = oh * geo.stride[0] + ki * geo.dilation[0] - geo.pad[0];
+                    for kj in (kj0..).take(runs) {
+                        let iw = ow * geo.stride[1] + kj * geo.dilation[1] - geo.pad[1];
+                        let run = Run {
+                            list,
+                            vals: &vals[..list.len() * nb],
+                            w: packed,
+                            stride,
+                            w_off: (ki * geo.kw + kj) * geo.cin,
+                            len: taps * geo.cin,
+                            dst: (ih * geo.win + iw) * geo.cin,
+                            row_len: in_len,
+                        };
+                        add_run(&run, nb, acc, simd);
+                    }
                 }
             }
         }
@@ -384,6 +396,129 @@ mod x86 {
         }
         run.len
     }
+
+    /// sums[j] = sum over runs of W[row0 + j stride + w_off..][..len] . x[x_off..][..len], j < k.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn dot_rows(
+        w: &[f32],
+        row0: usize,
+        stride: usize,
+        k: usize,
+        x: &[f32],
+        runs: &[(usize, usize, usize)],
+        sums: &mut [f32; 4],
+    ) {
+        assert!((1..=4).contains(&k) && row0 + k * stride <= w.len());
+        assert!(runs
+            .iter()
+            .all(|&(wo, xo, n)| wo + n <= stride && xo + n <= x.len()));
+        let mut acc = [_mm512_setzero_ps(); 4];
+        for &(w_off, x_off, len) in runs {
+            for j in (0..len).step_by(16) {
+                let mask: __mmask16 = if len - j >= 16 {
+                    0xffff
+                } else {
+                    (1u16 << (len - j)) - 1
+                };
+                // SAFETY: unmasked lanes lie inside the run, asserted above.
+                let xv = unsafe { _mm512_maskz_loadu_ps(mask, x.as_ptr().add(x_off + j)) };
+                for (r, a) in acc.iter_mut().enumerate().take(k) {
+                    let p = row0 + r * stride + w_off + j;
+                    let wv = unsafe { _mm512_maskz_loadu_ps(mask, w.as_ptr().add(p)) };
+                    *a = _mm512_fmadd_ps(wv, xv, *a);
+                }
+            }
+        }
+        for (s, a) in sums.iter_mut().zip(&acc) {
+            *s = _mm512_reduce_add_ps(*a);
+        }
+    }
+}
+
+/// Whether `conv_forward_direct` has its fast path on this machine (else im2col and a product).
+pub fn has_direct_forward() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        Simd::detect() == Simd::Avx512
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The forward pass of one image with the packed weights, visiting only taps inside the image:
+/// y[co][o] = bias[co] + sum over o's runs of W[co][run] . x_hwc[run]. For small images, where
+/// im2col's product has too few columns to use a matrix kernel well; each weight row is read
+/// from memory once and reused from cache across positions. Needs `has_direct_forward`.
+pub fn conv_forward_direct(geo: &ConvGeometry, packed: &[f32], bias: &[f32], x: &[f32], y: &mut [f32]) {
+    let hw = geo.hout * geo.wout;
+    let plane = geo.hin * geo.win;
+    assert_eq!(x.len(), geo.in_len(), "input size");
+    assert_eq!(y.len(), geo.out_len(), "output size");
+    assert_eq!(bias.len(), geo.cout, "bias size");
+    let stride = geo.kh * geo.kw * geo.cin;
+    assert_eq!(packed.len(), geo.cout * stride, "packed weight size");
+    // Channels last, so a kernel row's taps meet one contiguous run of the input.
+    let mut hwc = vec![0.0f32; x.len()];
+    for ci in 0..geo.cin {
+        for p in 0..plane {
+            hwc[p * geo.cin + ci] = x[ci * plane + p];
+        }
+    }
+    // Each position's runs: (weight offset, input offset, length).
+    let mut runs: Vec<Vec<(usize, usize, usize)>> = vec![Vec::new(); hw];
+    for (o, list) in runs.iter_mut().enumerate() {
+        let (oh, ow) = (o / geo.wout, o % geo.wout);
+        let (ki0, ki1) = ConvGeometry::taps(oh, geo.kh, geo.stride[0], geo.dilation[0], geo.pad[0], geo.hin);
+        let (kj0, kj1) = ConvGeometry::taps(ow, geo.kw, geo.stride[1], geo.dilation[1], geo.pad[1], geo.win);
+        for ki in ki0..ki1 {
+            let ih = oh * geo.stride[0] + ki * geo.dilation[0] - geo.pad[0];
+            let taps: Vec<(usize, usize)> = if geo.dilation[1] == 1 {
+                vec![(kj0, kj1 - kj0)]
+            } else {
+                (kj0..kj1).map(|kj| (kj, 1)).collect()
+            };
+            for (kj, n) in taps.into_iter().filter(|&(_, n)| n > 0) {
+                let iw = ow * geo.stride[1] + kj * geo.dilation[1] - geo.pad[1];
+                list.push((
+                    (ki * geo.kw + kj) * geo.cin,
+                    (ih * geo.win + iw) * geo.cin,
+                    n * geo.cin,
+                ));
+            }
+        }
+    }
+    // Four output channels at a time share each input load; channel blocks over threads.
+    let per_task = if geo.out_len() * stride < 1 << 18 {
+        geo.cout
+    } else {
+        (geo.cout.div_ceil(rayon::current_num_threads() * 4) * 4).max(4)
+    };
+    let task = |(t, yt): (usize, &mut [f32])| {
+        let co0 = t * per_task;
+        let n = yt.len() / hw;
+        for c in (0..n).step_by(4) {
+            let k = 4.min(n - c);
+            for (o, list) in runs.iter().enumerate() {
+                let mut sums = [0.0f32; 4];
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: AVX-512F is required of the caller (has_direct_forward); runs lie inside
+                // each weight row (w_off + len <= stride) and inside hwc (x_off + len <= in_len).
+                unsafe {
+                    x86::dot_rows(packed, (co0 + c) * stride, stride, k, &hwc, list, &mut sums)
+                };
+                for (j, s) in sums[..k].iter().enumerate() {
+                    yt[(c + j) * hw + o] = s + bias[co0 + c + j];
+                }
+            }
+        }
+    };
+    if per_task >= geo.cout {
+        task((0, y));
+    } else {
+        y.par_chunks_mut(per_task * hw).enumerate().for_each(task);
+    }
 }
 
 #[cfg(test)]
@@ -473,6 +608,55 @@ mod tests {
                         .map(|(a, b)| (a - b).abs())
                         .fold(0.0, f32::max);
                     assert!(err < 1e-4, "{geo:?} rows {rows} {simd:?}: max error {err}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn direct_forward_matches_the_definition() {
+        if !has_direct_forward() {
+            return;
+        }
+        for (cin, cout, kh, kw, stride, pad, dilation, hin, win) in [
+            (3, 9, 7, 7, [2, 2], [3, 3], [1, 1], 11, 9),
+            (16, 8, 3, 3, [1, 1], [1, 1], [1, 1], 2, 2),
+            (9, 6, 3, 2, [2, 1], [1, 0], [2, 3], 8, 10),
+            (40, 7, 1, 1, [1, 1], [0, 0], [1, 1], 3, 3),
+        ] {
+            let hout = (hin + 2 * pad[0] - dilation[0] * (kh - 1) - 1) / stride[0] + 1;
+            let wout = (win + 2 * pad[1] - dilation[1] * (kw - 1) - 1) / stride[1] + 1;
+            let geo = ConvGeometry {
+                cin,
+                cout,
+                kh,
+                kw,
+                stride,
+                pad,
+                dilation,
+                hin,
+                win,
+                hout,
+                wout,
+            };
+            let weight: Vec<f32> = (0..cout * cin * kh * kw)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+                .collect();
+            let bias: Vec<f32> = (0..cout).map(|i| i as f32 * 0.1 - 0.3).collect();
+            let x: Vec<f32> = (0..geo.in_len())
+                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0)
+                .collect();
+            let mut y = vec![0.0f32; geo.out_len()];
+            conv_forward_direct(&geo, &pack_taps(&geo, &weight), &bias, &x, &mut y);
+            // y = bias + W x: the reverse pass of one-hot cotangents read back.
+            let hw = hout * wout;
+            for co in 0..cout {
+                for o in 0..hw {
+                    let mut g = vec![0.0f32; geo.out_len()];
+                    g[co * hw + o] = 1.0;
+                    let row = naive(&geo, &weight, &g, 1);
+                    let want = bias[co] + row.iter().zip(&x).map(|(a, b)| a * b).sum::<f32>();
+                    assert!((y[co * hw + o] - want).abs() < 1e-4, "{geo:?} ({co}, {o})");
                 }
             }
         }

@@ -562,14 +562,32 @@ impl GraphNet {
                         nin,
                         nout,
                     } => {
-                        matmul(
-                            &mut y,
-                            View::rows(a, 1, *nin),
-                            View::transposed(weight, *nout, *nin),
-                            false,
-                            Threads::All,
-                        );
-                        y.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+                        if graph_kernels::has_direct_forward() {
+                            // W [nout][nin] is a 1x1 convolution's packed weights at one pixel.
+                            let geo = ConvGeometry {
+                                cin: *nin,
+                                cout: *nout,
+                                kh: 1,
+                                kw: 1,
+                                stride: [1, 1],
+                                pad: [0, 0],
+                                dilation: [1, 1],
+                                hin: 1,
+                                win: 1,
+                                hout: 1,
+                                wout: 1,
+                            };
+                            graph_kernels::conv_forward_direct(&geo, weight, bias, a, &mut y);
+                        } else {
+                            matmul(
+                                &mut y,
+                                View::rows(a, 1, *nin),
+                                View::transposed(weight, *nout, *nin),
+                                false,
+                                Threads::All,
+                            );
+                            y.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+                        }
                     }
                     Kernel::Affine { scale, shift, inner } => {
                         let c = scale.len();
@@ -1046,16 +1064,35 @@ fn is_depthwise(c: &Conv) -> bool {
     c.groups == c.cin && c.groups == c.cout
 }
 
+/// Output positions up to which a convolution's forward pass is direct (`graph_kernels`).
+const DIRECT_MAX_POSITIONS: usize = 64;
+
 fn conv_forward(c: &Conv, x: &[f32], y: &mut [f32]) {
     let hw = c.hout * c.wout;
     if is_depthwise(c) {
+        let s = c.stride[1];
         for ch in 0..c.cout {
             let w = &c.weight[ch * c.kh * c.kw..(ch + 1) * c.kh * c.kw];
             let plane = &x[ch * c.hin * c.win..][..c.hin * c.win];
             let out = &mut y[ch * hw..(ch + 1) * hw];
-            depthwise_plane(c, w, |ih, iw, o, wv| out[o] += wv * plane[ih * c.win + iw]);
+            depthwise_runs(c, w, |i, o, n, wv| {
+                if s == 1 {
+                    out[o..o + n]
+                        .iter_mut()
+                        .zip(&plane[i..i + n])
+                        .for_each(|(v, p)| *v += wv * p);
+                } else {
+                    for k in 0..n {
+                        out[o + k] += wv * plane[i + k * s];
+                    }
+                }
+            });
             out.iter_mut().for_each(|v| *v += c.bias[ch]);
         }
+        return;
+    }
+    if c.groups == 1 && hw <= DIRECT_MAX_POSITIONS && graph_kernels::has_direct_forward() {
+        graph_kernels::conv_forward_direct(&geometry(c), &c.taps, &c.bias, x, y);
         return;
     }
     let cin_g = c.cin / c.groups;
@@ -1101,22 +1138,28 @@ fn conv_forward(c: &Conv, x: &[f32], y: &mut [f32]) {
     }
 }
 
-/// Visits every (input pixel, output index, weight) triple of a one-channel convolution.
-fn depthwise_plane(c: &Conv, w: &[f32], mut f: impl FnMut(usize, usize, usize, f32)) {
+/// Visits a one-channel convolution by runs: (input index i, output index o, length n, weight)
+/// meaning outputs o..o + n meet inputs i, i + s, .. (s the column stride), all inside the image.
+fn depthwise_runs(c: &Conv, w: &[f32], mut f: impl FnMut(usize, usize, usize, f32)) {
     for ki in 0..c.kh {
         for kj in 0..c.kw {
             let wv = w[ki * c.kw + kj];
+            let valid = valid_columns(c, kj);
+            if valid.is_empty() {
+                continue;
+            }
+            let iw0 = valid.start * c.stride[1] + kj * c.dilation[1] - c.pads[1];
             for oh in 0..c.hout {
                 let ih = (oh * c.stride[0] + ki * c.dilation[0]) as isize - c.pads[0] as isize;
                 if ih < 0 || ih >= c.hin as isize {
                     continue;
                 }
-                for ow in 0..c.wout {
-                    let iw = (ow * c.stride[1] + kj * c.dilation[1]) as isize - c.pads[1] as isize;
-                    if iw >= 0 && iw < c.win as isize {
-                        f(ih as usize, iw as usize, oh * c.wout + ow, wv);
-                    }
-                }
+                f(
+                    ih as usize * c.win + iw0,
+                    oh * c.wout + valid.start,
+                    valid.len(),
+                    wv,
+                );
             }
         }
     }
@@ -1154,11 +1197,23 @@ fn conv_backward(c: &Conv, g: &[f32], rows: usize) -> Vec<f32> {
         dx.par_chunks_mut(in_len)
             .zip(g.par_chunks(out_len))
             .for_each(|(dr, gr)| {
+                let s = c.stride[1];
                 for ch in 0..c.cout {
                     let w = &c.weight[ch * c.kh * c.kw..(ch + 1) * c.kh * c.kw];
                     let go = &gr[ch * hw..(ch + 1) * hw];
                     let plane = &mut dr[ch * c.hin * c.win..][..c.hin * c.win];
-                    depthwise_plane(c, w, |ih, iw, o, wv| plane[ih * c.win + iw] += wv * go[o]);
+                    depthwise_runs(c, w, |i, o, n, wv| {
+                        if s == 1 {
+                            plane[i..i + n]
+                                .iter_mut()
+                                .zip(&go[o..o + n])
+                                .for_each(|(p, g)| *p += wv * g);
+                        } else {
+                            for k in 0..n {
+                                plane[i + k * s] += wv * go[o + k];
+                            }
+                        }
+                    });
                 }
             });
         return dx;
