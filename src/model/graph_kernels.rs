@@ -36,6 +36,24 @@ const MAX_BLOCK: usize = 12;
 const CHUNK_FLOATS: usize = 1 << 16;
 
 impl ConvGeometry {
+    /// A linear layer nin -> nout as a 1x1 convolution at one pixel (its [nout][nin] weights are
+    /// already packed).
+    pub fn pointwise(nin: usize, nout: usize) -> ConvGeometry {
+        ConvGeometry {
+            cin: nin,
+            cout: nout,
+            kh: 1,
+            kw: 1,
+            stride: [1, 1],
+            pad: [0, 0],
+            dilation: [1, 1],
+            hin: 1,
+            win: 1,
+            hout: 1,
+            wout: 1,
+        }
+    }
+
     fn in_len(&self) -> usize {
         self.cin * self.hin * self.win
     }
@@ -89,12 +107,19 @@ pub fn density(g: &[f32]) -> f64 {
 }
 
 /// dx_r = W^T g_r for `rows` cotangents sharing one sparsity pattern; `packed` from `pack_taps`.
-/// Returns rows x (cin hin win), channels first.
-pub fn conv_input_grad(geo: &ConvGeometry, packed: &[f32], g: &[f32], rows: usize) -> Vec<f32> {
-    conv_input_grad_with(geo, packed, g, rows, Simd::detect())
+/// Writes rows x (cin hin win), channels first, into `dx`.
+pub fn conv_input_grad(geo: &ConvGeometry, packed: &[f32], g: &[f32], rows: usize, dx: &mut [f32]) {
+    conv_input_grad_with(geo, packed, g, rows, dx, Simd::detect())
 }
 
-fn conv_input_grad_with(geo: &ConvGeometry, packed: &[f32], g: &[f32], rows: usize, simd: Simd) -> Vec<f32> {
+fn conv_input_grad_with(
+    geo: &ConvGeometry,
+    packed: &[f32],
+    g: &[f32],
+    rows: usize,
+    dx: &mut [f32],
+    simd: Simd,
+) {
     assert_eq!(g.len(), rows * geo.out_len(), "gradient size");
     assert_eq!(
         packed.len(),
@@ -102,10 +127,10 @@ fn conv_input_grad_with(geo: &ConvGeometry, packed: &[f32], g: &[f32], rows: usi
         "packed weight size"
     );
     let in_len = geo.in_len();
+    assert_eq!(dx.len(), rows * in_len, "input gradient size");
     let live = live_channels(geo, g, rows);
-    let mut dx = vec![0.0f32; rows * in_len];
     if rows == 0 || in_len == 0 {
-        return dx;
+        return;
     }
     // Blocks of rows, at least one per thread when there is enough work to share.
     let work = rows * geo.out_len() * geo.cin * geo.kh * geo.kw;
@@ -118,11 +143,10 @@ fn conv_input_grad_with(geo: &ConvGeometry, packed: &[f32], g: &[f32], rows: usi
     let per = rows.div_ceil(blocks);
     let run = |(b, dxb): (usize, &mut [f32])| block(geo, packed, &live, g, b * per, dxb, simd);
     if blocks == 1 {
-        run((0, &mut dx));
+        run((0, dx));
     } else {
         dx.par_chunks_mut(per * in_len).enumerate().for_each(run);
     }
-    dx
 }
 
 /// The instruction set the run kernel uses, chosen at run time.
@@ -196,14 +220,27 @@ fn block(
     let nr = dxb.len() / in_len;
     let stride = geo.kh * geo.kw * geo.cin;
     let most = live.iter().map(Vec::len).max().unwrap_or(0);
-    // Channels last: [r][ih][iw][ci].
-    let mut hwc = vec![0.0f32; nr * in_len];
+    // Channels last, one register block of rows at a time, the rows inside each image row:
+    // [ih][r][iw][ci], so the runs of one position for all rows lie within a few KB.
+    let mut hwc = vec![0.0f32; MAX_BLOCK.min(nr) * in_len];
+    let plane = geo.hin * geo.win;
     // Channels in chunks whose weights stay in cache while every position uses them (at 2x2 each
     // of resnet18's layer3 weights would otherwise come from memory once per position).
     let chunk = (CHUNK_FLOATS / stride.max(1)).clamp(1, geo.cout.max(1));
+    // The block's gradient rows side by side, [co][o][r]: a position's values for all rows are
+    // one short run instead of one read per row a whole gradient row apart.
+    let mut gt = vec![0.0f32; MAX_BLOCK.min(nr) * out_len];
     for b0 in (0..nr).step_by(MAX_BLOCK) {
         let nb = MAX_BLOCK.min(nr - b0);
-        let acc = &mut hwc[b0 * in_len..(b0 + nb) * in_len];
+        let acc = &mut hwc[..nb * in_len];
+        acc.fill(0.0);
+        let gt = &mut gt[..nb * out_len];
+        for r in 0..nb {
+            let row = &g[(r0 + b0 + r) * out_len..][..out_len];
+            for (j, &v) in row.iter().enumerate() {
+                gt[j * nb + r] = v;
+            }
+        }
         let mut vals = vec![0.0f32; most * nb];
         for c0 in (0..geo.cout).step_by(chunk) {
             let c1 = (c0 + chunk) as u32;
@@ -223,9 +260,8 @@ fn block(
                     continue;
                 }
                 for (i, &co) in list.iter().enumerate() {
-                    for r in 0..nb {
-                        vals[i * nb + r] = g[(r0 + b0 + r) * out_len + co as usize * hw + o];
-                    }
+                    let at = (co as usize * hw + o) * nb;
+                    vals[i * nb..(i + 1) * nb].copy_from_slice(&gt[at..at + nb]);
                 }
                 // With dilation 1 a kernel row's taps meet adjacent pixels: one run; else one per tap.
                 let (runs, taps) = if geo.dilation[1] == 1 {
@@ -244,31 +280,43 @@ fn block(
                             stride,
                             w_off: (ki * geo.kw + kj) * geo.cin,
                             len: taps * geo.cin,
-                            dst: (ih * geo.win + iw) * geo.cin,
-                            row_len: in_len,
+                            dst: (ih * nb * geo.win + iw) * geo.cin,
+                            row_len: geo.win * geo.cin,
                         };
                         add_run(&run, nb, acc, simd);
                     }
                 }
             }
         }
-    }
-    // Back to channels first.
-    let plane = geo.hin * geo.win;
-    for (dx_row, hwc_row) in dxb.chunks_mut(in_len).zip(hwc.chunks(in_len)) {
-        for p in 0..plane {
-            for ci in 0..geo.cin {
-                dx_row[ci * plane + p] = hwc_row[p * geo.cin + ci];
+        // Back to channels first.
+        let line = geo.win * geo.cin;
+        for (r, dx_row) in dxb[b0 * in_len..(b0 + nb) * in_len]
+            .chunks_mut(in_len)
+            .enumerate()
+        {
+            for ih in 0..geo.hin {
+                // One image row: read from cache, written as cin sequential runs.
+                let src = &acc[(ih * nb + r) * line..][..line];
+                for ci in 0..geo.cin {
+                    let dst = &mut dx_row[ci * plane + ih * geo.win..][..geo.win];
+                    for (iw, d) in dst.iter_mut().enumerate() {
+                        *d = src[iw * geo.cin + ci];
+                    }
+                }
             }
         }
     }
 }
 
 fn add_run(run: &Run, nb: usize, acc: &mut [f32], simd: Simd) {
+    // The lists are sorted (live_channels builds them in channel order), so the last channel's
+    // row bounds them all: O(1) per run instead of a pass over the list.
+    debug_assert!(run.list.windows(2).all(|p| p[0] < p[1]));
+    assert!(run.w_off + run.len <= run.stride);
     assert!(run
         .list
-        .iter()
-        .all(|&c| (c as usize) * run.stride + run.w_off + run.len <= run.w.len()));
+        .last()
+        .is_none_or(|&c| (c as usize + 1) * run.stride <= run.w.len()));
     assert!(run.vals.len() >= run.list.len() * nb);
     assert!(nb >= 1 && (nb - 1) * run.row_len + run.dst + run.len <= acc.len());
     let done = match simd {
@@ -366,35 +414,72 @@ mod x86 {
 
     #[target_feature(enable = "avx512f")]
     unsafe fn avx512_rows<const R: usize>(run: &Run, acc: &mut [f32]) -> usize {
-        let w = run.w.as_ptr();
-        let out = acc.as_mut_ptr();
-        for j in (0..run.len).step_by(16) {
-            // Lanes j..min(j + 16, len): the masked lanes are neither read nor written.
-            let mask: __mmask16 = if run.len - j >= 16 {
+        // Lanes past the run's end are masked: neither read nor written.
+        let mask = |n: usize| -> __mmask16 {
+            if n >= 16 {
                 0xffff
             } else {
-                (1u16 << (run.len - j)) - 1
-            };
-            let mut sum = [_mm512_setzero_ps(); R];
-            for (i, &c) in run.list.iter().enumerate() {
-                // SAFETY: the unmasked lanes lie below c stride + w_off + len <= w.len(), and
-                // i R + r < vals.len() (checked by add_run).
-                let wv =
-                    unsafe { _mm512_maskz_loadu_ps(mask, w.add(c as usize * run.stride + run.w_off + j)) };
-                for (r, s) in sum.iter_mut().enumerate() {
-                    let v = _mm512_set1_ps(unsafe { *run.vals.get_unchecked(i * R + r) });
-                    *s = _mm512_fmadd_ps(v, wv, *s);
-                }
+                (1u16 << n) - 1
             }
-            for (r, s) in sum.iter().enumerate() {
-                // SAFETY: the unmasked lanes lie below r row_len + dst + len <= acc.len().
-                unsafe {
-                    let p = out.add(r * run.row_len + run.dst + j);
-                    _mm512_mask_storeu_ps(p, mask, _mm512_add_ps(_mm512_maskz_loadu_ps(mask, p), *s));
-                }
+        };
+        let mut j = 0;
+        while j < run.len {
+            let left = run.len - j;
+            // Two vectors per weight row when there are, so each broadcast feeds two products.
+            if left > 16 {
+                // SAFETY: as avx512's, for lanes j..j + 32 masked to the run.
+                unsafe { avx512_cols::<R, 2>(run, acc, j, mask(left - 16)) };
+                j += 32;
+            } else {
+                // SAFETY: as above, lanes j..j + 16.
+                unsafe { avx512_cols::<R, 1>(run, acc, j, mask(left)) };
+                j += 16;
             }
         }
         run.len
+    }
+
+    /// V vectors of the run from lane j for R rows, the last vector masked by `last`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn avx512_cols<const R: usize, const V: usize>(
+        run: &Run,
+        acc: &mut [f32],
+        j: usize,
+        last: __mmask16,
+    ) {
+        let w = run.w.as_ptr();
+        let out = acc.as_mut_ptr();
+        let mut masks = [0xffff as __mmask16; V];
+        masks[V - 1] = last;
+        let mut sum = [[_mm512_setzero_ps(); V]; R];
+        for (i, &c) in run.list.iter().enumerate() {
+            // SAFETY: the unmasked lanes lie below c stride + w_off + len <= w.len(), and
+            // i R + r < vals.len() (checked by add_run).
+            let base = unsafe { w.add(c as usize * run.stride + run.w_off + j) };
+            let mut wv = [_mm512_setzero_ps(); V];
+            for v in 0..V {
+                wv[v] = unsafe { _mm512_maskz_loadu_ps(masks[v], base.add(16 * v)) };
+            }
+            for (r, s) in sum.iter_mut().enumerate() {
+                let b = _mm512_set1_ps(unsafe { *run.vals.get_unchecked(i * R + r) });
+                for v in 0..V {
+                    s[v] = _mm512_fmadd_ps(b, wv[v], s[v]);
+                }
+            }
+        }
+        for (r, s) in sum.iter().enumerate() {
+            for v in 0..V {
+                // SAFETY: the unmasked lanes lie below r row_len + dst + len <= acc.len().
+                unsafe {
+                    let p = out.add(r * run.row_len + run.dst + j + 16 * v);
+                    _mm512_mask_storeu_ps(
+                        p,
+                        masks[v],
+                        _mm512_add_ps(_mm512_maskz_loadu_ps(masks[v], p), s[v]),
+                    );
+                }
+            }
+        }
     }
 
     /// sums[j] = sum over runs of W[row0 + j stride + w_off..][..len] . x[x_off..][..len], j < k.
@@ -432,6 +517,12 @@ mod x86 {
         for (s, a) in sums.iter_mut().zip(&acc) {
             *s = _mm512_reduce_add_ps(*a);
         }
+    }
+
+    /// `depthwise_channel` compiled for AVX-512 (each 16-row update one vector operation).
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn depthwise_channel(geo: &super::ConvGeometry, w: &[f32], g: &[f32], d: &mut [f32]) {
+        super::depthwise_channel(geo, w, g, d)
     }
 }
 
@@ -521,6 +612,92 @@ pub fn conv_forward_direct(geo: &ConvGeometry, packed: &[f32], bias: &[f32], x: 
     }
 }
 
+/// Rows of one depthwise block: one 16-float vector per (channel, pixel).
+const DEPTH_ROWS: usize = 16;
+
+/// Output indices o in 0..out along one axis whose input o s + t d - pad lies in 0..len.
+fn valid_outputs(out: usize, t: usize, s: usize, d: usize, pad: usize, len: usize) -> std::ops::Range<usize> {
+    let off = t * d;
+    let first = pad.saturating_sub(off).div_ceil(s);
+    let end = (len + pad).saturating_sub(off).div_ceil(s).min(out);
+    first.min(end)..end
+}
+
+/// dx_r = W^T g_r for a depthwise convolution (cin = cout = groups, weight [ch][kh][kw]) over
+/// `rows` cotangents, written into dx (rows x ch hin win). The rows of a block sit side by side in
+/// one vector per (channel, pixel), so each (tap, position) is one vector multiply-add for 16 rows
+/// rather than 16 scalar ones behind a loop each (mobilenet's depthwise layers at 2x2 have runs of
+/// one or two pixels).
+pub fn depthwise_input_grad(geo: &ConvGeometry, weight: &[f32], g: &[f32], rows: usize, dx: &mut [f32]) {
+    let ch = geo.cout;
+    assert_eq!(geo.cin, ch, "depthwise: one input channel per output channel");
+    let kk = geo.kh * geo.kw;
+    let (hw, plane) = (geo.hout * geo.wout, geo.hin * geo.win);
+    assert_eq!(weight.len(), ch * kk, "weight size");
+    assert_eq!(g.len(), rows * ch * hw, "gradient size");
+    assert_eq!(dx.len(), rows * ch * plane, "input gradient size");
+    let (in_len, out_len) = (ch * plane, ch * hw);
+    #[cfg(target_arch = "x86_64")]
+    let wide = Simd::detect() == Simd::Avx512;
+    let mut gt = vec![0.0f32; out_len * DEPTH_ROWS];
+    let mut dt = vec![0.0f32; in_len * DEPTH_ROWS];
+    for r0 in (0..rows).step_by(DEPTH_ROWS) {
+        let nb = DEPTH_ROWS.min(rows - r0);
+        gt.fill(0.0);
+        for r in 0..nb {
+            for (j, &v) in g[(r0 + r) * out_len..][..out_len].iter().enumerate() {
+                gt[j * DEPTH_ROWS + r] = v;
+            }
+        }
+        let work = |(c, d): (usize, &mut [f32])| {
+            d.fill(0.0);
+            let w = &weight[c * kk..(c + 1) * kk];
+            let gc = &gt[c * hw * DEPTH_ROWS..(c + 1) * hw * DEPTH_ROWS];
+            #[cfg(target_arch = "x86_64")]
+            if wide {
+                // SAFETY: AVX-512F was detected.
+                unsafe { x86::depthwise_channel(geo, w, gc, d) };
+                return;
+            }
+            depthwise_channel(geo, w, gc, d);
+        };
+        if rows * (in_len + out_len) * kk >= 1 << 18 {
+            dt.par_chunks_mut(plane * DEPTH_ROWS).enumerate().for_each(work);
+        } else {
+            dt.chunks_mut(plane * DEPTH_ROWS).enumerate().for_each(work);
+        }
+        for r in 0..nb {
+            for (j, v) in dx[(r0 + r) * in_len..][..in_len].iter_mut().enumerate() {
+                *v = dt[j * DEPTH_ROWS + r];
+            }
+        }
+    }
+}
+
+/// One channel of `depthwise_input_grad`: d[i][..] += w[t] g[o][..] over taps and positions.
+#[inline(always)]
+fn depthwise_channel(geo: &ConvGeometry, w: &[f32], g: &[f32], d: &mut [f32]) {
+    const L: usize = DEPTH_ROWS;
+    for ki in 0..geo.kh {
+        let ohs = valid_outputs(geo.hout, ki, geo.stride[0], geo.dilation[0], geo.pad[0], geo.hin);
+        for kj in 0..geo.kw {
+            let ows = valid_outputs(geo.wout, kj, geo.stride[1], geo.dilation[1], geo.pad[1], geo.win);
+            let wv = w[ki * geo.kw + kj];
+            for oh in ohs.clone() {
+                let ih = oh * geo.stride[0] + ki * geo.dilation[0] - geo.pad[0];
+                for ow in ows.clone() {
+                    let iw = ow * geo.stride[1] + kj * geo.dilation[1] - geo.pad[1];
+                    let src = &g[(oh * geo.wout + ow) * L..][..L];
+                    let dst = &mut d[(ih * geo.win + iw) * L..][..L];
+                    for l in 0..L {
+                        dst[l] += wv * src[l];
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -601,7 +778,8 @@ mod tests {
                     .collect();
                 let want = naive(&geo, &weight, &g, rows);
                 for simd in Simd::all() {
-                    let got = conv_input_grad_with(&geo, &packed, &g, rows, simd);
+                    let mut got = vec![f32::NAN; rows * geo.in_len()];
+                    conv_input_grad_with(&geo, &packed, &g, rows, &mut got, simd);
                     let err = want
                         .iter()
                         .zip(&got)
@@ -657,6 +835,59 @@ mod tests {
                     let row = naive(&geo, &weight, &g, 1);
                     let want = bias[co] + row.iter().zip(&x).map(|(a, b)| a * b).sum::<f32>();
                     assert!((y[co * hw + o] - want).abs() < 1e-4, "{geo:?} ({co}, {o})");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn depthwise_reverse_matches_the_definition() {
+        for (c, k, stride, pad, dilation, hin, win) in [
+            (5, 3, [1, 1], [1, 1], [1, 1], 2, 2),
+            (3, 3, [2, 2], [1, 1], [1, 1], 9, 8),
+            (4, 5, [1, 2], [2, 0], [2, 1], 7, 11),
+        ] {
+            let hout = (hin + 2 * pad[0] - dilation[0] * (k - 1) - 1) / stride[0] + 1;
+            let wout = (win + 2 * pad[1] - dilation[1] * (k - 1) - 1) / stride[1] + 1;
+            let geo = ConvGeometry {
+                cin: c,
+                cout: c,
+                kh: k,
+                kw: k,
+                stride,
+                pad,
+                dilation,
+                hin,
+                win,
+                hout,
+                wout,
+            };
+            let weight: Vec<f32> = (0..c * k * k)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+                .collect();
+            for rows in [1, 10, 17] {
+                let g: Vec<f32> = (0..rows * c * hout * wout)
+                    .map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0)
+                    .collect();
+                let mut got = vec![f32::NAN; rows * c * hin * win];
+                depthwise_input_grad(&geo, &weight, &g, rows, &mut got);
+                // The definition: channel by channel, a one-channel convolution.
+                for ch in 0..c {
+                    let one = ConvGeometry {
+                        cin: 1,
+                        cout: 1,
+                        ..geo
+                    };
+                    let gc: Vec<f32> = (0..rows)
+                        .flat_map(|r| g[(r * c + ch) * hout * wout..][..hout * wout].to_vec())
+                        .collect();
+                    let want = naive(&one, &weight[ch * k * k..(ch + 1) * k * k], &gc, rows);
+                    for r in 0..rows {
+                        for i in 0..hin * win {
+                            let (a, b) = (want[r * hin * win + i], got[(r * c + ch) * hin * win + i]);
+                            assert!((a - b).abs() < 1e-5, "{geo:?} rows {rows}: {a} vs {b}");
+                        }
+                    }
                 }
             }
         }
