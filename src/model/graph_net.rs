@@ -7,18 +7,21 @@
 //! per-channel affine map.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 use rayon::prelude::*;
 
 use super::graph::{self, for_each_index, strides, Node, NodeOp, INPUT};
+use super::graph_kernels::{self, ConvGeometry};
 use super::matmul::{matmul, Threads, View};
 use super::network::{Activation, Weights};
-use super::sparse;
 
 /// A convolution with everything its passes need, weights as [cout][cin/groups kh kw].
 #[derive(Debug, Clone)]
 struct Conv {
     weight: Vec<f32>,
+    /// The weights packed for the reverse kernel (`graph_kernels::pack_taps`), once BatchNorm is folded.
+    taps: Vec<f32>,
     bias: Vec<f32>,
     cin: usize,
     cout: usize,
@@ -177,6 +180,89 @@ struct Step {
     label: String,
 }
 
+/// Gradient buffers kept across reverse passes. At ImageNet size each is tens of MB, which the
+/// allocator hands back to the system on every drop and faults in again, zeroed, on the next pass.
+#[derive(Debug, Default)]
+struct Pool(Mutex<Vec<Vec<f32>>>);
+
+/// Buffers below this many floats are left to the allocator; at most POOL_MAX floats are kept.
+const POOL_MIN: usize = 1 << 18;
+const POOL_MAX: usize = 1 << 26;
+
+impl Clone for Pool {
+    fn clone(&self) -> Pool {
+        Pool::default()
+    }
+}
+
+impl Pool {
+    /// n zeros, in the smallest kept buffer that holds them.
+    fn zeros(&self, n: usize) -> Vec<f32> {
+        let mut v = self.take(n);
+        v.resize(n, 0.0);
+        v
+    }
+
+    /// A copy of `src`.
+    fn copy(&self, src: &[f32]) -> Vec<f32> {
+        let mut v = self.take(src.len());
+        v.extend_from_slice(src);
+        v
+    }
+
+    /// An empty buffer with room for n.
+    fn take(&self, n: usize) -> Vec<f32> {
+        if n >= POOL_MIN {
+            let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            let best = (0..kept.len())
+                .filter(|&i| kept[i].capacity() >= n)
+                .min_by_key(|&i| kept[i].capacity());
+            if let Some(i) = best {
+                let mut v = kept.swap_remove(i);
+                v.clear();
+                return v;
+            }
+        }
+        Vec::with_capacity(n)
+    }
+
+    fn put(&self, v: Vec<f32>) {
+        if v.capacity() < POOL_MIN {
+            return;
+        }
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let held: usize = kept.iter().map(Vec::capacity).sum();
+        if held + v.capacity() <= POOL_MAX {
+            kept.push(v);
+        }
+    }
+}
+
+/// Rows at or above this many values are split over threads in the elementwise reverse passes.
+const PARALLEL_VALUES: usize = 1 << 18;
+
+/// f(d_r, g_r) for each row r of d (rows of `dlen`) and g (rows of `glen`), over threads when big.
+fn each_row(d: &mut [f32], dlen: usize, g: &[f32], glen: usize, f: impl Fn(&mut [f32], &[f32]) + Sync) {
+    if dlen == 0 {
+        return;
+    }
+    let rows = d.len() / dlen;
+    let g_row = |r: usize| {
+        if glen == 0 {
+            &g[..0]
+        } else {
+            &g[r * glen..(r + 1) * glen]
+        }
+    };
+    if d.len() >= PARALLEL_VALUES && rows > 1 {
+        d.par_chunks_mut(dlen)
+            .enumerate()
+            .for_each(|(r, dr)| f(dr, g_row(r)));
+    } else {
+        d.chunks_mut(dlen).enumerate().for_each(|(r, dr)| f(dr, g_row(r)));
+    }
+}
+
 /// A graph model compiled for one image at a time.
 #[derive(Debug, Clone)]
 pub struct GraphNet {
@@ -188,6 +274,7 @@ pub struct GraphNet {
     varies: Vec<bool>,
     /// The smooth operators present, for the app's note.
     smooth: bool,
+    pool: Pool,
 }
 
 /// What the forward pass of one image records.
@@ -306,8 +393,9 @@ impl GraphNet {
                         Some(b) => tensor(weights, b).map_err(fail)?.to_vec(),
                         None => vec![0.0; ws[0]],
                     };
-                    Kernel::Conv(Conv {
+                    Kernel::Conv(prune_taps(Conv {
                         weight: w,
+                        taps: Vec::new(),
                         bias: b,
                         cin: x[1],
                         cout: ws[0],
@@ -321,7 +409,7 @@ impl GraphNet {
                         win: x[3],
                         hout: y[2],
                         wout: y[3],
-                    })
+                    }))
                 }
                 NodeOp::Linear { weight, bias } => {
                     let ws = &weights[weight].shape;
@@ -501,6 +589,22 @@ impl GraphNet {
                 label,
             });
         }
+        // A convolution whose kernel covers its whole input once is a linear layer over it.
+        for step in &mut steps {
+            if let Kernel::Conv(c) = &mut step.kernel {
+                if c.groups == 1 {
+                    c.taps = graph_kernels::pack_taps(&geometry(c), &c.weight);
+                }
+                if is_whole_input(c) {
+                    step.kernel = Kernel::Linear {
+                        nin: c.weight.len() / c.cout,
+                        nout: c.cout,
+                        weight: std::mem::take(&mut c.weight),
+                        bias: std::mem::take(&mut c.bias),
+                    };
+                }
+            }
+        }
         let output = alias[shapes.len() - 1];
         Ok(GraphNet {
             lens: shapes.iter().map(|s| s.iter().product()).collect(),
@@ -508,6 +612,7 @@ impl GraphNet {
             output,
             varies,
             smooth,
+            pool: Pool::default(),
         })
     }
 
@@ -542,14 +647,20 @@ impl GraphNet {
                         nin,
                         nout,
                     } => {
-                        matmul(
-                            &mut y,
-                            View::rows(a, 1, *nin),
-                            View::transposed(weight, *nout, *nin),
-                            false,
-                            Threads::All,
-                        );
-                        y.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+                        if graph_kernels::has_direct_forward() {
+                            // W [nout][nin] is a 1x1 convolution's packed weights at one pixel.
+                            let geo = ConvGeometry::pointwise(*nin, *nout);
+                            graph_kernels::conv_forward_direct(&geo, weight, bias, a, &mut y);
+                        } else {
+                            matmul(
+                                &mut y,
+                                View::rows(a, 1, *nin),
+                                View::transposed(weight, *nout, *nin),
+                                false,
+                                Threads::All,
+                            );
+                            y.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+                        }
                     }
                     Kernel::Affine { scale, shift, inner } => {
                         let c = scale.len();
@@ -562,6 +673,11 @@ impl GraphNet {
                         .iter_mut()
                         .zip(a)
                         .for_each(|(o, &v)| *o = if v > 0.0 || v.is_nan() { v } else { 0.0 }),
+                    // ReLU6 and other clips in f32 directly (the same values as through f64).
+                    Kernel::Unary(Unary::Clip(lo, hi)) => y
+                        .iter_mut()
+                        .zip(a)
+                        .for_each(|(o, &v)| *o = if v.is_nan() { v } else { v.max(*lo).min(*hi) }),
                     Kernel::Unary(u) => y
                         .iter_mut()
                         .zip(a)
@@ -624,9 +740,10 @@ impl GraphNet {
     pub fn backward(&self, trace: &GraphTrace, cotangents: &[f32], rows: usize) -> Vec<f32> {
         assert_eq!(cotangents.len(), rows * self.num_outputs());
         let mut grads: Vec<Option<Vec<f32>>> = vec![None; self.lens.len()];
-        grads[self.output] = Some(cotangents.to_vec());
+        grads[self.output] = Some(self.pool.copy(cotangents));
+        let pool = &self.pool;
         for (s, step) in self.steps.iter().enumerate().rev() {
-            let Some(g) = grads[step.output].take() else {
+            let Some(mut g) = grads[step.output].take() else {
                 continue;
             };
             let x = &trace.values[step.inputs.first().copied().unwrap_or(0)];
@@ -637,22 +754,36 @@ impl GraphNet {
                     return;
                 }
                 match &mut grads[value] {
-                    Some(acc) => acc.iter_mut().zip(&d).for_each(|(a, v)| *a += v),
+                    Some(acc) => {
+                        // Where a value fans out (a residual connection) its gradients add up.
+                        if acc.len() >= PARALLEL_VALUES {
+                            acc.par_chunks_mut(1 << 14)
+                                .zip(d.par_chunks(1 << 14))
+                                .for_each(|(a, d)| a.iter_mut().zip(d).for_each(|(a, v)| *a += v));
+                        } else {
+                            acc.iter_mut().zip(&d).for_each(|(a, v)| *a += v);
+                        }
+                        pool.put(d);
+                    }
                     slot @ None => *slot = Some(d),
                 }
             };
             match &step.kernel {
                 Kernel::Conv(c) => {
-                    let d = conv_backward(c, &g, rows);
+                    let d = conv_backward(c, &g, rows, pool);
                     give(&mut grads, step.inputs[0], d);
                 }
                 Kernel::Linear {
                     weight, nin, nout, ..
                 } => {
-                    let d = if rows <= 32 {
-                        sparse::linear_input_grad(weight, *nout, *nin, &g, rows)
+                    let d = if rows <= 32 || graph_kernels::has_direct_forward() {
+                        // W [nout][nin] is a 1x1 convolution's packed weights at one pixel.
+                        let mut d = pool.zeros(rows * nin);
+                        let geo = ConvGeometry::pointwise(*nin, *nout);
+                        graph_kernels::conv_input_grad(&geo, weight, &g, rows, &mut d);
+                        d
                     } else {
-                        let mut d = vec![0.0; rows * nin];
+                        let mut d = pool.zeros(rows * nin);
                         matmul(
                             &mut d,
                             View::rows(&g, rows, *nout),
@@ -666,32 +797,38 @@ impl GraphNet {
                 }
                 Kernel::Affine { scale, inner, .. } => {
                     let c = scale.len();
-                    let mut d = g;
-                    for row in d.chunks_mut(in_len) {
+                    let mut d = std::mem::take(&mut g);
+                    each_row(&mut d, in_len, &[], 0, |row, _| {
                         row.iter_mut()
                             .enumerate()
-                            .for_each(|(i, v)| *v *= scale[(i / inner) % c]);
-                    }
+                            .for_each(|(i, v)| *v *= scale[(i / inner) % c])
+                    });
                     give(&mut grads, step.inputs[0], d);
                 }
                 Kernel::Relu => {
-                    let mut d = g;
-                    for row in d.chunks_mut(in_len) {
+                    let mut d = std::mem::take(&mut g);
+                    each_row(&mut d, in_len, &[], 0, |row, _| {
                         // PyTorch's convention: the derivative of ReLU at 0 is 0.
                         row.iter_mut().zip(x).for_each(|(v, &a)| {
                             if a <= 0.0 {
                                 *v = 0.0
                             }
-                        });
-                    }
+                        })
+                    });
                     give(&mut grads, step.inputs[0], d);
                 }
                 Kernel::Unary(u) => {
-                    let slope: Vec<f32> = x.iter().map(|&a| u.derivative(a as f64) as f32).collect();
-                    let mut d = g;
-                    for row in d.chunks_mut(in_len) {
-                        row.iter_mut().zip(&slope).for_each(|(v, s)| *v *= s);
-                    }
+                    let slope: Vec<f32> = match u {
+                        Unary::Clip(lo, hi) => x
+                            .iter()
+                            .map(|&a| if a > *lo && a < *hi { 1.0 } else { 0.0 })
+                            .collect(),
+                        _ => x.iter().map(|&a| u.derivative(a as f64) as f32).collect(),
+                    };
+                    let mut d = std::mem::take(&mut g);
+                    each_row(&mut d, in_len, &[], 0, |row, _| {
+                        row.iter_mut().zip(&slope).for_each(|(v, s)| *v *= s)
+                    });
                     give(&mut grads, step.inputs[0], d);
                 }
                 Kernel::Binary { op, maps } => {
@@ -708,7 +845,7 @@ impl GraphNet {
                         let len = self.lens[value];
                         // A residual addition: the gradient passes as it is.
                         if maps[k].is_none() && matches!((op, k), (Binary::Add, _) | (Binary::Sub, 0)) {
-                            give(&mut grads, value, g.clone());
+                            give(&mut grads, value, pool.copy(&g));
                             continue;
                         }
                         // d out / d operand k at each output index.
@@ -729,7 +866,7 @@ impl GraphNet {
                                     .collect(),
                             ),
                         };
-                        let mut d = vec![0.0f32; rows * len];
+                        let mut d = pool.zeros(rows * len);
                         for (dr, gr) in d.chunks_mut(len).zip(g.chunks(out_len)) {
                             for i in 0..out_len {
                                 let v = match &local {
@@ -751,7 +888,7 @@ impl GraphNet {
                     let mut offset = 0;
                     for (&input, &block) in step.inputs.iter().zip(blocks) {
                         let len = self.lens[input];
-                        let mut d = vec![0.0f32; rows * len];
+                        let mut d = pool.zeros(rows * len);
                         for (dr, gr) in d.chunks_mut(len).zip(g.chunks(out_len)) {
                             for o in 0..*outer {
                                 dr[o * block..(o + 1) * block]
@@ -764,47 +901,48 @@ impl GraphNet {
                 }
                 Kernel::MaxPool(_) => {
                     let idx = &trace.argmax[&s];
-                    let mut d = vec![0.0f32; rows * in_len];
-                    for (dr, gr) in d.chunks_mut(in_len).zip(g.chunks(out_len)) {
+                    let mut d = pool.zeros(rows * in_len);
+                    each_row(&mut d, in_len, &g, out_len, |dr, gr| {
                         for (o, &j) in idx.iter().enumerate() {
                             if j != u32::MAX {
                                 dr[j as usize] += gr[o];
                             }
                         }
-                    }
+                    });
                     give(&mut grads, step.inputs[0], d);
                 }
                 Kernel::AvgPool {
                     window,
                     count_include_pad,
                 } => {
-                    let mut d = vec![0.0f32; rows * in_len];
-                    for (dr, gr) in d.chunks_mut(in_len).zip(g.chunks(out_len)) {
-                        avgpool(window, *count_include_pad, gr, dr, true);
-                    }
+                    let mut d = pool.zeros(rows * in_len);
+                    each_row(&mut d, in_len, &g, out_len, |dr, gr| {
+                        avgpool(window, *count_include_pad, gr, dr, true)
+                    });
                     give(&mut grads, step.inputs[0], d);
                 }
                 Kernel::Mean { map, count } => {
                     let inv = 1.0 / *count as f32;
-                    let mut d = vec![0.0f32; rows * in_len];
-                    for (dr, gr) in d.chunks_mut(in_len).zip(g.chunks(out_len)) {
+                    let mut d = pool.zeros(rows * in_len);
+                    each_row(&mut d, in_len, &g, out_len, |dr, gr| {
                         dr.iter_mut()
                             .zip(map)
-                            .for_each(|(v, &m)| *v = gr[m as usize] * inv);
-                    }
+                            .for_each(|(v, &m)| *v = gr[m as usize] * inv)
+                    });
                     give(&mut grads, step.inputs[0], d);
                 }
-                Kernel::Copy => give(&mut grads, step.inputs[0], g),
+                Kernel::Copy => give(&mut grads, step.inputs[0], std::mem::take(&mut g)),
                 Kernel::Gather(index) => {
-                    let mut d = vec![0.0f32; rows * in_len];
-                    for (dr, gr) in d.chunks_mut(in_len).zip(g.chunks(out_len)) {
+                    let mut d = pool.zeros(rows * in_len);
+                    each_row(&mut d, in_len, &g, out_len, |dr, gr| {
                         for (&i, &v) in index.iter().zip(gr) {
                             dr[i as usize] += v;
                         }
-                    }
+                    });
                     give(&mut grads, step.inputs[0], d);
                 }
             }
+            pool.put(g);
         }
         grads[0].take().unwrap_or_else(|| vec![0.0; rows * self.lens[0]])
     }
@@ -880,6 +1018,53 @@ impl GraphNet {
     pub fn step_labels(&self) -> Vec<&str> {
         self.steps.iter().map(|s| s.label.as_str()).collect()
     }
+}
+
+/// The taps `first..end` of one kernel axis that reach inside the image for some output position
+/// (input index o s + t d - pad in 0..len), or None when every tap does or none does.
+fn used_taps(k: usize, d: usize, s: usize, pad: usize, len: usize, out: usize) -> Option<(usize, usize)> {
+    let used = |t: usize| {
+        (0..out).any(|o| {
+            let i = (o * s + t * d) as isize - pad as isize;
+            i >= 0 && i < len as isize
+        })
+    };
+    let first = (0..k).find(|&t| used(t))?;
+    let last = (0..k).rev().find(|&t| used(t))?;
+    // Cropping the leading taps moves the padding; a crop past the padding would need a negative one.
+    (first * d <= pad && (first > 0 || last + 1 < k)).then_some((first, last + 1))
+}
+
+/// Drops the kernel rows and columns that only ever meet padding (shapes are static): a 3x3 pad-1
+/// convolution at 1x1 spatial uses only its centre tap, so it becomes a 1x1 one with 9x fewer
+/// weights to stream and multiply. The output is unchanged: the dropped taps multiply zeros.
+fn prune_taps(mut c: Conv) -> Conv {
+    let rows = used_taps(c.kh, c.dilation[0], c.stride[0], c.pads[0], c.hin, c.hout);
+    let cols = used_taps(c.kw, c.dilation[1], c.stride[1], c.pads[1], c.win, c.wout);
+    if rows.is_none() && cols.is_none() {
+        return c;
+    }
+    let (r0, r1) = rows.unwrap_or((0, c.kh));
+    let (c0, c1) = cols.unwrap_or((0, c.kw));
+    let (kh, kw) = (r1 - r0, c1 - c0);
+    let planes = c.weight.len() / (c.kh * c.kw);
+    let mut w = Vec::with_capacity(planes * kh * kw);
+    for p in 0..planes {
+        for ki in r0..r1 {
+            w.extend_from_slice(&c.weight[(p * c.kh + ki) * c.kw + c0..(p * c.kh + ki) * c.kw + c1]);
+        }
+    }
+    let [d0, d1] = c.dilation;
+    c.pads = [
+        c.pads[0] - r0 * d0,
+        c.pads[1] - c0 * d1,
+        c.pads[2].saturating_sub((c.kh - r1) * d0),
+        c.pads[3].saturating_sub((c.kw - c1) * d1),
+    ];
+    c.weight = w;
+    c.kh = kh;
+    c.kw = kw;
+    c
 }
 
 /// Output columns ow whose input column ow s + kj d - pad lies inside the image.
@@ -965,6 +1150,11 @@ fn col2im(c: &Conv, cols: &[f32], ld: usize, col0: usize, grp: usize, dx: &mut [
     }
 }
 
+/// One output position whose window is the whole unpadded input: out[co] = W[co] . x.
+fn is_whole_input(c: &Conv) -> bool {
+    c.groups == 1 && (c.hout, c.wout) == (1, 1) && (c.kh, c.kw) == (c.hin, c.win) && c.pads[..2] == [0, 0]
+}
+
 /// 1x1, stride 1, no padding: input and output positions coincide.
 fn is_pointwise(c: &Conv) -> bool {
     c.kh == 1 && c.kw == 1 && c.stride == [1, 1] && c.pads == [0; 4]
@@ -974,16 +1164,35 @@ fn is_depthwise(c: &Conv) -> bool {
     c.groups == c.cin && c.groups == c.cout
 }
 
+/// Output positions up to which a convolution's forward pass is direct (`graph_kernels`).
+const DIRECT_MAX_POSITIONS: usize = 64;
+
 fn conv_forward(c: &Conv, x: &[f32], y: &mut [f32]) {
     let hw = c.hout * c.wout;
     if is_depthwise(c) {
+        let s = c.stride[1];
         for ch in 0..c.cout {
             let w = &c.weight[ch * c.kh * c.kw..(ch + 1) * c.kh * c.kw];
             let plane = &x[ch * c.hin * c.win..][..c.hin * c.win];
             let out = &mut y[ch * hw..(ch + 1) * hw];
-            depthwise_plane(c, w, |ih, iw, o, wv| out[o] += wv * plane[ih * c.win + iw]);
+            depthwise_runs(c, w, |i, o, n, wv| {
+                if s == 1 {
+                    out[o..o + n]
+                        .iter_mut()
+                        .zip(&plane[i..i + n])
+                        .for_each(|(v, p)| *v += wv * p);
+                } else {
+                    for k in 0..n {
+                        out[o + k] += wv * plane[i + k * s];
+                    }
+                }
+            });
             out.iter_mut().for_each(|v| *v += c.bias[ch]);
         }
+        return;
+    }
+    if c.groups == 1 && hw <= DIRECT_MAX_POSITIONS && graph_kernels::has_direct_forward() {
+        graph_kernels::conv_forward_direct(&geometry(c), &c.taps, &c.bias, x, y);
         return;
     }
     let cin_g = c.cin / c.groups;
@@ -1029,24 +1238,49 @@ fn conv_forward(c: &Conv, x: &[f32], y: &mut [f32]) {
     }
 }
 
-/// Visits every (input pixel, output index, weight) triple of a one-channel convolution.
-fn depthwise_plane(c: &Conv, w: &[f32], mut f: impl FnMut(usize, usize, usize, f32)) {
+/// Visits a one-channel convolution by runs: (input index i, output index o, length n, weight)
+/// meaning outputs o..o + n meet inputs i, i + s, .. (s the column stride), all inside the image.
+fn depthwise_runs(c: &Conv, w: &[f32], mut f: impl FnMut(usize, usize, usize, f32)) {
     for ki in 0..c.kh {
         for kj in 0..c.kw {
             let wv = w[ki * c.kw + kj];
+            let valid = valid_columns(c, kj);
+            if valid.is_empty() {
+                continue;
+            }
+            let iw0 = valid.start * c.stride[1] + kj * c.dilation[1] - c.pads[1];
             for oh in 0..c.hout {
                 let ih = (oh * c.stride[0] + ki * c.dilation[0]) as isize - c.pads[0] as isize;
                 if ih < 0 || ih >= c.hin as isize {
                     continue;
                 }
-                for ow in 0..c.wout {
-                    let iw = (ow * c.stride[1] + kj * c.dilation[1]) as isize - c.pads[1] as isize;
-                    if iw >= 0 && iw < c.win as isize {
-                        f(ih as usize, iw as usize, oh * c.wout + ow, wv);
-                    }
-                }
+                f(
+                    ih as usize * c.win + iw0,
+                    oh * c.wout + valid.start,
+                    valid.len(),
+                    wv,
+                );
             }
         }
+    }
+}
+
+/// Above this fraction of live entries a pointwise convolution's reverse pass is one dense product.
+const POINTWISE_DENSE: f64 = 0.5;
+
+fn geometry(c: &Conv) -> ConvGeometry {
+    ConvGeometry {
+        cin: c.cin,
+        cout: c.cout,
+        kh: c.kh,
+        kw: c.kw,
+        stride: c.stride,
+        pad: [c.pads[0], c.pads[1]],
+        dilation: c.dilation,
+        hin: c.hin,
+        win: c.win,
+        hout: c.hout,
+        wout: c.wout,
     }
 }
 
@@ -1054,42 +1288,20 @@ fn depthwise_plane(c: &Conv, w: &[f32], mut f: impl FnMut(usize, usize, usize, f
 const MAX_COLUMNS: usize = 1 << 24;
 
 /// dx_r = W^T g_r for `rows` cotangents: all rows of one group in one product (W streams once).
-fn conv_backward(c: &Conv, g: &[f32], rows: usize) -> Vec<f32> {
+fn conv_backward(c: &Conv, g: &[f32], rows: usize, pool: &Pool) -> Vec<f32> {
     let hw = c.hout * c.wout;
     let in_len = c.cin * c.hin * c.win;
     let out_len = c.cout * hw;
-    let mut dx = vec![0.0f32; rows * in_len];
+    let mut dx = pool.zeros(rows * in_len);
     if is_depthwise(c) {
-        dx.par_chunks_mut(in_len)
-            .zip(g.par_chunks(out_len))
-            .for_each(|(dr, gr)| {
-                for ch in 0..c.cout {
-                    let w = &c.weight[ch * c.kh * c.kw..(ch + 1) * c.kh * c.kw];
-                    let go = &gr[ch * hw..(ch + 1) * hw];
-                    let plane = &mut dr[ch * c.hin * c.win..][..c.hin * c.win];
-                    depthwise_plane(c, w, |ih, iw, o, wv| plane[ih * c.win + iw] += wv * go[o]);
-                }
-            });
+        graph_kernels::depthwise_input_grad(&geometry(c), &c.weight, g, rows, &mut dx);
         return dx;
     }
-    // Behind a max-pool or ReLU most of g is zero: the sparse kernels of the sequential engine.
-    let square = c.kh == c.kw
-        && c.stride[0] == c.stride[1]
-        && c.dilation == [1, 1]
-        && c.pads.iter().all(|&p| p == c.pads[0]);
-    if c.groups == 1 && square && c.cin >= 8 && sparse::density(&g[..out_len]) < sparse::MAX_DENSITY {
-        let shape = sparse::ConvShape {
-            cin: c.cin,
-            cout: c.cout,
-            k: c.kh,
-            stride: c.stride[0],
-            pad: c.pads[0],
-            hin: c.hin,
-            win: c.win,
-            hout: c.hout,
-            wout: c.wout,
-        };
-        return sparse::conv_input_grad_shared(&shape, &c.weight, g, rows);
+    // The rows share the image's masks: visit only live entries and taps inside the image. A dense
+    // pointwise gradient (no ReLU behind it) is one plain product instead.
+    if c.groups == 1 && !(is_pointwise(c) && graph_kernels::density(&g[..out_len]) > POINTWISE_DENSE) {
+        graph_kernels::conv_input_grad(&geometry(c), &c.taps, g, rows, &mut dx);
+        return dx;
     }
     let cin_g = c.cin / c.groups;
     let cout_g = c.cout / c.groups;

@@ -7,6 +7,7 @@ pub mod classifier;
 pub mod files;
 pub mod gather;
 pub mod graph;
+pub mod graph_kernels;
 pub mod graph_net;
 pub mod matmul;
 pub mod mlp;
