@@ -637,6 +637,7 @@ pub fn lane_reach<'a>(
         seed: params.seed,
         max_evaluations: APP_REACH_EVALUATIONS,
         budget: std::time::Duration::from_secs(24 * 3600),
+        top_k: params.classes_in_g.top_k(network.num_classes()),
         ..Default::default()
     };
     crate::walk::reach::Reach::new(network, config, start, target).map(|r| LeafLaneWalk::Reach(Box::new(r)))

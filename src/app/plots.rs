@@ -81,7 +81,21 @@ impl Plots {
         let rank_text = Lane::BOTH
             .iter()
             .zip(&frames)
-            .filter_map(|(l, f)| f.map(|f| format!("{} rank {}, trace {:.2e}", l.short(), f.rank, f.trace)))
+            .filter_map(|(l, f)| {
+                f.map(|f| {
+                    // Top-k: K eigenvalues of C, and the probability mass G leaves out.
+                    let top_k = if f.eigenvalues.len() < f.probs.len() {
+                        format!(
+                            ", top {} classes, dropped p {:.1e}",
+                            f.eigenvalues.len(),
+                            f.dropped_mass
+                        )
+                    } else {
+                        String::new()
+                    };
+                    format!("{} rank {}, trace {:.2e}{top_k}", l.short(), f.rank, f.trace)
+                })
+            })
             .collect::<Vec<_>>()
             .join(" · ");
         ui.label(RichText::new("Spectrum of G = Jᵀ(diag p − ppᵀ)J").strong());

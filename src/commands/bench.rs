@@ -9,7 +9,7 @@ use anyhow::{anyhow, Result};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use dataleaf::geometry::{jacobian, GeometryOptions, LocalGeometry};
+use dataleaf::geometry::{jacobian, softmax, top_classes, LocalGeometry};
 use dataleaf::model::matmul::{matmul, Scalar, Threads, View};
 use dataleaf::model::{zoo, Architecture, Model, Network};
 use dataleaf::walk::{Mode, Walk, WalkConfig};
@@ -198,7 +198,12 @@ fn time_steps(
             ));
         }),
     };
-    let dropped_mass = LocalGeometry::with(net, start, GeometryOptions::walk(top_k)).dropped_mass;
+    // The mass top-k leaves out at the start: the probabilities outside the K largest.
+    let dropped_mass = top_k.map_or(0.0, |k| {
+        let p = softmax(&net.logits(start, 1));
+        let kept = top_classes(&p, k);
+        (0..p.len()).filter(|i| !kept.contains(i)).map(|i| p[i]).sum()
+    });
     drop(jac);
     let walk = |mode: Mode, target: Option<Vec<f32>>| {
         let config = WalkConfig {
