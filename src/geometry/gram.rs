@@ -12,7 +12,7 @@ pub const BLOCK_BYTES: usize = 32 << 20;
 
 /// Above this many rows the gram is accumulated tile by tile over its lower triangle only
 /// (B_I B_J^T for J <= I), which halves the C^2 n multiply-adds at C = 1000.
-pub const TILE: usize = 256;
+pub const TILE: usize = 128;
 
 /// From this many rows (C = 1000 at ImageNet size) the gram's products run in f32 blocks.
 pub const F32_GRAM_MIN_ROWS: usize = 512;
