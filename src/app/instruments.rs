@@ -165,7 +165,8 @@ fn run_job(network: &crate::model::Network, job: Job) -> Option<Done> {
                     key,
                     config,
                     cells,
-                    centre: LocalGeometry::at(network, &image).argmax(),
+                    // The prediction only: no geometry (and no leaf basis) needed.
+                    centre: crate::model::argmax(&network.logits(&image, 1)),
                 }),
                 Ok(None) => None,
                 Err(e) => Some(Done::Error(format!("chart: {e}"))),
