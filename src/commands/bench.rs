@@ -178,25 +178,24 @@ fn time_steps(
         }
     });
     // The spectrum as a walk computes it: gram, eigen, (B B^T)^+, no basis.
-    let (logits, jac) = jacobian::logits_and_jacobian(net, start);
     let spectrum_ms = match top_k {
-        Some(k) => median_ms(runs, warmup, || {
-            std::hint::black_box(LocalGeometry::top_k_from_jacobian(
-                logits.clone(),
-                &jac,
-                start.len(),
-                k,
-                false,
-            ));
-        }),
-        None => median_ms(runs, warmup, || {
-            std::hint::black_box(LocalGeometry::from_jacobian_with(
-                logits.clone(),
-                jac.clone(),
-                start.len(),
-                false,
-            ));
-        }),
+        Some(k) => {
+            let rows = jacobian::logits_and_top_rows(net, start, k);
+            median_ms(runs, warmup, || {
+                std::hint::black_box(LocalGeometry::from_top_rows(rows.clone(), start.len(), false));
+            })
+        }
+        None => {
+            let (logits, jac) = jacobian::logits_and_jacobian(net, start);
+            median_ms(runs, warmup, || {
+                std::hint::black_box(LocalGeometry::from_jacobian_with(
+                    logits.clone(),
+                    jac.clone(),
+                    start.len(),
+                    false,
+                ));
+            })
+        }
     };
     // The mass top-k leaves out at the start: the probabilities outside the K largest.
     let dropped_mass = top_k.map_or(0.0, |k| {
@@ -204,7 +203,6 @@ fn time_steps(
         let kept = top_classes(&p, k);
         (0..p.len()).filter(|i| !kept.contains(i)).map(|i| p[i]).sum()
     });
-    drop(jac);
     let walk = |mode: Mode, target: Option<Vec<f32>>| {
         let config = WalkConfig {
             max_steps: usize::MAX,

@@ -126,18 +126,15 @@ impl LocalGeometry {
             }
             Some(k) => {
                 let top = jacobian::logits_and_top_rows(network, x, k);
-                let mean = top.mean.iter().map(|&v| v as f64).collect();
-                LocalGeometry::build(
-                    top.logits,
-                    top.probs,
-                    top.classes,
-                    top.rows,
-                    mean,
-                    x.len(),
-                    options.basis,
-                )
+                LocalGeometry::from_top_rows(top, x.len(), options.basis)
             }
         }
+    }
+
+    /// The top-k geometry from what the K + 1 reverse rows gave (`jacobian::logits_and_top_rows`).
+    pub fn from_top_rows(top: jacobian::TopRows, n: usize, basis: bool) -> LocalGeometry {
+        let mean = top.mean.iter().map(|&v| v as f64).collect();
+        LocalGeometry::build(top.logits, top.probs, top.classes, top.rows, mean, n, basis)
     }
 
     /// Build from logits and J (C x n), with the basis. NaN anywhere gives the defined degenerate
