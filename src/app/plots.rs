@@ -83,13 +83,12 @@ impl Plots {
             .zip(&frames)
             .filter_map(|(l, f)| {
                 f.map(|f| {
-                    // Top-k: K eigenvalues of C, and the probability mass G leaves out.
+                    // Top-k: K eigenvalues of C; G leaves out the mass of the C - K least probable.
                     let top_k = if f.eigenvalues.len() < f.probs.len() {
-                        format!(
-                            ", top {} classes, dropped p {:.1e}",
-                            f.eigenvalues.len(),
-                            f.dropped_mass
-                        )
+                        let mut p = f.probs.clone();
+                        p.sort_by(|a, b| b.total_cmp(a));
+                        let dropped: f32 = p[f.eigenvalues.len()..].iter().sum();
+                        format!(", top {} classes, dropped p {dropped:.1e}", f.eigenvalues.len())
                     } else {
                         String::new()
                     };

@@ -60,8 +60,6 @@ pub struct Frame {
     pub eigenvalues: Vec<f64>,
     pub rank: usize,
     pub trace: f64,
-    /// Probability mass of the classes top-k left out of G (0 when exact).
-    pub dropped_mass: f64,
     /// L2 (pixels) to the target, or to the start when there is no target.
     pub distance: f32,
     /// Fraction of the move that led here lying outside the data leaf.
@@ -600,7 +598,6 @@ fn frame(session: u64, lane: Lane, step: Step, target: Option<&[f32]>, last: boo
         eigenvalues: step.eigenvalues,
         rank: step.rank,
         trace: step.trace,
-        dropped_mass: step.dropped_mass,
         distance,
         off_leaf: step.off_leaf,
         image: step.x,
