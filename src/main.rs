@@ -97,6 +97,8 @@ enum Command {
         index: usize,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        geometry: commands::GeometryArgs,
     },
     /// Walk from an image along the data leaf (leaf), across leaves (kernel), or straight (free).
     Walk(commands::walk::WalkArgs),
@@ -226,9 +228,12 @@ fn run(cli: Cli, launched: std::time::Instant) -> Result<()> {
         return run_app(cli.app, launched);
     };
     match command {
-        Command::Spectrum { inputs, index, json } => {
-            commands::spectrum::run(&inputs.model, &inputs.dataset, index, json)
-        }
+        Command::Spectrum {
+            inputs,
+            index,
+            json,
+            geometry,
+        } => commands::spectrum::run(&inputs.model, &inputs.dataset, index, json, geometry),
         Command::Walk(args) => commands::walk::run(args),
         Command::Train(args) => commands::train::run(args),
         Command::Evaluate { inputs, json } => commands::evaluate(&inputs.model, &inputs.dataset, json),

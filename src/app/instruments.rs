@@ -165,7 +165,8 @@ fn run_job(network: &crate::model::Network, job: Job) -> Option<Done> {
                     key,
                     config,
                     cells,
-                    centre: LocalGeometry::at(network, &image).argmax(),
+                    // The prediction only: no geometry (and no leaf basis) needed.
+                    centre: crate::model::argmax(&network.logits(&image, 1)),
                 }),
                 Ok(None) => None,
                 Err(e) => Some(Done::Error(format!("chart: {e}"))),
@@ -637,6 +638,7 @@ pub fn lane_reach<'a>(
         seed: params.seed,
         max_evaluations: APP_REACH_EVALUATIONS,
         budget: std::time::Duration::from_secs(24 * 3600),
+        top_k: params.classes_in_g.top_k(network.num_classes()),
         ..Default::default()
     };
     crate::walk::reach::Reach::new(network, config, start, target).map(|r| LeafLaneWalk::Reach(Box::new(r)))

@@ -81,7 +81,20 @@ impl Plots {
         let rank_text = Lane::BOTH
             .iter()
             .zip(&frames)
-            .filter_map(|(l, f)| f.map(|f| format!("{} rank {}, trace {:.2e}", l.short(), f.rank, f.trace)))
+            .filter_map(|(l, f)| {
+                f.map(|f| {
+                    // Top-k: K eigenvalues of C; G leaves out the mass of the C - K least probable.
+                    let top_k = if f.eigenvalues.len() < f.probs.len() {
+                        let mut p = f.probs.clone();
+                        p.sort_by(|a, b| b.total_cmp(a));
+                        let dropped: f32 = p[f.eigenvalues.len()..].iter().sum();
+                        format!(", top {} classes, dropped p {dropped:.1e}", f.eigenvalues.len())
+                    } else {
+                        String::new()
+                    };
+                    format!("{} rank {}, trace {:.2e}{top_k}", l.short(), f.rank, f.trace)
+                })
+            })
             .collect::<Vec<_>>()
             .join(" · ");
         ui.label(RichText::new("Spectrum of G = Jᵀ(diag p − ppᵀ)J").strong());

@@ -35,6 +35,34 @@ pub enum KernelDirection {
     TowardTarget,
 }
 
+/// Which classes G is built from in the app's walks (shared/REFERENCE.md section 8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClassesInG {
+    /// Exact up to AUTO_EXACT_MAX classes, the top AUTO_TOP_K above (ImageNet-size models).
+    Auto,
+    /// All C classes: the exact G.
+    All,
+    /// The K most probable classes.
+    Top(usize),
+}
+
+/// `ClassesInG::Auto` is exact up to this many classes (CIFAR-100's C = 100: a step in ~0.1 s).
+pub const AUTO_EXACT_MAX: usize = 100;
+/// `ClassesInG::Auto` keeps this many classes above AUTO_EXACT_MAX.
+pub const AUTO_TOP_K: usize = 10;
+
+impl ClassesInG {
+    /// The top-k option for a model of `classes` classes: None when G is exact.
+    pub fn top_k(self, classes: usize) -> Option<usize> {
+        let k = match self {
+            ClassesInG::Auto if classes > AUTO_EXACT_MAX => AUTO_TOP_K,
+            ClassesInG::Auto | ClassesInG::All => return None,
+            ClassesInG::Top(k) => k.max(1),
+        };
+        (k < classes).then_some(k)
+    }
+}
+
 /// The walks' parameters, in pixel units (shared/DESIGN.md "Images and units").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -49,6 +77,8 @@ pub struct Params {
     pub noise_steps: usize,
     /// The leaf lane runs the strict reach search (src/walk/reach.rs) instead of the leaf walk.
     pub reach: bool,
+    /// The classes G is built from.
+    pub classes_in_g: ClassesInG,
 }
 
 impl Default for Params {
@@ -62,6 +92,7 @@ impl Default for Params {
             kernel_direction: KernelDirection::Random,
             noise_steps: 0,
             reach: false,
+            classes_in_g: ClassesInG::Auto,
         }
     }
 }

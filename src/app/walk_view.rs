@@ -712,6 +712,8 @@ fn walk_settings(
             .on_hover_text(
                 "Kernel steps from the start before the walks: a start on a noisy leaf (papers: 250)",
             );
+            ui.end_row();
+            classes_in_g(ui, p);
             if ui.button("Papers' defaults").clicked() {
                 let noise = p.noise_steps;
                 *p = Default::default();
@@ -754,4 +756,35 @@ impl ImageSlot {
             egui::StrokeKind::Outside,
         );
     }
+}
+
+/// "Classes in G": all, the top K, or automatic (exact up to 100 classes, the top 10 above).
+fn classes_in_g(ui: &mut egui::Ui, p: &mut super::state::Params) {
+    use super::state::{ClassesInG, AUTO_EXACT_MAX, AUTO_TOP_K};
+    let label = ui.label("Classes in G");
+    ui.horizontal(|ui| {
+        ui.radio_value(&mut p.classes_in_g, ClassesInG::Auto, "auto")
+            .on_hover_text(format!(
+                "All classes up to C = {AUTO_EXACT_MAX}, the top {AUTO_TOP_K} above"
+            ));
+        ui.radio_value(&mut p.classes_in_g, ClassesInG::All, "all");
+        let mut k = match p.classes_in_g {
+            ClassesInG::Top(k) => k,
+            _ => AUTO_TOP_K,
+        };
+        let top = matches!(p.classes_in_g, ClassesInG::Top(_));
+        if ui.radio(top, "top").clicked() {
+            p.classes_in_g = ClassesInG::Top(k);
+        }
+        let drag = ui
+            .add_enabled(top, egui::DragValue::new(&mut k).range(1..=1000))
+            .labelled_by(label.id)
+            .on_hover_text(
+                "G from the K most probable classes only (K + 1 reverse rows instead of C); the \
+                 probability mass left out is shown beside the spectrum",
+            );
+        if top && drag.changed() {
+            p.classes_in_g = ClassesInG::Top(k);
+        }
+    });
 }

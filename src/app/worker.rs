@@ -435,10 +435,12 @@ impl<'a> Lanes<'a> {
             started: None,
             errors: Vec::new(),
         };
+        let top_k = setup.params.classes_in_g.top_k(network.num_classes());
         if setup.params.noise_steps > 0 {
             let config = WalkConfig {
                 max_steps: setup.params.noise_steps,
                 seed: setup.params.noise_seed(),
+                top_k,
                 ..setup.params.kernel_config()
             };
             match Walk::new(network, config, setup.start.clone(), None) {
@@ -466,11 +468,16 @@ impl<'a> Lanes<'a> {
     /// Start both lanes from `start`.
     fn begin(&mut self, start: Vec<f32>) {
         let p = &self.params;
+        let top_k = p.classes_in_g.top_k(self.network.num_classes());
         if let Some(target) = &self.target {
             let walk = if p.reach {
                 super::instruments::lane_reach(self.network, p, start.clone(), target.clone())
             } else {
-                Walk::new(self.network, p.leaf_config(), start.clone(), Some(target.clone()))
+                let config = WalkConfig {
+                    top_k,
+                    ..p.leaf_config()
+                };
+                Walk::new(self.network, config, start.clone(), Some(target.clone()))
                     .map(super::instruments::LeafLaneWalk::Walk)
             };
             match walk {
@@ -487,7 +494,11 @@ impl<'a> Lanes<'a> {
             KernelDirection::TowardTarget => self.target.clone(),
             KernelDirection::Random => None,
         };
-        match Walk::new(self.network, p.kernel_config(), start.clone(), toward) {
+        let config = WalkConfig {
+            top_k,
+            ..p.kernel_config()
+        };
+        match Walk::new(self.network, config, start.clone(), toward) {
             Ok(walk) => self.runs.push(LaneRun {
                 lane: Lane::Kernel,
                 walk: super::instruments::LeafLaneWalk::Walk(walk),

@@ -9,13 +9,13 @@ use anyhow::{anyhow, Result};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use dataleaf::geometry::{jacobian, LocalGeometry};
+use dataleaf::geometry::{jacobian, softmax, top_classes, LocalGeometry};
 use dataleaf::model::matmul::{matmul, Scalar, Threads, View};
 use dataleaf::model::{zoo, Architecture, Model, Network};
 use dataleaf::walk::{Mode, Walk, WalkConfig};
 
 use super::memory::peak_bytes_of;
-use super::{image_at, open_pair, Inputs};
+use super::{image_at, open_pair, GeometryArgs, Inputs};
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -37,6 +37,11 @@ pub struct BenchArgs {
     /// With --sizes, only the rows whose model name contains this (e.g. "resnet", "imagenet").
     #[arg(long, value_name = "TEXT")]
     pub only: Option<String>,
+    /// With --sizes, the K of the top-k rows beside each exact row of a model with more classes.
+    #[arg(long, default_value_t = 10, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
+    pub sizes_top_k: u64,
+    #[command(flatten)]
+    pub geometry: GeometryArgs,
 }
 
 /// Median wall time of `f` in milliseconds over `runs` calls, after `warmup` untimed calls.
@@ -73,7 +78,8 @@ fn gemm_gflops<T: Scalar + From<f32>>() -> f64 {
 
 /// What one step's arithmetic costs and how fast this machine can do it.
 struct Floor {
-    /// Forward and reverse passes for J, counting only entries that carry gradient (f32).
+    /// Forward and reverse passes for J (or its top-k rows), counting only entries that carry
+    /// gradient (f32).
     jacobian_flops: f64,
     /// B, B B^T, the leaf basis and one projection (f64).
     spectrum_flops: f64,
@@ -83,13 +89,19 @@ struct Floor {
 
 impl Floor {
     /// The floor of a step of `net` at `x`, given the machine's rates (`gemm_gflops`).
-    fn of(net: &Network, x: &[f32], rates: (f64, f64)) -> Floor {
+    fn of(net: &Network, x: &[f32], rates: (f64, f64), top_k: Option<usize>) -> Floor {
         let trace = net.forward(x, 1);
         let macs = net.jacobian_macs(&trace);
-        let (c, n) = (net.num_classes() as f64, net.input_len() as f64);
+        let classes = net.num_classes();
+        let (c, n) = (classes as f64, net.input_len() as f64);
+        // Top-k pulls back K + 1 rows (the kept classes and p) and has a K x K gram.
+        let (rows, c) = match top_k.filter(|&k| k < classes) {
+            Some(k) => ((k + 1) as f64, k as f64),
+            None => (c, c),
+        };
         let rank = c - 1.0;
         Floor {
-            jacobian_flops: 2.0 * (macs.forward + c * macs.per_row),
+            jacobian_flops: 2.0 * (macs.forward + rows * macs.per_row),
             spectrum_flops: 2.0 * (c * n + c * c * n + rank * c * n + 2.0 * rank * n),
             gemm_f32_gflops: rates.0,
             gemm_f64_gflops: rates.1,
@@ -111,6 +123,10 @@ impl Floor {
 
 /// Per-step timings of one model at one image.
 struct StepTimes {
+    /// K when G was built from the top K classes (K < C), else None.
+    top_k: Option<usize>,
+    /// The probability mass top-k left out at the start image.
+    dropped_mass: f64,
     forward_ms: f64,
     jacobian_ms: f64,
     spectrum_ms: f64,
@@ -124,6 +140,8 @@ impl StepTimes {
     /// The per-step fields every report shares, added to a JSON object.
     fn add_to(&self, out: &mut Value, floor: &Floor) {
         let fields = json!({
+            "top_k": self.top_k,
+            "dropped_mass": self.dropped_mass,
             "forward_ms": self.forward_ms,
             "jacobian_ms": self.jacobian_ms,
             "spectrum_ms": self.spectrum_ms,
@@ -138,26 +156,57 @@ impl StepTimes {
     }
 }
 
-fn time_steps(net: &Network, start: &[f32], target: &[f32], runs: usize) -> Result<StepTimes> {
+fn time_steps(
+    net: &Network,
+    start: &[f32],
+    target: &[f32],
+    runs: usize,
+    top_k: Option<usize>,
+) -> Result<StepTimes> {
     let warmup = if runs > 5 { 3 } else { 0 };
+    let classes = net.num_classes();
+    let top_k = top_k.filter(|&k| k < classes);
     let forward_ms = median_ms(runs, warmup, || {
         std::hint::black_box(net.logits(start, 1));
     });
-    let jacobian_ms = median_ms(runs, warmup, || {
-        std::hint::black_box(jacobian::logits_and_jacobian(net, start));
+    let jacobian_ms = median_ms(runs, warmup, || match top_k {
+        Some(k) => {
+            std::hint::black_box(jacobian::logits_and_top_rows(net, start, k));
+        }
+        None => {
+            std::hint::black_box(jacobian::logits_and_jacobian(net, start));
+        }
     });
-    let (logits, jac) = jacobian::logits_and_jacobian(net, start);
-    let spectrum_ms = median_ms(runs, warmup, || {
-        std::hint::black_box(LocalGeometry::from_jacobian(
-            logits.clone(),
-            jac.clone(),
-            start.len(),
-        ));
+    // The spectrum as a walk computes it: gram, eigen, (B B^T)^+, no basis.
+    let spectrum_ms = match top_k {
+        Some(k) => {
+            let rows = jacobian::logits_and_top_rows(net, start, k);
+            median_ms(runs, warmup, || {
+                std::hint::black_box(LocalGeometry::from_top_rows(rows.clone(), start.len(), false));
+            })
+        }
+        None => {
+            let (logits, jac) = jacobian::logits_and_jacobian(net, start);
+            median_ms(runs, warmup, || {
+                std::hint::black_box(LocalGeometry::from_jacobian_with(
+                    logits.clone(),
+                    jac.clone(),
+                    start.len(),
+                    false,
+                ));
+            })
+        }
+    };
+    // The mass top-k leaves out at the start: the probabilities outside the K largest.
+    let dropped_mass = top_k.map_or(0.0, |k| {
+        let p = softmax(&net.logits(start, 1));
+        let kept = top_classes(&p, k);
+        (0..p.len()).filter(|i| !kept.contains(i)).map(|i| p[i]).sum()
     });
-    drop(jac);
     let walk = |mode: Mode, target: Option<Vec<f32>>| {
         let config = WalkConfig {
             max_steps: usize::MAX,
+            top_k,
             ..WalkConfig::defaults(mode)
         };
         Walk::new(net, config, start.to_vec(), target).map_err(|m| anyhow!(m))
@@ -185,6 +234,8 @@ fn time_steps(net: &Network, start: &[f32], target: &[f32], runs: usize) -> Resu
         }
     }
     Ok(StepTimes {
+        top_k,
+        dropped_mass,
         forward_ms,
         jacobian_ms,
         spectrum_ms,
@@ -220,6 +271,7 @@ fn scaling_row(
     weights: &dataleaf::model::Weights,
     runs: usize,
     rates: (f64, f64),
+    top_k: Option<usize>,
 ) -> Result<Value> {
     let net = Network::new(arch, weights).map_err(|m| anyhow!(m))?;
     let n = net.input_len();
@@ -229,8 +281,8 @@ fn scaling_row(
     // A few runs of the big ones: each step there takes seconds.
     let work = n * net.num_classes();
     let runs = if work > 10_000_000 { 1 } else { runs.min(20) };
-    let times = time_steps(&net, &start, &target, runs)?;
-    let floor = Floor::of(&net, &start, rates);
+    let times = time_steps(&net, &start, &target, runs, top_k)?;
+    let floor = Floor::of(&net, &start, rates, top_k);
     let i = net.input_shape();
     let mut row = json!({
         "model": arch.name,
@@ -259,13 +311,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let net = &model.network;
     let shape = (data.channels, data.height, data.width);
 
-    let times = time_steps(net, &start, &target, runs)?;
+    let top_k = args.geometry.top_k;
+    let times = time_steps(net, &start, &target, runs, top_k)?;
     let autograd_ms = median_ms(runs.min(10), 1, || {
         std::hint::black_box(jacobian::jacobian_autograd(&model.classifier, &start, shape).ok());
     });
     // The machine's f32 and f64 product rates, measured once for every floor below.
     let rates = (gemm_gflops::<f32>(), gemm_gflops::<f64>());
-    let floor = Floor::of(net, &start, rates);
+    let floor = Floor::of(net, &start, rates, top_k);
     let walk = if args.walk {
         Some(whole_walk(net, &start, &target)?)
     } else {
@@ -273,13 +326,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
     };
     if !args.json {
         print_text(&model, runs, &times, autograd_ms, &floor, walk.as_ref());
+        if let Some(line) = args.geometry.line(model.num_classes(), times.dropped_mass) {
+            println!("  {line}");
+        }
     }
     let mut sizes = Vec::new();
     if args.sizes {
         if !args.json {
-            println!("\nScaling (random weights; medians; peak = heap one leaf step adds):\n");
-            println!("| model | input | n | C | forward ms | J ms | spectrum ms | leaf step ms | kernel step ms | floor ms | step peak MB | n x n would be |");
-            println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+            println!("\nScaling (random weights; medians; step peak = heap one leaf step adds, counted by the allocator):\n");
+            println!("| model | input | n | C | G from | dropped mass | forward ms | J ms | spectrum ms | leaf step ms | kernel step ms | floor ms | step peak MB | n x n would be |");
+            println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         }
         let vggs = zoo::SCALING.iter().map(|&(name, input, classes)| {
             let arch = zoo::scaling_architecture(name, input, classes);
@@ -290,12 +346,24 @@ pub fn run(args: BenchArgs) -> Result<()> {
             .iter()
             .map(|&(name, input, classes)| zoo::scaling_resnet(name, input, classes, 0));
         let wanted = |arch: &Architecture| args.only.as_ref().is_none_or(|t| arch.name.contains(t.as_str()));
+        let k = args.sizes_top_k as usize;
         for (arch, weights) in vggs.chain(resnets).filter(|(a, _)| wanted(a)) {
-            let row = scaling_row(&arch, &weights, runs, rates)?;
-            if !args.json {
-                print_row(&row);
+            // The exact row, then a top-k row where K < C.
+            let classes = arch.classes.len();
+            let variants = std::iter::once(None).chain((k < classes).then_some(Some(k)));
+            for top_k in variants {
+                let row = scaling_row(&arch, &weights, runs, rates, top_k)?;
+                if !args.json {
+                    print_row(&row);
+                }
+                sizes.push(row);
             }
-            sizes.push(row);
+        }
+        if !args.json {
+            println!(
+                "\nprocess peak RSS {:.0} MB (the largest row's step plus the bench's own buffers)",
+                super::memory::peak_rss_mb()
+            );
         }
     }
     if args.json {
@@ -307,6 +375,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "autograd_jacobian_ms": autograd_ms,
             "walk_4185_5874": walk,
             "sizes": sizes,
+            "peak_rss_mb": super::memory::peak_rss_mb(),
         });
         times.add_to(&mut out, &floor);
         println!("{out}");
@@ -330,7 +399,7 @@ fn print_text(
         t.jacobian_ms
     );
     println!(
-        "  spectrum         {:8.3} ms   (B, B B^T, eigen, leaf basis)",
+        "  spectrum         {:8.3} ms   (B B^T from blocks of B, eigen, (B B^T)^+; no basis)",
         t.spectrum_ms
     );
     println!("  leaf step        {:8.3} ms", t.leaf_step_ms);
@@ -357,12 +426,17 @@ fn print_text(
 
 fn print_row(row: &Value) {
     let f = |k: &str| row[k].as_f64().unwrap_or(f64::NAN);
+    let from = match row["top_k"].as_u64() {
+        Some(k) => format!("top {k}"),
+        None => "all".into(),
+    };
     println!(
-        "| {} | {} | {} | {} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} MB |",
+        "| {} | {} | {} | {} | {from} | {:.3} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} MB |",
         row["model"].as_str().unwrap_or("?"),
         row["input"].as_str().unwrap_or("?"),
         row["n"],
         row["classes"],
+        f("dropped_mass"),
         f("forward_ms"),
         f("jacobian_ms"),
         f("spectrum_ms"),

@@ -9,7 +9,7 @@ use dataleaf::export::{instruments, ImageShape};
 use dataleaf::geometry::LocalGeometry;
 use dataleaf::walk::chart::{self, ChartConfig, Plane};
 
-use super::{image_at, open_pair};
+use super::{extend_json, image_at, open_pair, GeometryArgs};
 
 #[derive(clap::Args)]
 pub struct ChartArgs {
@@ -34,6 +34,8 @@ pub struct ChartArgs {
     /// Write the grid of images as a PNG (cells whose class differs from the centre's framed red).
     #[arg(long)]
     pub png: Option<PathBuf>,
+    #[command(flatten)]
+    pub geometry: GeometryArgs,
 }
 
 pub fn run(args: ChartArgs) -> Result<()> {
@@ -52,12 +54,15 @@ pub fn run(args: ChartArgs) -> Result<()> {
     let x = image_at(&data, args.index, "--index")?;
     let config = ChartConfig {
         seed: args.seed,
+        top_k: args.geometry.top_k,
         ..ChartConfig::for_radius(plane, args.size, args.radius)
     };
     let cells = chart::chart(&model.network, x, &config, &|| false)
         .map_err(|m| anyhow!(m))?
         .expect("never cancelled");
-    let centre = LocalGeometry::at(&model.network, x).argmax();
+    let here = LocalGeometry::with(&model.network, x, args.geometry.options(false));
+    let centre = here.argmax();
+    let c = model.num_classes();
     let kept = cells.iter().filter(|c| c.prediction == centre).count();
     if let Some(path) = &args.png {
         let shape = ImageShape {
@@ -69,7 +74,7 @@ pub fn run(args: ChartArgs) -> Result<()> {
             .map_err(|m| anyhow!(m))?;
     }
     if args.json {
-        let out = serde_json::json!({
+        let mut out = serde_json::json!({
             "index": args.index,
             "plane": plane.name(),
             "size": args.size,
@@ -82,6 +87,8 @@ pub fn run(args: ChartArgs) -> Result<()> {
                 "a": c.a, "b": c.b, "prediction": c.prediction,
                 "max_prob": c.max_prob, "off_leaf": c.off_leaf})).collect::<Vec<_>>(),
         });
+        // "dropped_mass": at the chart's centre.
+        extend_json(&mut out, args.geometry.json(c, here.dropped_mass));
         println!("{out}");
         return Ok(());
     }
@@ -96,6 +103,9 @@ pub fn run(args: ChartArgs) -> Result<()> {
         cells.len(),
         r = args.radius
     );
+    if let Some(line) = args.geometry.line(c, here.dropped_mass) {
+        println!("{line} (at the centre)");
+    }
     for row in cells.chunks(args.size) {
         let line: Vec<String> = row
             .iter()

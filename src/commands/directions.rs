@@ -8,7 +8,7 @@ use anyhow::{anyhow, Result};
 use dataleaf::export::{instruments, ImageShape};
 use dataleaf::geometry::LocalGeometry;
 
-use super::{image_at, open_pair};
+use super::{extend_json, image_at, open_pair, GeometryArgs};
 
 #[derive(clap::Args)]
 pub struct DirectionsArgs {
@@ -21,12 +21,15 @@ pub struct DirectionsArgs {
     /// Write the directions side by side as signed images (blue < 0 < red), lambda_k under each.
     #[arg(long)]
     pub png: Option<PathBuf>,
+    #[command(flatten)]
+    pub geometry: GeometryArgs,
 }
 
 pub fn run(args: DirectionsArgs) -> Result<()> {
     let (model, data) = open_pair(&args.inputs.model, &args.inputs.dataset)?;
     let x = image_at(&data, args.index, "--index")?;
-    let geo = LocalGeometry::at(&model.network, x);
+    let geo = LocalGeometry::with(&model.network, x, args.geometry.options(true));
+    let c = model.num_classes();
     let directions = geo.leaf_directions();
     if let Some(path) = &args.png {
         let shape = ImageShape {
@@ -38,7 +41,7 @@ pub fn run(args: DirectionsArgs) -> Result<()> {
     }
     let mixing = geo.direction_mixing();
     if args.json {
-        let out = serde_json::json!({
+        let mut out = serde_json::json!({
             "index": args.index,
             "rank": geo.rank,
             "eigenvalues": directions.iter().map(|d| d.lambda).collect::<Vec<_>>(),
@@ -46,6 +49,7 @@ pub fn run(args: DirectionsArgs) -> Result<()> {
             "mixing": mixing.iter().map(|m| m.iter().take(3).map(|x| serde_json::json!({
                 "class": x.class, "cosine": x.cosine})).collect::<Vec<_>>()).collect::<Vec<_>>(),
         });
+        extend_json(&mut out, args.geometry.json(c, geo.dropped_mass));
         println!("{out}");
         return Ok(());
     }
@@ -57,6 +61,9 @@ pub fn run(args: DirectionsArgs) -> Result<()> {
         geo.max_prob(),
         geo.rank
     );
+    if let Some(line) = args.geometry.line(c, geo.dropped_mass) {
+        println!("{line}");
+    }
     for (k, (d, mix)) in directions.iter().zip(&mixing).enumerate() {
         let classes: Vec<String> = mix
             .iter()

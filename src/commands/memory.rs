@@ -51,3 +51,15 @@ pub fn peak_bytes_of<T>(f: impl FnOnce() -> T) -> (T, usize) {
     let out = f();
     (out, PEAK.load(Relaxed).saturating_sub(base))
 }
+
+/// The process's peak resident set size so far in MB (getrusage: the kernel's count, every
+/// allocation and mapping included, never reset).
+pub fn peak_rss_mb() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return f64::NAN;
+    }
+    // ru_maxrss is in kilobytes on Linux.
+    usage.ru_maxrss as f64 / 1e3
+}

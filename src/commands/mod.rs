@@ -27,6 +27,56 @@ pub struct Inputs {
     pub dataset: String,
 }
 
+/// The geometry option every command that computes G takes (shared/REFERENCE.md section 8).
+#[derive(clap::Args, Clone, Copy, Debug, Default)]
+pub struct GeometryArgs {
+    /// Build G from the K most probable classes only (K + 1 reverse rows instead of C); the
+    /// probability mass left out is reported beside the result. K >= C is exact (the default).
+    #[arg(long = "top-k", value_name = "K", value_parser = parse_top_k)]
+    pub top_k: Option<usize>,
+}
+
+impl GeometryArgs {
+    /// The options for a model of `classes` classes: `None` when K >= C (exact).
+    pub fn options(&self, basis: bool) -> dataleaf::geometry::GeometryOptions {
+        dataleaf::geometry::GeometryOptions {
+            top_k: self.top_k,
+            basis,
+        }
+    }
+
+    /// The JSON fields that say what G was made of: "top_k" (null when exact) and "dropped_mass".
+    pub fn json(&self, classes: usize, dropped_mass: f64) -> serde_json::Value {
+        serde_json::json!({
+            "top_k": self.top_k.filter(|&k| k < classes),
+            "dropped_mass": dropped_mass,
+        })
+    }
+
+    /// The text line that says the same, or None when G is exact.
+    pub fn line(&self, classes: usize, dropped_mass: f64) -> Option<String> {
+        self.top_k.filter(|&k| k < classes).map(|k| {
+            format!("G from the top {k} of {classes} classes: dropped probability mass {dropped_mass:.3e}")
+        })
+    }
+}
+
+/// `--top-k K`: a count of at least 1.
+fn parse_top_k(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("K must be at least 1 (the number of most probable classes kept in G)".into()),
+        Ok(k) => Ok(k),
+        Err(_) => Err(format!("{text:?} is not a class count")),
+    }
+}
+
+/// Add `fields` (a JSON object) to the object `out`.
+pub fn extend_json(out: &mut serde_json::Value, fields: serde_json::Value) {
+    if let (Some(out), serde_json::Value::Object(fields)) = (out.as_object_mut(), fields) {
+        out.extend(fields);
+    }
+}
+
 /// Open a model and a dataset and check they fit each other.
 pub fn open_pair(model: &str, dataset: &str) -> Result<(Model, Dataset)> {
     let model = Model::open(model)?;

@@ -9,8 +9,8 @@ use dataleaf::export::{self, ImageShape};
 use dataleaf::walk::reach::{Reach, ReachConfig, Strategy, DEFAULT_STRATEGY};
 use dataleaf::walk::{self, Step};
 
-use super::walk::WalkArgs;
-use super::{image_at, open_pair};
+use super::walk::{max_dropped, WalkArgs};
+use super::{extend_json, image_at, open_pair};
 
 pub fn run(args: WalkArgs) -> Result<()> {
     let strategy = match &args.strategy {
@@ -25,6 +25,7 @@ pub fn run(args: WalkArgs) -> Result<()> {
     let mut config = ReachConfig {
         strategy,
         seed: args.seed,
+        top_k: args.geometry.top_k,
         ..ReachConfig::default()
     };
     if let Some(b) = args.budget {
@@ -63,12 +64,13 @@ pub fn run(args: WalkArgs) -> Result<()> {
         image.to_vec()
     };
     if args.noise_steps > 0 {
-        start = walk::noisy(
+        start = walk::noisy_with(
             &model.network,
             &start,
             args.noise_steps,
             walk::DEFAULT_STEP,
             args.seed.wrapping_add(1),
+            config.top_k,
         )
         .map_err(|m| anyhow!(m))?;
     }
@@ -120,7 +122,7 @@ pub fn run(args: WalkArgs) -> Result<()> {
     let last = steps.last().expect("a search yields its start");
     let ratio = summary.final_distance as f64 / summary.start_distance.max(f32::MIN_POSITIVE) as f64;
     if args.json {
-        let out = serde_json::json!({
+        let mut out = serde_json::json!({
             "mode": "reach",
             "strategy": strategy.name(),
             "start": args.start,
@@ -151,7 +153,13 @@ pub fn run(args: WalkArgs) -> Result<()> {
             "predictions": steps.iter().map(|s| s.argmax).collect::<Vec<_>>(),
             "max_probs": steps.iter().map(|s| s.max_prob()).collect::<Vec<_>>(),
             "distances": steps.iter().map(|s| s.distance).collect::<Vec<_>>(),
+            "dropped_masses": steps.iter().map(|s| s.dropped_mass).collect::<Vec<_>>(),
         });
+        // "dropped_mass": the largest along the search's path.
+        extend_json(
+            &mut out,
+            args.geometry.json(model.num_classes(), max_dropped(&steps)),
+        );
         println!("{out}");
     } else {
         println!(
@@ -176,6 +184,9 @@ pub fn run(args: WalkArgs) -> Result<()> {
             summary.mean_off_leaf_clamped,
             summary.max_off_leaf_clamped
         );
+        if let Some(line) = args.geometry.line(model.num_classes(), max_dropped(&steps)) {
+            println!("{line} (largest along the path)");
+        }
     }
     Ok(())
 }

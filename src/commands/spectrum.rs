@@ -4,15 +4,16 @@ use anyhow::Result;
 
 use dataleaf::geometry::LocalGeometry;
 
-use super::{image_at, open_pair};
+use super::{extend_json, image_at, open_pair, GeometryArgs};
 
-pub fn run(model: &str, dataset: &str, index: usize, json: bool) -> Result<()> {
+pub fn run(model: &str, dataset: &str, index: usize, json: bool, geometry: GeometryArgs) -> Result<()> {
     let (model, data) = open_pair(model, dataset)?;
     let x = image_at(&data, index, "--index")?;
-    let geo = LocalGeometry::at(&model.network, x);
+    let geo = LocalGeometry::with(&model.network, x, geometry.options(false));
+    let c = model.num_classes();
     let label = data.labels[index];
     if json {
-        let out = serde_json::json!({
+        let mut out = serde_json::json!({
             "index": index,
             "label": label,
             "prediction": geo.argmax(),
@@ -21,6 +22,7 @@ pub fn run(model: &str, dataset: &str, index: usize, json: bool) -> Result<()> {
             "rank": geo.rank,
             "trace": geo.trace,
         });
+        extend_json(&mut out, geometry.json(c, geo.dropped_mass));
         println!("{out}");
         return Ok(());
     }
@@ -38,6 +40,9 @@ pub fn run(model: &str, dataset: &str, index: usize, json: bool) -> Result<()> {
         model.num_classes() - 1,
         geo.trace
     );
+    if let Some(line) = geometry.line(c, geo.dropped_mass) {
+        println!("{line}");
+    }
     for (k, l) in geo.eigenvalues.iter().enumerate() {
         println!("  lambda_{:<2} {:>12.4e}  log10 {:>7.2}", k + 1, l, l.log10());
     }

@@ -7,7 +7,7 @@ use anyhow::{anyhow, Result};
 use dataleaf::export::{self, ImageShape};
 use dataleaf::walk::{self, Mode, Step, Walk, WalkConfig};
 
-use super::{image_at, open_pair};
+use super::{extend_json, image_at, open_pair, GeometryArgs};
 
 #[derive(clap::Args)]
 pub struct WalkArgs {
@@ -56,6 +56,13 @@ pub struct WalkArgs {
     /// Write the walk as an animated GIF.
     #[arg(long)]
     pub gif: Option<PathBuf>,
+    #[command(flatten)]
+    pub geometry: GeometryArgs,
+}
+
+/// The largest probability mass top-k left out along a walk's steps.
+pub fn max_dropped(steps: &[Step]) -> f64 {
+    steps.iter().map(|s| s.dropped_mass).fold(0.0, f64::max)
 }
 
 pub fn run(args: WalkArgs) -> Result<()> {
@@ -74,6 +81,7 @@ pub fn run(args: WalkArgs) -> Result<()> {
     let mut config = WalkConfig::defaults(mode);
     config.seed = args.seed;
     config.transverse = args.transverse;
+    config.top_k = args.geometry.top_k;
     if let Some(s) = args.step {
         config.step = s;
     }
@@ -117,12 +125,13 @@ pub fn run(args: WalkArgs) -> Result<()> {
     };
     if args.noise_steps > 0 {
         // The papers' noisy leaves: kernel steps from the start before the walk proper.
-        start = walk::noisy(
+        start = walk::noisy_with(
             &model.network,
             &start,
             args.noise_steps,
             config.step,
             args.seed.wrapping_add(1),
+            config.top_k,
         )
         .map_err(|m| anyhow!(m))?;
     }
@@ -151,7 +160,7 @@ pub fn run(args: WalkArgs) -> Result<()> {
         0.0
     };
     if args.json {
-        let out = serde_json::json!({
+        let mut out = serde_json::json!({
             "mode": mode.name(),
             "start": args.start,
             "target": args.target,
@@ -167,7 +176,13 @@ pub fn run(args: WalkArgs) -> Result<()> {
             "predictions": steps.iter().map(|s| s.argmax).collect::<Vec<_>>(),
             "max_probs": steps.iter().map(|s| s.max_prob()).collect::<Vec<_>>(),
             "distances": steps.iter().map(|s| s.distance).collect::<Vec<_>>(),
+            "dropped_masses": steps.iter().map(|s| s.dropped_mass).collect::<Vec<_>>(),
         });
+        // "dropped_mass": the largest along the walk.
+        extend_json(
+            &mut out,
+            args.geometry.json(model.num_classes(), max_dropped(&steps)),
+        );
         println!("{out}");
     } else {
         let to = if args.target.is_some() { "target" } else { "start" };
@@ -187,6 +202,9 @@ pub fn run(args: WalkArgs) -> Result<()> {
             last.max_prob(),
             mean_off_leaf
         );
+        if let Some(line) = args.geometry.line(model.num_classes(), max_dropped(&steps)) {
+            println!("{line} (largest along the walk)");
+        }
     }
     Ok(())
 }

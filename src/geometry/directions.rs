@@ -30,22 +30,15 @@ impl LocalGeometry {
             .collect()
     }
 
-    /// grad_x log p_i = J_i - sum_k p_k J_k for every class i (C rows of length n).
+    /// grad_x log p_i = J_i - sum_k p_k J_k for every class i G keeps (`classes`: all C when
+    /// exact), rows of length n.
     pub fn class_gradients(&self) -> Vec<Vec<f64>> {
         let n = self.n;
-        let c = self.num_classes();
-        let mut mean = vec![0.0f64; n];
-        for k in 0..c {
-            let p = self.probs[k];
-            mean.iter_mut()
-                .zip(&self.jacobian[k * n..(k + 1) * n])
-                .for_each(|(m, &j)| *m += p * j as f64);
-        }
-        (0..c)
+        (0..self.classes.len())
             .map(|i| {
                 self.jacobian[i * n..(i + 1) * n]
                     .iter()
-                    .zip(&mean)
+                    .zip(&self.mean_gradient)
                     .map(|(&j, m)| j as f64 - m)
                     .collect()
             })
@@ -63,8 +56,8 @@ impl LocalGeometry {
                 let mut mix: Vec<Mix> = grads
                     .iter()
                     .zip(&norms)
-                    .enumerate()
-                    .map(|(class, (g, &norm))| Mix {
+                    .zip(&self.classes)
+                    .map(|((g, &norm), &class)| Mix {
                         class,
                         // A vanishing gradient (p_i = 1 exactly) mixes in nothing.
                         cosine: if norm > 0.0 { dot(u, g) / norm } else { 0.0 },

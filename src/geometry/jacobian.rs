@@ -30,6 +30,59 @@ pub fn logits_and_jacobian(network: &Network, x: &[f32]) -> (Vec<f32>, Vec<f32>)
     (trace.logits().to_vec(), jacobian)
 }
 
+/// What one forward and one reverse pass of K + 1 cotangent rows give for top-k.
+#[derive(Debug, Clone)]
+pub struct TopRows {
+    pub logits: Vec<f32>,
+    /// softmax(logits) in f64, all C classes.
+    pub probs: Vec<f64>,
+    /// The K most probable classes, descending p.
+    pub classes: Vec<usize>,
+    /// J_i for those classes, K x n row-major.
+    pub rows: Vec<f32>,
+    /// J^T p over all C classes (n): the pull-back of the cotangent p.
+    pub mean: Vec<f32>,
+}
+
+/// The rows of J of the `k` most probable classes and J^T p, from one forward pass and the
+/// reverse pass of K + 1 cotangent rows: e_i for each kept class i, and p.
+pub fn logits_and_top_rows(network: &Network, x: &[f32], k: usize) -> TopRows {
+    let c = network.num_classes();
+    let n = network.input_len();
+    let trace = network.forward(x, 1);
+    let logits = trace.logits().to_vec();
+    let probs = super::softmax(&logits);
+    let classes = super::top_classes(&probs, k.min(c));
+    let mut cotangents: Vec<f32> = Vec::with_capacity((classes.len() + 1) * c);
+    for &i in &classes {
+        cotangents.extend((0..c).map(|j| if j == i { 1.0 } else { 0.0 }));
+    }
+    cotangents.extend(probs.iter().map(|&p| p as f32));
+    let total = classes.len() + 1;
+    let mut pulled = Vec::with_capacity(total * n);
+    for first in (0..total).step_by(ROWS_PER_PASS) {
+        let rows = ROWS_PER_PASS.min(total - first);
+        let part = network
+            .backward(
+                &trace,
+                &cotangents[first * c..(first + rows) * c],
+                rows,
+                true,
+                None,
+            )
+            .expect("input gradient requested");
+        pulled.extend_from_slice(&part);
+    }
+    let mean = pulled.split_off(classes.len() * n);
+    TopRows {
+        logits,
+        probs,
+        classes,
+        rows: pulled,
+        mean,
+    }
+}
+
 /// J by candle autograd on a batch of C copies of x (row i of the result is d logit_i / dx).
 pub fn jacobian_autograd(
     classifier: &Classifier,

@@ -10,7 +10,7 @@ use rand_distr::{Distribution, StandardNormal};
 use rayon::prelude::*;
 
 use super::DEFAULT_STEP;
-use crate::geometry::{dot, norm, LocalGeometry};
+use crate::geometry::{dot, norm, GeometryOptions, LocalGeometry};
 use crate::model::Network;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +46,8 @@ pub struct ChartConfig {
     pub seed: u64,
     /// Step of the walks to the cells, pixel units.
     pub step: f32,
+    /// Keep only the K most probable classes in G (`None`: exact).
+    pub top_k: Option<usize>,
 }
 
 impl Default for ChartConfig {
@@ -56,6 +58,7 @@ impl Default for ChartConfig {
             radius: 4.0,
             seed: 0,
             step: DEFAULT_STEP,
+            top_k: None,
         }
     }
 }
@@ -164,7 +167,20 @@ pub fn chart(
     if !(config.step.is_finite() && config.step > 0.0) {
         return Err(format!("step must be a positive number, got {}", config.step));
     }
-    let geo = LocalGeometry::at(network, x);
+    GeometryOptions {
+        top_k: config.top_k,
+        basis: true,
+    }
+    .check()?;
+    // The basis only at x, for the leaf plane's axes; the walks to the cells project without it.
+    let geo = LocalGeometry::with(
+        network,
+        x,
+        GeometryOptions {
+            top_k: config.top_k,
+            basis: config.plane == Plane::Leaf,
+        },
+    );
     let axes = axes(&geo, config);
     let k = config.size as i64;
     // Integer grid coordinates p, q in {-(K-1), -(K-3), ..., K-1}; a = p R / (K-1).
@@ -237,7 +253,7 @@ pub fn chart(
                     here.iter_mut()
                         .zip(&dx)
                         .for_each(|(x, d)| *x = (*x as f64 + d).clamp(0.0, 1.0) as f32);
-                    here_geo = LocalGeometry::at(network, &here);
+                    here_geo = LocalGeometry::with(network, &here, GeometryOptions::walk(config.top_k));
                 }
                 let off = (off_sum / moves.max(1) as f64) as f32;
                 out.push(cell_of(column, row, &here_geo, here.clone(), off));

@@ -11,7 +11,7 @@ pub mod simec;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 
-use crate::geometry::{norm, LocalGeometry};
+use crate::geometry::{norm, GeometryOptions, LocalGeometry};
 use crate::model::Network;
 
 /// The papers' step eta = 0.1 in MNIST-normalised units, in pixel units (times std 0.3081).
@@ -65,6 +65,8 @@ pub struct WalkConfig {
     /// to the target. `None` uses w = 1 / sqrt(n - rank), the size of the one extra direction that
     /// the papers' float32 least squares over all C gradient columns spans besides D_x (see README).
     pub transverse: Option<f32>,
+    /// Keep only the K most probable classes in G (`None`: exact).
+    pub top_k: Option<usize>,
 }
 
 impl WalkConfig {
@@ -80,6 +82,7 @@ impl WalkConfig {
             },
             seed: 0,
             transverse: None,
+            top_k: None,
         }
     }
 }
@@ -96,6 +99,8 @@ pub struct Step {
     pub eigenvalues: Vec<f64>,
     pub rank: usize,
     pub trace: f64,
+    /// Probability mass of the classes top-k left out of G here (0 when exact).
+    pub dropped_mass: f64,
     /// L2 distance (pixels) to the target, or to the start when there is none.
     pub distance: f32,
     /// Fraction of the move that led here lying outside D_x (of the previous point), in [0, 1];
@@ -144,6 +149,7 @@ impl<'a> Walk<'a> {
         if config.transverse.is_some_and(|w| !(0.0..=1.0).contains(&w)) {
             return Err("the transverse weight must be between 0 and 1".into());
         }
+        GeometryOptions::walk(config.top_k).check()?;
         if !(config.stop.is_finite() && config.stop >= 0.0) {
             return Err(format!(
                 "stop distance must be a non-negative number, got {}",
@@ -216,7 +222,7 @@ impl Iterator for Walk<'_> {
         if self.finished {
             return None;
         }
-        let geo = LocalGeometry::at(self.network, &self.x);
+        let geo = LocalGeometry::with(self.network, &self.x, GeometryOptions::walk(self.config.top_k));
         let distance = self.distance();
         let step = Step {
             index: self.index,
@@ -226,6 +232,7 @@ impl Iterator for Walk<'_> {
             eigenvalues: geo.eigenvalues.clone(),
             rank: geo.rank,
             trace: geo.trace,
+            dropped_mass: geo.dropped_mass,
             distance,
             off_leaf: self.off_leaf,
         };
@@ -276,10 +283,23 @@ pub fn noisy(
     step: f32,
     seed: u64,
 ) -> Result<Vec<f32>, String> {
+    noisy_with(network, start, steps, step, seed, None)
+}
+
+/// `noisy` with G from the `top_k` most probable classes (`None`: exact).
+pub fn noisy_with(
+    network: &Network,
+    start: &[f32],
+    steps: usize,
+    step: f32,
+    seed: u64,
+    top_k: Option<usize>,
+) -> Result<Vec<f32>, String> {
     let config = WalkConfig {
         max_steps: steps,
         step,
         seed,
+        top_k,
         ..WalkConfig::defaults(Mode::Kernel)
     };
     let walk = Walk::new(network, config, start.to_vec(), None)?;

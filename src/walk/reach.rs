@@ -25,7 +25,7 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 
 use super::{l2, Step, DEFAULT_STEP};
-use crate::geometry::{norm, LocalGeometry};
+use crate::geometry::{norm, GeometryOptions, LocalGeometry};
 use crate::model::Network;
 
 /// Default time budget of a search.
@@ -89,6 +89,8 @@ pub struct ReachConfig {
     pub hop_steps: usize,
     /// Seed of the hops' random directions.
     pub seed: u64,
+    /// Keep only the K most probable classes in G (`None`: exact).
+    pub top_k: Option<usize>,
 }
 
 impl Default for ReachConfig {
@@ -101,6 +103,7 @@ impl Default for ReachConfig {
             stall_steps: 40,
             hop_steps: 60,
             seed: 0,
+            top_k: None,
         }
     }
 }
@@ -115,8 +118,8 @@ struct End {
 }
 
 impl End {
-    fn at(network: &Network, x: Vec<f32>) -> End {
-        let geo = LocalGeometry::at(network, &x);
+    fn at(network: &Network, x: Vec<f32>, top_k: Option<usize>) -> End {
+        let geo = LocalGeometry::with(network, &x, GeometryOptions::walk(top_k));
         End { x, geo, moves: 0 }
     }
 }
@@ -204,10 +207,11 @@ impl<'a> Reach<'a> {
         if config.stall_steps == 0 || config.hop_steps == 0 {
             return Err("stall and hop lengths must be at least one step".into());
         }
+        GeometryOptions::walk(config.top_k).check()?;
         let began = Instant::now();
-        let mut ends = vec![End::at(network, start.clone())];
+        let mut ends = vec![End::at(network, start.clone(), config.top_k)];
         if config.strategy.both_ends() {
-            ends.push(End::at(network, target.clone()));
+            ends.push(End::at(network, target.clone(), config.top_k));
         }
         let gap = l2(&start, &target);
         let summary = ReachSummary {
@@ -285,6 +289,7 @@ impl<'a> Reach<'a> {
             eigenvalues: x.geo.eigenvalues.clone(),
             rank: x.geo.rank,
             trace: x.geo.trace,
+            dropped_mass: x.geo.dropped_mass,
             distance,
             off_leaf,
         }
@@ -320,7 +325,7 @@ impl<'a> Reach<'a> {
             return None;
         }
         let off_clamped = norm(&end.geo.project_kernel(&actual)) / actual_len;
-        let geo = LocalGeometry::at(self.network, &moved);
+        let geo = LocalGeometry::with(self.network, &moved, GeometryOptions::walk(self.config.top_k));
         // The same move seen from where it arrives: D changes where a ReLU switches on the way.
         let off_end = norm(&geo.project_kernel(&actual)) / actual_len;
         self.off_end_sum += off_end;
