@@ -218,6 +218,7 @@ mod tests {
             off_leaf: 0.0,
             last: false,
             reached: false,
+            step_ms: 1.0,
         }
     }
 

@@ -68,6 +68,8 @@ pub struct Frame {
     pub last: bool,
     /// The lane ended within the stop distance of the target.
     pub reached: bool,
+    /// Milliseconds the worker spent computing this step (for the lane's steps/s readout).
+    pub step_ms: f32,
 }
 
 impl Frame {
@@ -551,20 +553,17 @@ impl<'a> Lanes<'a> {
         }
         let mut frames = Vec::new();
         for run in self.runs.iter_mut().filter(|r| !r.done) {
+            let began = Instant::now();
             match run.walk.next() {
                 Some(step) => {
+                    let step_ms = began.elapsed().as_secs_f32() * 1000.0;
                     let last = run.walk.reached() || run.walk.finished() || step.index >= run.max_steps;
                     run.done = last;
                     // A reach search's distance is its own gap (to the target's leaf path), kept as is.
                     let target = self.target.as_deref().filter(|_| !run.walk.is_reach());
-                    frames.push(frame(
-                        self.session,
-                        run.lane,
-                        step,
-                        target,
-                        last,
-                        run.walk.reached(),
-                    ));
+                    let mut f = frame(self.session, run.lane, step, target, last, run.walk.reached());
+                    f.step_ms = step_ms;
+                    frames.push(f);
                 }
                 None => run.done = true,
             }
@@ -592,5 +591,6 @@ fn frame(session: u64, lane: Lane, step: Step, target: Option<&[f32]>, last: boo
         image: step.x,
         last,
         reached,
+        step_ms: f32::NAN,
     }
 }
