@@ -133,7 +133,11 @@ impl FrameLog {
             .map(|l| now.duration_since(l).as_secs_f32() * 1000.0);
         self.last_cpu = cpu;
         self.last_frame = Some(now);
-        if self.recording.as_ref().is_some_and(|r| r.session != facts.session) {
+        if self
+            .recording
+            .as_ref()
+            .is_some_and(|r| r.session != facts.session)
+        {
             // A new walk replaced the one being recorded before it ended.
             self.recording = None;
         }
@@ -191,7 +195,10 @@ impl FrameLog {
             .and_then(|mut f| writeln!(f, "{line}"));
         Some(match written {
             Ok(()) => Ok(line),
-            Err(e) => Err(format!("{}: cannot write the frame log: {e}", self.path.display())),
+            Err(e) => Err(format!(
+                "{}: cannot write the frame log: {e}",
+                self.path.display()
+            )),
         })
     }
 }

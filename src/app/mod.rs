@@ -71,6 +71,9 @@ pub struct AppOptions {
     pub instruments: bool,
     /// When the process started, for the start-up log line (`DATALEAF_LOG_STARTUP=1`).
     pub launched: Option<Instant>,
+    /// The walks' speed instead of the remembered one: steps per second per lane, or None for
+    /// as fast as possible.
+    pub speed: Option<Option<f32>>,
 }
 
 /// Something a panel asks the app to do.
@@ -212,6 +215,9 @@ impl DataleafApp {
         }
         if let Some(d) = &options.dataset {
             settings.dataset = d.clone();
+        }
+        if let Some(speed) = options.speed {
+            settings.speed = speed;
         }
         if options.lecture {
             settings.lecture = true;
