@@ -14,6 +14,7 @@ pub mod instruments;
 mod plane_view;
 mod plane_worker;
 mod plots;
+mod sched;
 mod state;
 mod style;
 mod walk_view;
@@ -202,6 +203,8 @@ pub fn run(options: AppOptions) -> Result<(), String> {
 impl DataleafApp {
     pub fn new(cc: &eframe::CreationContext<'_>, options: AppOptions) -> DataleafApp {
         let launched = options.launched.unwrap_or_else(Instant::now);
+        // A frame's work waits for no walk step (see sched.rs).
+        sched::request_slice(sched::UI_SLICE);
         style::install(&cc.egui_ctx);
         let mut settings: Settings = if options.fresh {
             Settings::default()
@@ -1178,6 +1181,17 @@ impl DataleafApp {
             eprintln!(
                 "dataleaf: {steps} steps after {SCREENSHOT_DEADLINE:?}; taking the screenshot as it is"
             );
+        }
+        for lane in Lane::BOTH {
+            let r = &self.rates[lane as usize];
+            if let (Some(rate), Some(ms)) = (r.overall(), r.step_ms()) {
+                eprintln!(
+                    "dataleaf: {} lane {} over its first {} steps (the worker's step {ms:.1} ms)",
+                    lane.short(),
+                    frame_stats::rate_text(rate),
+                    self.history.lane(lane).len().saturating_sub(1)
+                );
+            }
         }
         let path = path.clone();
         let times = self.frame_ms.clone();

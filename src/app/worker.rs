@@ -150,6 +150,7 @@ impl WorkerHandle {
         let thread = std::thread::Builder::new()
             .name("dataleaf-worker".into())
             .spawn(move || {
+                super::sched::request_slice(super::sched::WORKER_SLICE);
                 let worker = Worker {
                     rx: requests,
                     tx: replies,
@@ -162,8 +163,16 @@ impl WorkerHandle {
                 // One core is left to the UI thread, so frames keep their pace while a walk
                 // runs (on two cores the walk then takes one: 3.5 instead of 2.6 ms a step).
                 let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let threads = std::env::var("DATALEAF_WORKER_THREADS")
+                    .ok()
+                    .and_then(|t| t.parse::<usize>().ok())
+                    .filter(|&n| n > 0)
+                    .unwrap_or(cores.saturating_sub(1).max(1));
                 match rayon::ThreadPoolBuilder::new()
-                    .num_threads(cores.saturating_sub(1).max(1))
+                    .num_threads(threads)
+                    .start_handler(|_| {
+                        super::sched::request_slice(super::sched::WORKER_SLICE);
+                    })
                     .build()
                 {
                     Ok(pool) => pool.install(|| worker.run(model, dataset)),
