@@ -70,6 +70,9 @@ struct AppArgs {
     /// Open the instruments window: leaf directions and a chart of the current point.
     #[arg(long)]
     instruments: bool,
+    /// Steps per second per lane (1-120), or "max" for as fast as the worker can (the speed slider).
+    #[arg(long, value_name = "N|max")]
+    speed: Option<String>,
 }
 
 /// "X,Y" as two finite numbers, or a message naming the option.
@@ -203,6 +206,18 @@ fn run_app(args: AppArgs, launched: std::time::Instant) -> Result<()> {
             ));
         }
     }
+    let speed = match args.speed.as_deref() {
+        None => None,
+        Some(t) if t.eq_ignore_ascii_case("max") => Some(None),
+        Some(t) => match t.trim().parse::<f32>() {
+            Ok(v) if (1.0..=120.0).contains(&v) => Some(Some(v)),
+            _ => {
+                return Err(anyhow!(
+                    "--speed: {t:?} is not a number of steps per second from 1 to 120, or max"
+                ))
+            }
+        },
+    };
     dataleaf::app::run(dataleaf::app::AppOptions {
         model: args.model,
         dataset: args.dataset,
@@ -218,6 +233,7 @@ fn run_app(args: AppArgs, launched: std::time::Instant) -> Result<()> {
         plane_model: args.plane_model,
         plane_interval,
         instruments: args.instruments,
+        speed,
         launched: Some(launched),
     })
     .map_err(|m| anyhow!(m))

@@ -129,19 +129,40 @@ impl Series {
         }
     }
 
-    /// [step, value] points, at most about `budget` of them (every k-th frame, the last kept).
+    /// [step, value] points, at most about `budget` of them: a long walk is cut into runs of
+    /// consecutive steps, each drawn by its lowest and highest value (in step order), so thinning
+    /// never hides a peak or a dip; the first and the last frame are always kept.
     pub fn points(self, frames: &[Frame], budget: usize) -> Vec<[f64; 2]> {
-        let stride = frames.len().div_ceil(budget.max(1)).max(1);
-        let mut points: Vec<[f64; 2]> = frames
-            .iter()
-            .step_by(stride)
-            .map(|f| [f.index as f64, self.value(f)])
-            .collect();
-        if let Some(last) = frames.last() {
-            if !(frames.len() - 1).is_multiple_of(stride) {
-                points.push([last.index as f64, self.value(last)]);
+        let point = |f: &Frame| [f.index as f64, self.value(f)];
+        if frames.len() <= budget.max(2) {
+            return frames.iter().map(point).collect();
+        }
+        // Two points per run, and the first and last frames on their own.
+        let runs = (budget.max(2) / 2).max(1);
+        let run = (frames.len() - 1).div_ceil(runs);
+        let mut points = Vec::with_capacity(2 * runs + 2);
+        points.push(point(&frames[0]));
+        for chunk in frames[..frames.len() - 1].chunks(run) {
+            // A NaN (a distance can be one) gives way to any number.
+            let (mut lo, mut hi) = (0, 0);
+            let (mut low, mut high) = (self.value(&chunk[0]), self.value(&chunk[0]));
+            for (i, f) in chunk.iter().enumerate().skip(1) {
+                let v = self.value(f);
+                if v < low || low.is_nan() {
+                    (lo, low) = (i, v);
+                }
+                if v > high || high.is_nan() {
+                    (hi, high) = (i, v);
+                }
+            }
+            for i in [lo.min(hi), lo.max(hi)] {
+                let p = point(&chunk[i]);
+                if points.last() != Some(&p) {
+                    points.push(p);
+                }
             }
         }
+        points.push(point(&frames[frames.len() - 1]));
         points
     }
 }
@@ -218,6 +239,7 @@ mod tests {
             off_leaf: 0.0,
             last: false,
             reached: false,
+            step_ms: 1.0,
         }
     }
 

@@ -7,12 +7,14 @@ mod commands;
 mod draw_pad;
 mod experiments_view;
 mod files;
+pub mod frame_stats;
 mod gallery;
 mod history;
 pub mod instruments;
 mod plane_view;
 mod plane_worker;
 mod plots;
+mod sched;
 mod state;
 mod style;
 mod walk_view;
@@ -70,6 +72,9 @@ pub struct AppOptions {
     pub instruments: bool,
     /// When the process started, for the start-up log line (`DATALEAF_LOG_STARTUP=1`).
     pub launched: Option<Instant>,
+    /// The walks' speed instead of the remembered one: steps per second per lane, or None for
+    /// as fast as possible.
+    pub speed: Option<Option<f32>>,
 }
 
 /// Something a panel asks the app to do.
@@ -155,6 +160,10 @@ pub struct DataleafApp {
     screen_fitted: bool,
     /// Milliseconds from launch to the app's construction (the window and renderer are up by then).
     built_ms: f64,
+    /// Each lane's pace, indexed by `Lane as usize`.
+    rates: [frame_stats::LaneRate; 2],
+    /// The frame-time log asked for by `DATALEAF_FRAME_LOG`.
+    frame_log: Option<frame_stats::FrameLog>,
 }
 
 /// The app in a native window.
@@ -194,6 +203,8 @@ pub fn run(options: AppOptions) -> Result<(), String> {
 impl DataleafApp {
     pub fn new(cc: &eframe::CreationContext<'_>, options: AppOptions) -> DataleafApp {
         let launched = options.launched.unwrap_or_else(Instant::now);
+        // A frame's work waits for no walk step (see sched.rs).
+        sched::request_slice(sched::UI_SLICE);
         style::install(&cc.egui_ctx);
         let mut settings: Settings = if options.fresh {
             Settings::default()
@@ -207,6 +218,9 @@ impl DataleafApp {
         }
         if let Some(d) = &options.dataset {
             settings.dataset = d.clone();
+        }
+        if let Some(speed) = options.speed {
+            settings.speed = speed;
         }
         if options.lecture {
             settings.lecture = true;
@@ -269,6 +283,8 @@ impl DataleafApp {
             first_frame_logged: 0,
             screen_fitted: false,
             built_ms: launched.elapsed().as_secs_f64() * 1000.0,
+            rates: Default::default(),
+            frame_log: frame_stats::FrameLog::from_env(),
         }
     }
 
@@ -360,6 +376,11 @@ impl DataleafApp {
         &self.frame_ms
     }
 
+    /// A lane's pace: its steps per second and the worker's time per step.
+    pub fn lane_rate(&self, lane: Lane) -> &frame_stats::LaneRate {
+        &self.rates[lane as usize]
+    }
+
     fn note(&mut self, text: String, time: f64) {
         self.messages.push(Message {
             text,
@@ -434,6 +455,7 @@ impl DataleafApp {
                 }
             });
         self.history.reset(self.session, start.clone(), target.clone());
+        self.rates.iter_mut().for_each(frame_stats::LaneRate::reset);
         let Some(start) = start else { return };
         if self.model.is_none() {
             return;
@@ -523,7 +545,13 @@ impl DataleafApp {
 
     /// Take in everything the worker sent since the last frame.
     fn receive(&mut self, time: f64) {
+        let now = Instant::now();
         while let Some(reply) = self.worker.try_recv() {
+            if let Reply::Frames(frames) = &reply {
+                for f in frames.iter().filter(|f| f.session == self.history.session) {
+                    self.rates[f.lane as usize].arrived(now, f.index, f.step_ms);
+                }
+            }
             if self.history.absorb(&reply) {
                 continue;
             }
@@ -1002,6 +1030,30 @@ impl DataleafApp {
             ui.label(state);
             ui.separator();
             ui.label(format!("{} steps computed", h.len().saturating_sub(1)));
+            let rates: Vec<String> = Lane::BOTH
+                .iter()
+                .filter_map(|&l| {
+                    let r = &self.rates[l as usize];
+                    let shown = if self.playing { r.recent() } else { r.overall() };
+                    shown.map(|v| format!("{} {}", l.short(), frame_stats::rate_text(v)))
+                })
+                .collect();
+            if !rates.is_empty() {
+                ui.separator();
+                let tip = Lane::BOTH
+                    .iter()
+                    .filter_map(|&l| {
+                        let r = &self.rates[l as usize];
+                        r.step_ms().map(|ms| {
+                            format!("{}: the worker computes a step in {ms:.1} ms (median of the last 60)", l.short())
+                        })
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                ui.label(rates.join(" · ")).on_hover_text(format!(
+                    "Steps per second of each lane: over the last two seconds while walking, over the whole walk once it stops. The lanes take turns on one worker.\n{tip}"
+                ));
+            }
             if !self.worker.is_alive() {
                 ui.separator();
                 ui.label(RichText::new("the worker stopped").color(style::ERROR_COLOR));
@@ -1092,6 +1144,7 @@ impl DataleafApp {
             target_label: self.label_of(&self.settings.target),
             stale: self.stale,
             lecture,
+            steps_per_second: self.rates.each_ref().map(frame_stats::LaneRate::recent),
         };
         egui::CentralPanel::default().show(ui, |ui| {
             egui::ScrollArea::vertical()
@@ -1128,6 +1181,17 @@ impl DataleafApp {
             eprintln!(
                 "dataleaf: {steps} steps after {SCREENSHOT_DEADLINE:?}; taking the screenshot as it is"
             );
+        }
+        for lane in Lane::BOTH {
+            let r = &self.rates[lane as usize];
+            if let (Some(rate), Some(ms)) = (r.overall(), r.step_ms()) {
+                eprintln!(
+                    "dataleaf: {} lane {} over its first {} steps (the worker's step {ms:.1} ms)",
+                    lane.short(),
+                    frame_stats::rate_text(rate),
+                    self.history.lane(lane).len().saturating_sub(1)
+                );
+            }
         }
         let path = path.clone();
         let times = self.frame_ms.clone();
@@ -1253,10 +1317,27 @@ impl eframe::App for DataleafApp {
         }
         self.first_frame_logged = self.first_frame_logged.saturating_add(1).min(2);
 
-        let spent = frame
-            .info()
-            .cpu_usage
-            .map_or_else(|| began.elapsed().as_secs_f32(), |c| c.max(0.0));
+        let ui_ms = began.elapsed().as_secs_f32() * 1000.0;
+        let previous_work_ms = frame.info().cpu_usage.map(|c| c.max(0.0) * 1000.0);
+        if let Some(log) = &mut self.frame_log {
+            let facts = frame_stats::FrameFacts {
+                session: self.session,
+                playing: self.playing,
+                finished: self.history.finished(),
+                ui_ms,
+                previous_work_ms,
+                size: ctx.content_rect().size().into(),
+                model: self.model.as_ref().map_or(String::new(), |m| m.name.clone()),
+                steps: Lane::BOTH.map(|l| self.history.lane(l).len().saturating_sub(1)),
+                steps_per_second: self.rates.each_ref().map(frame_stats::LaneRate::overall),
+            };
+            match log.frame(&facts) {
+                Some(Ok(line)) => eprintln!("dataleaf: frame times of the walk: {line}"),
+                Some(Err(e)) => self.error(e, time),
+                None => {}
+            }
+        }
+        let spent = previous_work_ms.map_or(ui_ms, |ms| ms) / 1000.0;
         self.frame_ms.push(spent * 1000.0);
         if self.frame_ms.len() > 120 {
             self.frame_ms.remove(0);

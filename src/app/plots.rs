@@ -7,8 +7,9 @@ use super::history::{History, Series};
 use super::style;
 use super::worker::Lane;
 
-/// Points per plotted series at most; longer walks are thinned for drawing only.
-const SERIES_BUDGET: usize = 1500;
+/// Points per plotted series: one lowest/highest pair per this many pixels of the plot's width
+/// (longer walks are thinned for drawing only; the CSV export keeps every step).
+const PIXELS_PER_PAIR: f32 = 2.0;
 /// Eigenvalues at or below this are drawn on the floor (the null direction sits near 1e-17).
 const LOG_FLOOR: f64 = -18.0;
 /// Relative size below which an eigenvalue is round-off (below the rank tolerance 1e-12).
@@ -214,6 +215,8 @@ impl Plots {
                 }
                 Series::Trace => plot,
             };
+            let pixels = ui.available_width() * ui.ctx().pixels_per_point();
+            let budget = (2.0 * pixels / PIXELS_PER_PAIR).max(64.0) as usize;
             plot.show(ui, |plot| {
                 if series == Series::Distance {
                     plot.hline(
@@ -223,7 +226,7 @@ impl Plots {
                     );
                 }
                 for lane in Lane::BOTH {
-                    let points = series.points(history.lane(lane), SERIES_BUDGET);
+                    let points = series.points(history.lane(lane), budget);
                     if points.is_empty() {
                         continue;
                     }

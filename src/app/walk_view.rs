@@ -56,6 +56,8 @@ pub struct Shown<'a> {
     pub stale: bool,
     /// Lecture mode: the secondary settings live behind their toggle.
     pub lecture: bool,
+    /// Each lane's recent steps per second, indexed by `Lane as usize`.
+    pub steps_per_second: [Option<f32>; 2],
 }
 
 /// The largest readout type (points, before lecture mode's zoom).
@@ -156,7 +158,8 @@ impl Plan {
         let predicts_font = fitting(ui, &format!("predicts {longest}"), 0.9 * big, column);
         let detail_font = fitting(ui, "100 % off the leaf", body, column)
             .min(fitting(ui, "from start 10.000", body, column))
-            .min(fitting(ui, "reached the target ✓", body, column));
+            .min(fitting(ui, "reached the target ✓", body, column))
+            .min(fitting(ui, "walking… 120 steps/s", body, column));
         let detail = detail_font * 1.2;
         // Readouts: step, predicts (and p), distance, then off the leaf and the status.
         let readouts = if compact {
@@ -535,8 +538,15 @@ fn lane_facts(
             .weak(),
     )
     .on_hover_text("The part of the last step's move outside D_x, the data leaf's tangent space");
-    let status = status.unwrap_or_else(|| RichText::new(if shown.playing { "walking…" } else { "paused" }));
-    line(ui, status.size(plan.detail_font));
+    let status = status.unwrap_or_else(|| {
+        RichText::new(match (shown.playing, shown.steps_per_second[lane as usize]) {
+            (true, Some(rate)) => format!("walking… {}", super::frame_stats::rate_text(rate)),
+            (true, None) => "walking…".into(),
+            (false, _) => "paused".into(),
+        })
+    });
+    line(ui, status.size(plan.detail_font))
+        .on_hover_text("Steps per second: the steps this lane took in the last two seconds");
 }
 
 fn transport(

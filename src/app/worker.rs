@@ -68,6 +68,8 @@ pub struct Frame {
     pub last: bool,
     /// The lane ended within the stop distance of the target.
     pub reached: bool,
+    /// Milliseconds the worker spent computing this step (for the lane's steps/s readout).
+    pub step_ms: f32,
 }
 
 impl Frame {
@@ -148,6 +150,7 @@ impl WorkerHandle {
         let thread = std::thread::Builder::new()
             .name("dataleaf-worker".into())
             .spawn(move || {
+                super::sched::request_slice(super::sched::WORKER_SLICE);
                 let worker = Worker {
                     rx: requests,
                     tx: replies,
@@ -160,8 +163,16 @@ impl WorkerHandle {
                 // One core is left to the UI thread, so frames keep their pace while a walk
                 // runs (on two cores the walk then takes one: 3.5 instead of 2.6 ms a step).
                 let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let threads = std::env::var("DATALEAF_WORKER_THREADS")
+                    .ok()
+                    .and_then(|t| t.parse::<usize>().ok())
+                    .filter(|&n| n > 0)
+                    .unwrap_or(cores.saturating_sub(1).max(1));
                 match rayon::ThreadPoolBuilder::new()
-                    .num_threads(cores.saturating_sub(1).max(1))
+                    .num_threads(threads)
+                    .start_handler(|_| {
+                        super::sched::request_slice(super::sched::WORKER_SLICE);
+                    })
                     .build()
                 {
                     Ok(pool) => pool.install(|| worker.run(model, dataset)),
@@ -562,20 +573,17 @@ impl<'a> Lanes<'a> {
         }
         let mut frames = Vec::new();
         for run in self.runs.iter_mut().filter(|r| !r.done) {
+            let began = Instant::now();
             match run.walk.next() {
                 Some(step) => {
+                    let step_ms = began.elapsed().as_secs_f32() * 1000.0;
                     let last = run.walk.reached() || run.walk.finished() || step.index >= run.max_steps;
                     run.done = last;
                     // A reach search's distance is its own gap (to the target's leaf path), kept as is.
                     let target = self.target.as_deref().filter(|_| !run.walk.is_reach());
-                    frames.push(frame(
-                        self.session,
-                        run.lane,
-                        step,
-                        target,
-                        last,
-                        run.walk.reached(),
-                    ));
+                    let mut f = frame(self.session, run.lane, step, target, last, run.walk.reached());
+                    f.step_ms = step_ms;
+                    frames.push(f);
                 }
                 None => run.done = true,
             }
@@ -603,5 +611,6 @@ fn frame(session: u64, lane: Lane, step: Step, target: Option<&[f32]>, last: boo
         image: step.x,
         last,
         reached,
+        step_ms: f32::NAN,
     }
 }
