@@ -471,18 +471,22 @@ impl Network {
             let mut y = vec![0.0f32; batch * out_len];
             match op {
                 Op::Conv(c) => conv_forward(c, &x, &mut y, batch),
-                Op::Linear(l) => {
-                    matmul(
-                        &mut y,
-                        View::rows(&x, batch, l.nin),
-                        View::transposed(&l.weight, l.nout, l.nin),
-                        false,
-                        Threads::All,
-                    );
-                    for row in y.chunks_mut(l.nout) {
-                        row.iter_mut().zip(&l.bias).for_each(|(v, b)| *v += b);
+                Op::Linear(l) => match (&l.packed, batch) {
+                    // One image (a step of a walk): the packed copy, the one the reverse pass reads.
+                    (Some(packed), 1) => packed.forward_one(&x, &l.bias, &mut y),
+                    _ => {
+                        matmul(
+                            &mut y,
+                            View::rows(&x, batch, l.nin),
+                            View::transposed(&l.weight, l.nout, l.nin),
+                            false,
+                            Threads::All,
+                        );
+                        for row in y.chunks_mut(l.nout) {
+                            row.iter_mut().zip(&l.bias).for_each(|(v, b)| *v += b);
+                        }
                     }
-                }
+                },
                 // NaN propagates, as in PyTorch (f32::max would turn it into 0).
                 Op::Relu => y
                     .iter_mut()

@@ -43,6 +43,43 @@ impl PackedLinear {
         false
     }
 
+    /// y = W x + bias for one input, from the packed blocks: the forward pass of a step then reads
+    /// only this copy of W, so one copy, not two, competes for the cache. Call only where
+    /// `available()`.
+    pub fn forward_one(&self, x: &[f32], bias: &[f32], y: &mut [f32]) {
+        let (nout, nin) = (self.nout, self.nin);
+        assert!(x.len() == nin && bias.len() == nout && y.len() == nout);
+        let blocks = nin.div_ceil(BLOCK);
+        let mut xp = vec![0.0f32; blocks * BLOCK];
+        xp[..nin].copy_from_slice(x);
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+            let group = if avx512 { 12 } else { 3 };
+            // Groups of outputs over threads when W is big enough to pay for the hand-off.
+            let parallel = nout * nin >= 1 << 18;
+            let run = |(k, out): (usize, &mut [f32])| {
+                let o0 = k * group;
+                // SAFETY: the features were checked above; the kernels assert their bounds.
+                unsafe {
+                    if avx512 {
+                        x86::forward_avx512(out.len(), self, &xp, o0, out);
+                    } else {
+                        x86::forward_avx2(out.len(), self, &xp, o0, out);
+                    }
+                }
+            };
+            if parallel {
+                y.par_chunks_mut(group).enumerate().for_each(run);
+            } else {
+                y.chunks_mut(group).enumerate().for_each(run);
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = xp;
+        y.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+    }
+
     /// dx = g W for `rows` cotangent rows (rows x nout), skipping outputs zero in every row.
     /// Call only where `available()`.
     pub fn input_grad(&self, g: &[f32], rows: usize) -> Vec<f32> {
@@ -178,6 +215,84 @@ mod x86 {
         };
     }
 
+    macro_rules! forward {
+        ($name:ident, $dispatch:ident, $feature:literal, $lanes:literal, [$($n:literal)*], $zero:ident,
+         $load:ident, $fma:ident, $add:ident, $sum:ident) => {
+            /// y[g] = W[o0 + g] . x for the G outputs of one group, summed over all blocks.
+            #[target_feature(enable = $feature)]
+            unsafe fn $name<const G: usize>(w: &PackedLinear, xp: &[f32], o0: usize, y: &mut [f32]) {
+                const V: usize = BLOCK / $lanes;
+                let blocks = xp.len() / BLOCK;
+                assert!(o0 + G <= w.nout && y.len() >= G && blocks * w.nout * BLOCK <= w.data.len());
+                let (wp, xq) = (w.data.as_ptr(), xp.as_ptr());
+                let mut acc = [[$zero(); V]; G];
+                for b in 0..blocks {
+                    let mut xv = [$zero(); V];
+                    for (v, x) in xv.iter_mut().enumerate() {
+                        // SAFETY: b 32 + 32 <= xp.len().
+                        *x = unsafe { $load(xq.add(b * BLOCK + v * $lanes)) };
+                    }
+                    for (g, a) in acc.iter_mut().enumerate() {
+                        // SAFETY: (b nout + o0 + g) 32 + 32 <= data.len(), asserted above.
+                        let base = unsafe { wp.add((b * w.nout + o0 + g) * BLOCK) };
+                        for v in 0..V {
+                            a[v] = $fma(unsafe { $load(base.add(v * $lanes)) }, xv[v], a[v]);
+                        }
+                    }
+                }
+                for (g, a) in acc.iter().enumerate() {
+                    let mut t = a[0];
+                    for x in &a[1..] {
+                        t = $add(t, *x);
+                    }
+                    y[g] = $sum(t);
+                }
+            }
+
+            #[target_feature(enable = $feature)]
+            pub(super) unsafe fn $dispatch(g: usize, w: &PackedLinear, xp: &[f32], o0: usize, y: &mut [f32]) {
+                match g {
+                    $($n => unsafe { $name::<$n>(w, xp, o0, y) },)*
+                    _ => unreachable!("output groups are bounded by the caller"),
+                }
+            }
+        };
+    }
+
+    forward!(
+        fwd_avx512,
+        forward_avx512,
+        "avx512f",
+        16,
+        [1 2 3 4 5 6 7 8 9 10 11 12],
+        _mm512_setzero_ps,
+        _mm512_loadu_ps,
+        _mm512_fmadd_ps,
+        _mm512_add_ps,
+        _mm512_reduce_add_ps
+    );
+    forward!(
+        fwd_avx2,
+        forward_avx2,
+        "avx2,fma",
+        8,
+        [1 2 3],
+        _mm256_setzero_ps,
+        _mm256_loadu_ps,
+        _mm256_fmadd_ps,
+        _mm256_add_ps,
+        sum256
+    );
+
+    /// The sum of a vector's eight lanes.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn sum256(v: __m256) -> f32 {
+        let pair = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let two = _mm_add_ps(pair, _mm_movehl_ps(pair, pair));
+        _mm_cvtss_f32(_mm_add_ss(two, _mm_shuffle_ps(two, two, 1)))
+    }
+
     kernel!(
         rows_avx512,
         dispatch_avx512,
@@ -213,6 +328,33 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forward_matches_the_definition() {
+        if !PackedLinear::available() {
+            return;
+        }
+        for (nout, nin) in [(5, 1100), (128, 9216), (13, 70), (1, 32)] {
+            let weight: Vec<f32> = (0..nout * nin)
+                .map(|i| ((i * 7919) % 997) as f32 / 997.0 - 0.5)
+                .collect();
+            let x: Vec<f32> = (0..nin).map(|i| ((i * 31) % 17) as f32 / 17.0 - 0.4).collect();
+            let bias: Vec<f32> = (0..nout).map(|o| o as f32 * 0.1).collect();
+            let mut y = vec![0.0f32; nout];
+            PackedLinear::new(&weight, nout, nin).forward_one(&x, &bias, &mut y);
+            for o in 0..nout {
+                let want: f64 = bias[o] as f64
+                    + (0..nin)
+                        .map(|j| weight[o * nin + j] as f64 * x[j] as f64)
+                        .sum::<f64>();
+                assert!(
+                    (y[o] as f64 - want).abs() < 1e-3,
+                    "nout {nout} nin {nin} output {o}: {} vs {want}",
+                    y[o]
+                );
+            }
+        }
+    }
 
     #[test]
     fn matches_the_definition() {
