@@ -103,8 +103,14 @@ impl PackedLinear {
         #[cfg(target_arch = "x86_64")]
         {
             let max_rows = if avx512 { 12 } else { 3 };
-            // Column ranges over threads, each writing its own part of every row.
-            let threads = rayon::current_num_threads().min(blocks).max(1);
+            // Column ranges over threads, each writing its own part of every row; small products
+            // (the last layer's) stay on the calling thread, where a hand-off costs more.
+            let macs = rows * active.len() * nin;
+            let threads = if macs < 1 << 17 {
+                1
+            } else {
+                rayon::current_num_threads().min(blocks).max(1)
+            };
             let per = blocks.div_ceil(threads);
             let parts: Vec<(usize, Vec<f32>)> = (0..threads)
                 .into_par_iter()
