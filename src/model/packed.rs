@@ -55,25 +55,23 @@ impl PackedLinear {
         #[cfg(target_arch = "x86_64")]
         {
             let avx512 = std::arch::is_x86_feature_detected!("avx512f");
-            let group = if avx512 { 12 } else { 3 };
-            // Groups of outputs over threads when W is big enough to pay for the hand-off.
-            let parallel = nout * nin >= 1 << 18;
-            let run = |(k, out): (usize, &mut [f32])| {
-                let o0 = k * group;
+            // Output ranges over threads when W is big enough to pay for the hand-off.
+            let threads = if nout * nin >= 1 << 18 {
+                rayon::current_num_threads().min(nout).max(1)
+            } else {
+                1
+            };
+            let per = nout.div_ceil(threads);
+            y.par_chunks_mut(per).enumerate().for_each(|(k, out)| {
                 // SAFETY: the features were checked above; the kernels assert their bounds.
                 unsafe {
                     if avx512 {
-                        x86::forward_avx512(out.len(), self, &xp, o0, out);
+                        x86::forward_avx512(self, &xp, k * per, out);
                     } else {
-                        x86::forward_avx2(out.len(), self, &xp, o0, out);
+                        x86::forward_avx2(self, &xp, k * per, out);
                     }
                 }
-            };
-            if parallel {
-                y.par_chunks_mut(group).enumerate().for_each(run);
-            } else {
-                y.chunks_mut(group).enumerate().for_each(run);
-            }
+            });
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = xp;
@@ -222,71 +220,69 @@ mod x86 {
     }
 
     macro_rules! forward {
-        ($name:ident, $dispatch:ident, $feature:literal, $lanes:literal, [$($n:literal)*], $zero:ident,
-         $load:ident, $fma:ident, $add:ident, $sum:ident) => {
-            /// y[g] = W[o0 + g] . x for the G outputs of one group, summed over all blocks.
+        ($name:ident, $feature:literal, $lanes:literal, $zero:ident, $load:ident, $fma:ident,
+         $add:ident, $store:ident, $sum:ident) => {
+            /// y[k] = W[o0 + k] . x for the outputs of one range. W streams in address order, block
+            /// by block; each output's 32 partial sums live in `sums` (L1) between blocks.
             #[target_feature(enable = $feature)]
-            unsafe fn $name<const G: usize>(w: &PackedLinear, xp: &[f32], o0: usize, y: &mut [f32]) {
+            pub(super) unsafe fn $name(w: &PackedLinear, xp: &[f32], o0: usize, y: &mut [f32]) {
                 const V: usize = BLOCK / $lanes;
                 let blocks = xp.len() / BLOCK;
-                assert!(o0 + G <= w.nout && y.len() >= G && blocks * w.nout * BLOCK <= w.data.len());
-                let (wp, xq) = (w.data.as_ptr(), xp.as_ptr());
-                let mut acc = [[$zero(); V]; G];
+                let count = y.len();
+                assert!(o0 + count <= w.nout && blocks * w.nout * BLOCK <= w.data.len());
+                let mut sums = vec![0.0f32; count * BLOCK];
+                let (wp, xq, sp) = (w.data.as_ptr(), xp.as_ptr(), sums.as_mut_ptr());
                 for b in 0..blocks {
                     let mut xv = [$zero(); V];
                     for (v, x) in xv.iter_mut().enumerate() {
                         // SAFETY: b 32 + 32 <= xp.len().
                         *x = unsafe { $load(xq.add(b * BLOCK + v * $lanes)) };
                     }
-                    for (g, a) in acc.iter_mut().enumerate() {
-                        // SAFETY: (b nout + o0 + g) 32 + 32 <= data.len(), asserted above.
-                        let base = unsafe { wp.add((b * w.nout + o0 + g) * BLOCK) };
+                    // SAFETY: (b nout + o0 + k) 32 + 32 <= data.len() for k < count (asserted).
+                    let base = unsafe { wp.add((b * w.nout + o0) * BLOCK) };
+                    for k in 0..count {
                         for v in 0..V {
-                            a[v] = $fma(unsafe { $load(base.add(v * $lanes)) }, xv[v], a[v]);
+                            // SAFETY: k 32 + v lanes + lanes <= count 32 = sums.len().
+                            unsafe {
+                                let at = k * BLOCK + v * $lanes;
+                                let acc = $fma($load(base.add(at)), xv[v], $load(sp.add(at)));
+                                $store(sp.add(at), acc);
+                            }
                         }
                     }
                 }
-                for (g, a) in acc.iter().enumerate() {
-                    let mut t = a[0];
-                    for x in &a[1..] {
-                        t = $add(t, *x);
+                for (k, out) in y.iter_mut().enumerate() {
+                    let mut t = $zero();
+                    for v in 0..V {
+                        // SAFETY: as above.
+                        t = $add(t, unsafe { $load(sp.add(k * BLOCK + v * $lanes)) });
                     }
-                    y[g] = $sum(t);
-                }
-            }
-
-            #[target_feature(enable = $feature)]
-            pub(super) unsafe fn $dispatch(g: usize, w: &PackedLinear, xp: &[f32], o0: usize, y: &mut [f32]) {
-                match g {
-                    $($n => unsafe { $name::<$n>(w, xp, o0, y) },)*
-                    _ => unreachable!("output groups are bounded by the caller"),
+                    *out = $sum(t);
                 }
             }
         };
     }
 
     forward!(
-        fwd_avx512,
         forward_avx512,
         "avx512f",
         16,
-        [1 2 3 4 5 6 7 8 9 10 11 12],
         _mm512_setzero_ps,
         _mm512_loadu_ps,
         _mm512_fmadd_ps,
         _mm512_add_ps,
+        _mm512_storeu_ps,
         _mm512_reduce_add_ps
     );
     forward!(
-        fwd_avx2,
         forward_avx2,
         "avx2,fma",
         8,
-        [1 2 3],
         _mm256_setzero_ps,
         _mm256_loadu_ps,
         _mm256_fmadd_ps,
         _mm256_add_ps,
+        _mm256_storeu_ps,
         sum256
     );
 
