@@ -40,7 +40,7 @@ fn top_k_in_the_settings_walks_on_k_classes() {
             )
         });
     wait(&mut h, "the first frames", |app| {
-        app.history().lane(Lane::Kernel).len() >= 1
+        !app.history().lane(Lane::Kernel).is_empty()
     });
     // MNIST has 10 classes: auto is exact there.
     assert_eq!(h.state().settings().params.classes_in_g, ClassesInG::Auto);
