@@ -31,7 +31,7 @@ pub use history::{History, Series};
 pub use plane_view::Layers as PlaneLayers;
 pub use plane_worker::{Curves, PlaneFrame, HEAT_CELLS, TRAINING_HEAT_CELLS};
 pub use state::{
-    find_preset, presets_of, Choice, Domain, KernelDirection, Params, Preset, Settings, PRESETS,
+    find_preset, presets_of, Choice, ClassesInG, Domain, KernelDirection, Params, Preset, Settings, PRESETS,
 };
 pub use walk_view::EXPLANATION;
 pub use worker::{Frame, Lane, ModelInfo};

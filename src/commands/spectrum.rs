@@ -34,12 +34,13 @@ pub fn run(model: &str, dataset: &str, index: usize, json: bool, geometry: Geome
         name(geo.argmax()),
         geo.max_prob()
     );
-    println!(
-        "rank {} (bound C - 1 = {}), trace {:.4e}",
-        geo.rank,
-        model.num_classes() - 1,
-        geo.trace
-    );
+    // Exact G has rank at most C - 1 (B B^T's null direction sqrt p); top-k's at most K.
+    let bound = if geo.is_exact() {
+        format!("C - 1 = {}", c - 1)
+    } else {
+        format!("K = {}", geo.classes.len())
+    };
+    println!("rank {} (bound {bound}), trace {:.4e}", geo.rank, geo.trace);
     if let Some(line) = geometry.line(c, geo.dropped_mass) {
         println!("{line}");
     }
