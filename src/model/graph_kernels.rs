@@ -86,8 +86,9 @@ pub fn pack_taps(geo: &ConvGeometry, weight: &[f32]) -> Vec<f32> {
     w
 }
 
-/// For each output position, the output channels whose gradient is nonzero in some row.
-fn live_channels(geo: &ConvGeometry, g: &[f32], rows: usize) -> Vec<Vec<u32>> {
+/// For each output position, the output channels whose gradient is nonzero in some row; and for
+/// each output entry whether it is one of those.
+fn live_channels(geo: &ConvGeometry, g: &[f32], rows: usize) -> (Vec<Vec<u32>>, Vec<bool>) {
     let hw = geo.hout * geo.wout;
     let out_len = geo.out_len();
     let mut any = vec![false; out_len];
@@ -98,7 +99,7 @@ fn live_channels(geo: &ConvGeometry, g: &[f32], rows: usize) -> Vec<Vec<u32>> {
     for (j, _) in any.iter().enumerate().filter(|(_, &a)| a) {
         live[j % hw].push((j / hw) as u32);
     }
-    live
+    (live, any)
 }
 
 /// Fraction of live entries, over the first row.
@@ -128,7 +129,7 @@ fn conv_input_grad_with(
     );
     let in_len = geo.in_len();
     assert_eq!(dx.len(), rows * in_len, "input gradient size");
-    let live = live_channels(geo, g, rows);
+    let (live, any) = live_channels(geo, g, rows);
     if rows == 0 || in_len == 0 {
         return;
     }
@@ -141,7 +142,7 @@ fn conv_input_grad_with(
     };
     let blocks = rows.div_ceil(MAX_BLOCK).max(threads.min(rows));
     let per = rows.div_ceil(blocks);
-    let run = |(b, dxb): (usize, &mut [f32])| block(geo, packed, &live, g, b * per, dxb, simd);
+    let run = |(b, dxb): (usize, &mut [f32])| block(geo, packed, (&live, &any), g, b * per, dxb, simd);
     if blocks == 1 {
         run((0, dx));
     } else {
@@ -208,7 +209,7 @@ struct Run<'a> {
 fn block(
     geo: &ConvGeometry,
     packed: &[f32],
-    live: &[Vec<u32>],
+    (live, any): (&[Vec<u32>], &[bool]),
     g: &[f32],
     r0: usize,
     dxb: &mut [f32],
@@ -237,7 +238,8 @@ fn block(
         let gt = &mut gt[..nb * out_len];
         for r in 0..nb {
             let row = &g[(r0 + b0 + r) * out_len..][..out_len];
-            for (j, &v) in row.iter().enumerate() {
+            // Only live entries are ever read back (behind a max-pool most are not).
+            for (j, (&v, _)) in row.iter().zip(any).enumerate().filter(|(_, (_, &a))| a) {
                 gt[j * nb + r] = v;
             }
         }
