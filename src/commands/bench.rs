@@ -81,7 +81,7 @@ struct Floor {
     /// Forward and reverse passes for J (or its top-k rows), counting only entries that carry
     /// gradient (f32).
     jacobian_flops: f64,
-    /// B, B B^T, the leaf basis and one projection (f64).
+    /// B, the symmetric gram B B^T and one projection without the basis (f64).
     spectrum_flops: f64,
     gemm_f32_gflops: f64,
     gemm_f64_gflops: f64,
@@ -99,10 +99,11 @@ impl Floor {
             Some(k) => ((k + 1) as f64, k as f64),
             None => (c, c),
         };
-        let rank = c - 1.0;
         Floor {
             jacobian_flops: 2.0 * (macs.forward + rows * macs.per_row),
-            spectrum_flops: 2.0 * (c * n + c * c * n + rank * c * n + 2.0 * rank * n),
+            // What a walk step does (no basis): B from J, the symmetric gram B B^T (one triangle),
+            // and the projection B^T (B B^T)^+ B d (two products with B).
+            spectrum_flops: 2.0 * (c * n + 0.5 * c * (c + 1.0) * n + 2.0 * c * n),
             gemm_f32_gflops: rates.0,
             gemm_f64_gflops: rates.1,
         }
