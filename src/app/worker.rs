@@ -410,6 +410,25 @@ struct LaneRun<'a> {
     done: bool,
 }
 
+impl LaneRun<'_> {
+    /// The lane's next step as a frame, timed; None once the walk has nothing more.
+    fn step(&mut self, session: u64, target: Option<&[f32]>) -> Option<Frame> {
+        let began = Instant::now();
+        let Some(step) = self.walk.next() else {
+            self.done = true;
+            return None;
+        };
+        let step_ms = began.elapsed().as_secs_f32() * 1000.0;
+        let last = self.walk.reached() || self.walk.finished() || step.index >= self.max_steps;
+        self.done = last;
+        // A reach search's distance is its own gap (to the target's leaf path), kept as is.
+        let target = target.filter(|_| !self.walk.is_reach());
+        let mut f = frame(session, self.lane, step, target, last, self.walk.reached());
+        f.step_ms = step_ms;
+        Some(f)
+    }
+}
+
 /// The noisy start in progress: a kernel walk whose last image becomes the start.
 struct Noise<'a> {
     walk: Walk<'a>,
@@ -571,21 +590,19 @@ impl<'a> Lanes<'a> {
                 start,
             });
         }
+        let (session, target) = (self.session, self.target.as_deref());
         let mut frames = Vec::new();
-        for run in self.runs.iter_mut().filter(|r| !r.done) {
-            let began = Instant::now();
-            match run.walk.next() {
-                Some(step) => {
-                    let step_ms = began.elapsed().as_secs_f32() * 1000.0;
-                    let last = run.walk.reached() || run.walk.finished() || step.index >= run.max_steps;
-                    run.done = last;
-                    // A reach search's distance is its own gap (to the target's leaf path), kept as is.
-                    let target = self.target.as_deref().filter(|_| !run.walk.is_reach());
-                    let mut f = frame(self.session, run.lane, step, target, last, run.walk.reached());
-                    f.step_ms = step_ms;
-                    frames.push(f);
+        match self.runs.as_mut_slice() {
+            // Both lanes at once where the pool has a thread for each: no lane waits for the
+            // other's step, and each step's own parallel parts share the pool as they go.
+            [a, b] if !a.done && !b.done && rayon::current_num_threads() >= 2 => {
+                let (fa, fb) = rayon::join(|| a.step(session, target), || b.step(session, target));
+                frames.extend(fa.into_iter().chain(fb));
+            }
+            runs => {
+                for run in runs.iter_mut().filter(|r| !r.done) {
+                    frames.extend(run.step(session, target));
                 }
-                None => run.done = true,
             }
         }
         if !frames.is_empty() {
