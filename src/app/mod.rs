@@ -1034,7 +1034,9 @@ impl DataleafApp {
                 .iter()
                 .filter_map(|&l| {
                     let r = &self.rates[l as usize];
-                    let shown = if self.playing { r.recent() } else { r.overall() };
+                    // Only while walking: a paused or hand-stepped walk has no rate worth showing
+                    // (and the window then looks the same on every run).
+                    let shown = if self.playing { r.recent() } else { None };
                     shown.map(|v| format!("{} {}", l.short(), frame_stats::rate_text(v)))
                 })
                 .collect();
@@ -1051,7 +1053,7 @@ impl DataleafApp {
                     .collect::<Vec<_>>()
                     .join("\n");
                 ui.label(rates.join(" · ")).on_hover_text(format!(
-                    "Steps per second of each lane: over the last two seconds while walking, over the whole walk once it stops. The lanes take turns on one worker.\n{tip}"
+                    "Steps per second of each lane over the last two seconds. The lanes take turns on one worker.\n{tip}"
                 ));
             }
             if !self.worker.is_alive() {
