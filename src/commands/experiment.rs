@@ -229,9 +229,19 @@ fn with_progress<T: Send>(
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        worker
+        let outcome = worker
             .join()
-            .map_err(|_| anyhow!("the experiment stopped unexpectedly"))
+            .map_err(|_| anyhow!("the experiment stopped unexpectedly"));
+        // A run faster than the first poll still says once what it did (logs name the shard);
+        // a failed one says only its error.
+        if !terminal && last_tenth.is_none() && matches!(outcome, Ok(Ok(_))) {
+            let (stage, done, total) = progress.snapshot();
+            eprintln!(
+                "{label}{stage}: {done} / {total} ({:.1} s)",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        outcome
     })?;
     bar.finish_and_clear();
     Ok(outcome?)
