@@ -704,6 +704,31 @@ fn depthwise_channel(geo: &ConvGeometry, w: &[f32], g: &[f32], d: &mut [f32]) {
 mod tests {
     use super::*;
 
+    /// A convolution's geometry with its output size worked out (PyTorch's formula).
+    fn geometry(
+        cin: usize,
+        cout: usize,
+        [kh, kw]: [usize; 2],
+        stride: [usize; 2],
+        pad: [usize; 2],
+        dilation: [usize; 2],
+        [hin, win]: [usize; 2],
+    ) -> ConvGeometry {
+        ConvGeometry {
+            cin,
+            cout,
+            kh,
+            kw,
+            stride,
+            pad,
+            dilation,
+            hin,
+            win,
+            hout: (hin + 2 * pad[0] - dilation[0] * (kh - 1) - 1) / stride[0] + 1,
+            wout: (win + 2 * pad[1] - dilation[1] * (kw - 1) - 1) / stride[1] + 1,
+        }
+    }
+
     /// The definition, entry by entry.
     fn naive(geo: &ConvGeometry, weight: &[f32], g: &[f32], rows: usize) -> Vec<f32> {
         let mut dx = vec![0.0f32; rows * geo.in_len()];
@@ -747,21 +772,7 @@ mod tests {
             (32, 17, 3, 3, [1, 1], [1, 1], [1, 1], 1, 1),
         ];
         for (cin, cout, kh, kw, stride, pad, dilation, hin, win) in shapes {
-            let hout = (hin + 2 * pad[0] - dilation[0] * (kh - 1) - 1) / stride[0] + 1;
-            let wout = (win + 2 * pad[1] - dilation[1] * (kw - 1) - 1) / stride[1] + 1;
-            let geo = ConvGeometry {
-                cin,
-                cout,
-                kh,
-                kw,
-                stride,
-                pad,
-                dilation,
-                hin,
-                win,
-                hout,
-                wout,
-            };
+            let geo = geometry(cin, cout, [kh, kw], stride, pad, dilation, [hin, win]);
             let weight: Vec<f32> = (0..cout * cin * kh * kw)
                 .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
                 .collect();
@@ -804,21 +815,7 @@ mod tests {
             (9, 6, 3, 2, [2, 1], [1, 0], [2, 3], 8, 10),
             (40, 7, 1, 1, [1, 1], [0, 0], [1, 1], 3, 3),
         ] {
-            let hout = (hin + 2 * pad[0] - dilation[0] * (kh - 1) - 1) / stride[0] + 1;
-            let wout = (win + 2 * pad[1] - dilation[1] * (kw - 1) - 1) / stride[1] + 1;
-            let geo = ConvGeometry {
-                cin,
-                cout,
-                kh,
-                kw,
-                stride,
-                pad,
-                dilation,
-                hin,
-                win,
-                hout,
-                wout,
-            };
+            let geo = geometry(cin, cout, [kh, kw], stride, pad, dilation, [hin, win]);
             let weight: Vec<f32> = (0..cout * cin * kh * kw)
                 .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
                 .collect();
@@ -829,7 +826,7 @@ mod tests {
             let mut y = vec![0.0f32; geo.out_len()];
             conv_forward_direct(&geo, &pack_taps(&geo, &weight), &bias, &x, &mut y);
             // y = bias + W x: the reverse pass of one-hot cotangents read back.
-            let hw = hout * wout;
+            let hw = geo.hout * geo.wout;
             for co in 0..cout {
                 for o in 0..hw {
                     let mut g = vec![0.0f32; geo.out_len()];
@@ -849,26 +846,13 @@ mod tests {
             (3, 3, [2, 2], [1, 1], [1, 1], 9, 8),
             (4, 5, [1, 2], [2, 0], [2, 1], 7, 11),
         ] {
-            let hout = (hin + 2 * pad[0] - dilation[0] * (k - 1) - 1) / stride[0] + 1;
-            let wout = (win + 2 * pad[1] - dilation[1] * (k - 1) - 1) / stride[1] + 1;
-            let geo = ConvGeometry {
-                cin: c,
-                cout: c,
-                kh: k,
-                kw: k,
-                stride,
-                pad,
-                dilation,
-                hin,
-                win,
-                hout,
-                wout,
-            };
+            let geo = geometry(c, c, [k, k], stride, pad, dilation, [hin, win]);
+            let (hout, wout) = (geo.hout, geo.wout);
             let weight: Vec<f32> = (0..c * k * k)
                 .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
                 .collect();
             for rows in [1, 10, 17] {
-                let g: Vec<f32> = (0..rows * c * hout * wout)
+                let g: Vec<f32> = (0..rows * c * geo.hout * geo.wout)
                     .map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0)
                     .collect();
                 let mut got = vec![f32::NAN; rows * c * hin * win];
