@@ -90,7 +90,7 @@ pub fn available() -> bool {
 /// cout x cin x k x k. Call only where `available()`.
 pub fn conv_input_grad(
     s: &ConvShape,
-    weight: &[f32],
+    weight: ConvWeights,
     live: &Live,
     src: &[f32],
     src_len: usize,
@@ -104,7 +104,7 @@ pub fn conv_input_grad(
 /// convolution before, whose reverse pass is a product that takes any strides).
 pub fn conv_input_grad_hwc(
     s: &ConvShape,
-    weight: &[f32],
+    weight: ConvWeights,
     live: &Live,
     src: &[f32],
     src_len: usize,
@@ -113,17 +113,57 @@ pub fn conv_input_grad_hwc(
 ) -> Hwc {
     #[cfg(target_arch = "x86_64")]
     {
-        let kernel = if std::arch::is_x86_feature_detected!("avx512f") {
-            Kernel::Avx512
-        } else {
-            Kernel::Avx2
-        };
+        let kernel = Kernel::detect();
         x86::conv_input_grad_hwc(kernel, s, weight, live, src, src_len, rows, relu_out)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = (s, weight, live, src, src_len, rows, relu_out);
         unreachable!("gather::available() is false off x86_64")
+    }
+}
+
+/// A convolution's W for the kernels: PyTorch's cout x cin x k x k, or already rearranged.
+#[derive(Clone, Copy)]
+pub enum ConvWeights<'a> {
+    Plain(&'a [f32]),
+    Gathered(&'a GatherWeights),
+}
+
+/// A convolution's W rearranged for the kernels, [ki][kj][co][ci] with ci padded to whole blocks
+/// of two vectors: made once per weight tensor (at load, and after each training step).
+#[derive(Debug, Clone)]
+pub struct GatherWeights {
+    cinp: usize,
+    data: Vec<f32>,
+}
+
+impl GatherWeights {
+    /// None where the CPU lacks the kernels.
+    pub fn new(s: &ConvShape, weight: &[f32]) -> Option<GatherWeights> {
+        #[cfg(target_arch = "x86_64")]
+        if available() {
+            return Some(GatherWeights::for_kernel(s, weight, Kernel::detect()));
+        }
+        let _ = (s, weight);
+        None
+    }
+
+    fn for_kernel(s: &ConvShape, weight: &[f32], kernel: Kernel) -> GatherWeights {
+        {
+            let block = 2 * kernel.lanes();
+            let cinp = s.cin.div_ceil(block) * block;
+            let taps = s.k * s.k;
+            let mut data = vec![0.0f32; taps * s.cout * cinp];
+            for co in 0..s.cout {
+                for ci in 0..s.cin {
+                    for t in 0..taps {
+                        data[(t * s.cout + co) * cinp + ci] = weight[(co * s.cin + ci) * taps + t];
+                    }
+                }
+            }
+            GatherWeights { cinp, data }
+        }
     }
 }
 
@@ -174,6 +214,16 @@ enum Kernel {
 }
 
 impl Kernel {
+    /// AVX-512 where the CPU has it, else AVX2 + FMA (callers check `available()`).
+    #[cfg(target_arch = "x86_64")]
+    fn detect() -> Kernel {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            Kernel::Avx512
+        } else {
+            Kernel::Avx2
+        }
+    }
+
     /// f32 lanes of a vector.
     fn lanes(self) -> usize {
         match self {
@@ -201,7 +251,7 @@ mod x86 {
     struct Job<'a> {
         s: &'a ConvShape,
         /// W as [ki][kj][co][ci], ci padded to `cinp` (whole blocks of two vectors).
-        wg: Vec<f32>,
+        wg: &'a [f32],
         cinp: usize,
         live: &'a Live,
         src: &'a [f32],
@@ -214,7 +264,7 @@ mod x86 {
     pub(super) fn conv_input_grad_hwc(
         kernel: Kernel,
         s: &ConvShape,
-        weight: &[f32],
+        weight: ConvWeights,
         live: &Live,
         src: &[f32],
         src_len: usize,
@@ -222,33 +272,40 @@ mod x86 {
         relu_out: Option<&[f32]>,
     ) -> Hwc {
         let plane = s.hin * s.win;
-        let block = 2 * kernel.lanes();
-        let cinp = s.cin.div_ceil(block) * block;
-        let taps = s.k * s.k;
-        let mut wg = vec![0.0f32; taps * s.cout * cinp];
-        for co in 0..s.cout {
-            for ci in 0..s.cin {
-                for t in 0..taps {
-                    wg[(t * s.cout + co) * cinp + ci] = weight[(co * s.cin + ci) * taps + t];
-                }
+        let made;
+        let weights = match weight {
+            ConvWeights::Gathered(w) => w,
+            ConvWeights::Plain(w) => {
+                made = GatherWeights::for_kernel(s, w, kernel);
+                &made
             }
-        }
-        // ReLU'(0) = 0 as in PyTorch; NaN passes, as the unfused reverse pass lets it.
+        };
+        let cinp = weights.cinp;
+        assert_eq!(
+            cinp % (2 * kernel.lanes()),
+            0,
+            "weights gathered for another kernel"
+        );
+        // ReLU'(0) = 0 as in PyTorch; NaN passes, as the unfused reverse pass lets it. Pixel
+        // ranges over the team (a transpose of the ReLU's output).
         let mask = relu_out.map(|x| {
             let mut m = vec![0u32; plane * cinp];
-            for ci in 0..s.cin {
-                for p in 0..plane {
-                    let v = x[ci * plane + p];
-                    if v > 0.0 || v.is_nan() {
-                        m[p * cinp + ci] = u32::MAX;
+            let per = plane.div_ceil(super::super::team::threads());
+            super::super::team::for_each_chunk_mut(&mut m, per * cinp, |k, part| {
+                let p0 = k * per;
+                for ci in 0..s.cin {
+                    let xs = &x[ci * plane + p0..][..part.len() / cinp];
+                    for (p, &v) in xs.iter().enumerate() {
+                        // Not <= 0: true for positives and NaN.
+                        part[p * cinp + ci] = if v <= 0.0 { 0 } else { u32::MAX };
                     }
                 }
-            }
+            });
             m
         });
         let job = Job {
             s,
-            wg,
+            wg: &weights.data,
             cinp,
             live,
             src,
@@ -258,19 +315,14 @@ mod x86 {
         // Blocks of rows, at least one per thread so every core works.
         let blocks = rows
             .div_ceil(kernel.max_rows())
-            .max(rayon::current_num_threads().min(rows))
+            .max(super::super::team::threads().min(rows))
             .max(1);
         let per_block = rows.div_ceil(blocks).max(1);
-        let mut data = Vec::with_capacity(rows * plane * cinp);
-        // SAFETY: every element is written by the kernel (each pixel, row and channel block of
-        // every row block) before anything reads it.
-        #[allow(clippy::uninit_vec)]
-        unsafe {
-            data.set_len(rows * plane * cinp)
-        };
-        data.par_chunks_mut(per_block * plane * cinp)
-            .enumerate()
-            .for_each(|(b, out)| job.block(kernel, b * per_block, out));
+        // The kernel writes every element (each pixel, row and channel block of every row block).
+        let mut data = crate::model::scratch::take(rows * plane * cinp);
+        super::super::team::for_each_chunk_mut(&mut data, per_block * plane * cinp, |b, out| {
+            job.block(kernel, b * per_block, out)
+        });
         Hwc {
             data,
             rows,
@@ -287,7 +339,7 @@ mod x86 {
             let s = self.s;
             let nr = out.len() / (s.hin * s.win * self.cinp);
             // vals[e][r]: the entries' values, row-minor, so one entry's rows are adjacent.
-            let mut vals = vec![0.0f32; self.live.len() * nr];
+            let mut vals = crate::model::scratch::take(self.live.len() * nr);
             for (e, &at) in self.live.source.iter().enumerate() {
                 for r in 0..nr {
                     vals[e * nr + r] = self.src[(r0 + r) * self.src_len + at as usize];
@@ -306,6 +358,7 @@ mod x86 {
                 Kernel::Avx512 => dispatch!(pixels_avx512, 1 2 3 4 5 6 7 8 9 10 11 12),
                 Kernel::Avx2 => dispatch!(pixels_avx2, 1 2 3 4 5 6),
             }
+            crate::model::scratch::give(vals);
         }
     }
 
@@ -527,8 +580,16 @@ mod tests {
             for relu_out in [None, Some(relu.as_slice())] {
                 let want = definition(&s, &weight, &g, rows, relu_out);
                 for &kernel in &kernels {
-                    let hwc =
-                        x86::conv_input_grad_hwc(kernel, &s, &weight, &live, &g, out_len, rows, relu_out);
+                    let hwc = x86::conv_input_grad_hwc(
+                        kernel,
+                        &s,
+                        ConvWeights::Plain(&weight),
+                        &live,
+                        &g,
+                        out_len,
+                        rows,
+                        relu_out,
+                    );
                     let got = hwc.to_channels_first();
                     for (i, (a, b)) in got.iter().zip(&want).enumerate() {
                         assert!(

@@ -113,6 +113,110 @@ pub fn matmul<T: Scalar>(dst: &mut [T], a: View<T>, b: View<T>, accumulate: bool
     }
 }
 
+/// A row-major destination whose column ranges parts of one job fill at once: each part writes
+/// only its own columns, so the parts never touch the same element.
+pub struct SharedColumns<'a, T> {
+    ptr: *mut T,
+    rows: usize,
+    cols: usize,
+    _dst: std::marker::PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: parts write disjoint column ranges (checked by `product`'s callers through `columns`
+// ranges they own), and T is plain data.
+unsafe impl<T: Send> Send for SharedColumns<'_, T> {}
+unsafe impl<T: Send> Sync for SharedColumns<'_, T> {}
+
+impl<'a, T: Scalar> SharedColumns<'a, T> {
+    pub fn new(dst: &'a mut [T], rows: usize, cols: usize) -> Self {
+        assert!(dst.len() >= rows * cols, "destination too small");
+        SharedColumns {
+            ptr: dst.as_mut_ptr(),
+            rows,
+            cols,
+            _dst: std::marker::PhantomData,
+        }
+    }
+
+    /// Copies the first `width` columns of `block` (rows x `stride`, row-major) into columns
+    /// `first .. first + width`.
+    ///
+    /// # Safety
+    /// No other part may write these columns while this runs.
+    pub unsafe fn copy_in(&self, first: usize, width: usize, block: &[T], stride: usize) {
+        assert!(
+            first + width <= self.cols && width <= stride,
+            "columns out of range"
+        );
+        assert!(
+            self.rows == 0 || block.len() >= (self.rows - 1) * stride + width,
+            "block too small"
+        );
+        for r in 0..self.rows {
+            // SAFETY: row r's columns [first, first + width) lie inside dst (asserted).
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    block.as_ptr().add(r * stride),
+                    self.ptr.add(r * self.cols + first),
+                    width,
+                )
+            };
+        }
+    }
+
+    /// Columns `first .. first + b.cols` of dst = a * b, then `add(row)` added to each row there.
+    ///
+    /// # Safety
+    /// No other part may write these columns while this runs.
+    pub unsafe fn product(&self, first: usize, a: View<T>, b: View<T>, add: impl Fn(usize) -> T)
+    where
+        T: std::ops::AddAssign,
+    {
+        let (m, k, n) = (a.rows, a.cols, b.cols);
+        assert!(
+            b.rows == k && m == self.rows && first + n <= self.cols,
+            "shapes differ"
+        );
+        if m == 0 || n == 0 {
+            return;
+        }
+        assert!(
+            k > 0 && a.last_index() < a.data.len() && b.last_index() < b.data.len(),
+            "view out of bounds"
+        );
+        // SAFETY: rows x [first, first + n) lies inside dst (asserted); the caller owns those columns.
+        unsafe {
+            let dst = self.ptr.add(first);
+            gemm::gemm(
+                m,
+                n,
+                k,
+                dst,
+                1,
+                self.cols as isize,
+                false,
+                a.data.as_ptr(),
+                a.cs as isize,
+                a.rs as isize,
+                b.data.as_ptr(),
+                b.cs as isize,
+                b.rs as isize,
+                T::ONE,
+                T::ONE,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+            for r in 0..m {
+                let v = add(r);
+                let row = std::slice::from_raw_parts_mut(dst.add(r * self.cols), n);
+                row.iter_mut().for_each(|x| *x += v);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,9 @@ pub mod network;
 pub mod onnx;
 pub mod packed;
 pub mod protobuf;
+pub mod scratch;
 pub mod sparse;
+pub mod team;
 pub mod train;
 pub mod zoo;
 

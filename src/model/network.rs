@@ -16,9 +16,11 @@ use std::sync::Arc;
 use super::arch::{Architecture, InputShape, Layer, Shape};
 use super::gather;
 use super::graph_net::{GraphNet, GraphTrace};
-use super::matmul::{matmul, Threads, View};
+use super::matmul::{matmul, SharedColumns, Threads, View, PARALLEL_MIN_MACS};
 use super::packed::PackedLinear;
+use super::scratch;
 use super::sparse;
+use super::team;
 
 /// A named weight tensor in PyTorch layout, row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +46,8 @@ struct Conv {
     win: usize,
     hout: usize,
     wout: usize,
+    /// W rearranged for the shared-mask reverse pass, when the CPU has its kernels.
+    gathered: Option<gather::GatherWeights>,
 }
 
 #[derive(Debug, Clone)]
@@ -198,6 +202,13 @@ pub struct Trace {
     graph: Vec<GraphTrace>,
 }
 
+impl Drop for Trace {
+    /// The activations go back to the scratch pool for the next image's pass.
+    fn drop(&mut self) {
+        self.acts.drain(..).for_each(scratch::give);
+    }
+}
+
 impl Trace {
     /// The logits, batch x classes, row-major.
     pub fn logits(&self) -> &[f32] {
@@ -276,7 +287,7 @@ impl Network {
                     Shape::Image(_, h, w),
                 ) => {
                     let (weight, bias) = params(name)?;
-                    Op::Conv(Conv {
+                    let mut conv = Conv {
                         name: name.clone(),
                         weight,
                         bias,
@@ -289,7 +300,10 @@ impl Network {
                         win: w,
                         hout: (h + 2 * padding - kernel) / stride + 1,
                         wout: (w + 2 * padding - kernel) / stride + 1,
-                    })
+                        gathered: None,
+                    };
+                    conv.pack();
+                    Op::Conv(conv)
                 }
                 (
                     Layer::Linear {
@@ -446,14 +460,13 @@ impl Network {
         assert_eq!(images.len(), batch * n, "images buffer does not match batch size");
         let plane = self.input.height * self.input.width;
         // (x - mean) / std per channel, as the model file says.
-        let mut x: Vec<f32> = images
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| {
-                let c = (i % n) / plane;
-                (v - self.mean[c]) / self.std[c]
-            })
-            .collect();
+        let mut x: Vec<f32> = Vec::with_capacity(images.len());
+        for image in images.chunks(n) {
+            for (c, pixels) in image.chunks(plane).enumerate() {
+                let (mean, std) = (self.mean[c], self.std[c]);
+                x.extend(pixels.iter().map(|&v| (v - mean) / std));
+            }
+        }
         if let Some(g) = &self.graph {
             let traces: Vec<GraphTrace> = x.par_chunks(n).map(|xi| g.forward(xi)).collect();
             let logits = traces.iter().flat_map(|t| t.logits(g).to_vec()).collect();
@@ -468,7 +481,8 @@ impl Network {
         let mut argmax = Vec::new();
         for (i, op) in self.ops.iter().enumerate() {
             let out_len = self.lens[i + 1];
-            let mut y = vec![0.0f32; batch * out_len];
+            // Every op below writes all of y.
+            let mut y = scratch::take(batch * out_len);
             match op {
                 Op::Conv(c) => conv_forward(c, &x, &mut y, batch),
                 Op::Linear(l) => match (&l.packed, batch) {
@@ -487,11 +501,17 @@ impl Network {
                         }
                     }
                 },
-                // NaN propagates, as in PyTorch (f32::max would turn it into 0).
-                Op::Relu => y
-                    .iter_mut()
-                    .zip(&x)
-                    .for_each(|(o, &v)| *o = if v > 0.0 || v.is_nan() { v } else { 0.0 }),
+                // NaN propagates, as in PyTorch (f32::max would turn it into 0): NaN <= 0 is false.
+                Op::Relu => {
+                    let per = y
+                        .len()
+                        .div_ceil(if y.len() >= 1 << 14 { team::threads() } else { 1 });
+                    team::for_each_chunk_mut(&mut y, per, |k, out| {
+                        out.iter_mut()
+                            .zip(&x[k * per..])
+                            .for_each(|(o, &v)| *o = if v <= 0.0 { 0.0 } else { v })
+                    });
+                }
                 Op::MaxPool(p) => argmax.push(maxpool_forward(p, &x, &mut y, batch)),
                 Op::AvgPool(p) => avgpool_forward(p, &x, &mut y, batch),
                 Op::Flatten => y.copy_from_slice(&x),
@@ -631,7 +651,8 @@ impl Network {
                         }
                     }
                     if let (true, Some(packed)) = (need_dx && rows <= SPARSE_LINEAR_ROWS, &l.packed) {
-                        g = packed.input_grad(&g, rows);
+                        let dx = packed.input_grad(&g, rows);
+                        scratch::give(std::mem::replace(&mut g, dx));
                     } else if need_dx && rows <= SPARSE_LINEAR_ROWS {
                         g = sparse::linear_input_grad(&l.weight, l.nout, l.nin, &g, rows);
                     } else if need_dx {
@@ -676,9 +697,13 @@ impl Network {
                                 (Some(_), Some(Op::Conv(c1))) if i > 4 || want_input => Some(c1),
                                 _ => None,
                             };
+                            let weight = match &c.gathered {
+                                Some(w) => gather::ConvWeights::Gathered(w),
+                                None => gather::ConvWeights::Plain(&c.weight),
+                            };
                             if let Some(out) = sparse::conv_relu_pool_input_grad(
                                 &c.shape(),
-                                &c.weight,
+                                weight,
                                 idx,
                                 x,
                                 &g,
@@ -687,7 +712,11 @@ impl Network {
                             ) {
                                 match (before, out) {
                                     (Some(c1), sparse::Layout::ChannelsLast(hwc)) => {
-                                        g = conv_input_grad_hwc(c1, &hwc);
+                                        scratch::give(std::mem::replace(
+                                            &mut g,
+                                            conv_input_grad_hwc(c1, &hwc),
+                                        ));
+                                        scratch::give(hwc.data);
                                         fused = 4;
                                     }
                                     (_, out) => {
@@ -845,8 +874,10 @@ impl Network {
                 }
                 k += 2;
             }
-            if let Op::Linear(linear) = op {
-                linear.pack();
+            match op {
+                Op::Linear(linear) => linear.pack(),
+                Op::Conv(conv) => conv.pack(),
+                _ => {}
             }
         }
     }
@@ -863,6 +894,10 @@ fn sample(x: &[f32], batch: usize, r: usize, len: usize) -> &[f32] {
 const SPARSE_LINEAR_ROWS: usize = 32;
 
 impl Conv {
+    fn pack(&mut self) {
+        self.gathered = gather::GatherWeights::new(&self.shape(), &self.weight);
+    }
+
     fn shape(&self) -> sparse::ConvShape {
         sparse::ConvShape {
             cin: self.cin,
@@ -887,15 +922,20 @@ fn valid_columns(c: &Conv, kj: usize) -> std::ops::Range<usize> {
 
 /// Unfold one image into columns: cols[(ci k + ki) k + kj][oh wout + ow] = x[ci][oh s + ki - pad][ow s + kj - pad].
 fn im2col(c: &Conv, x: &[f32], cols: &mut [f32]) {
-    let hw = c.hout * c.wout;
+    im2col_rows(c, x, cols, 0..c.hout)
+}
+
+/// im2col of the output rows `rows` only: cols[(ci k + ki) k + kj][(oh - rows.start) wout + ow].
+fn im2col_rows(c: &Conv, x: &[f32], cols: &mut [f32], rows: std::ops::Range<usize>) {
+    let hw = rows.len() * c.wout;
     for ci in 0..c.cin {
         for ki in 0..c.k {
             for kj in 0..c.k {
                 let row = &mut cols[((ci * c.k + ki) * c.k + kj) * hw..][..hw];
                 let valid = valid_columns(c, kj);
-                for oh in 0..c.hout {
+                for (band_row, oh) in rows.clone().enumerate() {
                     let ih = (oh * c.stride + ki) as isize - c.pad as isize;
-                    let out = &mut row[oh * c.wout..(oh + 1) * c.wout];
+                    let out = &mut row[band_row * c.wout..(band_row + 1) * c.wout];
                     if ih < 0 || ih >= c.hin as isize {
                         out.fill(0.0);
                         continue;
@@ -965,8 +1005,34 @@ fn conv_forward(c: &Conv, x: &[f32], y: &mut [f32], batch: usize) {
     let (in_len, hw) = (c.cin * c.hin * c.win, c.hout * c.wout);
     let ckk = c.cin * c.k * c.k;
     let threads = split(batch);
+    if batch == 1 && threads == Threads::All && c.cout * hw * ckk >= PARALLEL_MIN_MACS && team::threads() > 1
+    {
+        // One image on the team: bands of output rows, each unfolded and multiplied by its part,
+        // so no part packs the columns of another.
+        let parts = team::threads().min(c.hout);
+        let band = c.hout.div_ceil(parts);
+        let out = SharedColumns::new(y, c.cout, hw);
+        team::run(parts, &|k| {
+            let rows = k * band..((k + 1) * band).min(c.hout);
+            let width = rows.len() * c.wout;
+            let mut cols = scratch::take(ckk * width);
+            im2col_rows(c, x, &mut cols, rows.clone());
+            // SAFETY: part k writes only the positions of its own band of output rows.
+            unsafe {
+                out.product(
+                    rows.start * c.wout,
+                    View::rows(&c.weight, c.cout, ckk),
+                    View::rows(&cols, ckk, width),
+                    |co| c.bias[co],
+                )
+            };
+            scratch::give(cols);
+        });
+        return;
+    }
     let one = |(xb, yb): (&[f32], &mut [f32])| {
-        let mut cols = vec![0.0; ckk * hw];
+        // im2col writes every column entry.
+        let mut cols = scratch::take(ckk * hw);
         im2col(c, xb, &mut cols);
         // y = W cols + b
         matmul(
@@ -979,6 +1045,7 @@ fn conv_forward(c: &Conv, x: &[f32], y: &mut [f32], batch: usize) {
         for (row, b) in yb.chunks_mut(hw).zip(&c.bias) {
             row.iter_mut().for_each(|v| *v += b);
         }
+        scratch::give(cols);
     };
     let pairs = x.chunks(in_len).zip(y.chunks_mut(c.cout * hw));
     if threads == Threads::One {
@@ -1022,8 +1089,8 @@ fn conv_input_grad_hwc(c: &Conv, g: &gather::Hwc) -> Vec<f32> {
         "gradient shape differs from the convolution's output"
     );
     let ckk = c.cin * c.k * c.k;
-    let mut dx = vec![0.0; g.rows * in_len];
-    dx.par_chunks_mut(in_len).enumerate().for_each(|(r, dxr)| {
+    let mut dx = scratch::zeroed(g.rows * in_len);
+    team::for_each_chunk_mut(&mut dx, in_len, |r, dxr| {
         let (offset, step) = g.row(r);
         // G_r[co][p] = data[offset + p step + co]
         let view = View {
@@ -1033,7 +1100,8 @@ fn conv_input_grad_hwc(c: &Conv, g: &gather::Hwc) -> Vec<f32> {
             rs: 1,
             cs: step,
         };
-        let mut dcols = vec![0.0; ckk * hw];
+        // The product writes every entry.
+        let mut dcols = scratch::take(ckk * hw);
         matmul(
             &mut dcols,
             View::transposed(&c.weight, c.cout, ckk),
@@ -1042,6 +1110,7 @@ fn conv_input_grad_hwc(c: &Conv, g: &gather::Hwc) -> Vec<f32> {
             Threads::One,
         );
         col2im(c, &dcols, dxr);
+        scratch::give(dcols);
     });
     dx
 }
@@ -1092,34 +1161,24 @@ fn conv_weight_grad(c: &Conv, x: &[f32], g: &[f32], rows: usize, dw: &mut [f32],
 fn maxpool_forward(p: &Pool, x: &[f32], y: &mut [f32], batch: usize) -> Vec<u32> {
     let (in_len, out_len) = (p.c * p.hin * p.win, p.c * p.hout * p.wout);
     let mut idx = vec![0u32; batch * out_len];
-    // The common 2 x 2 window, stride 2, as straight-line selects over two input rows.
+    // The common 2 x 2 window, stride 2, as straight-line selects over two input rows; channel
+    // ranges of one image over the team.
     if p.k == 2 && p.stride == 2 && p.win >= 2 * p.wout && p.hin >= 2 * p.hout {
-        let better = |v: f32, best: f32| v > best || (v.is_nan() && !best.is_nan());
+        let plane = p.hout * p.wout;
+        let per = p.c.div_ceil(if batch == 1 && out_len >= 1 << 12 {
+            team::threads()
+        } else {
+            1
+        });
         for b in 0..batch {
             let xb = &x[b * in_len..(b + 1) * in_len];
-            for c in 0..p.c {
-                for oh in 0..p.hout {
-                    let top = (c * p.hin + 2 * oh) * p.win;
-                    let (r0, r1) = (&xb[top..top + p.win], &xb[top + p.win..top + 2 * p.win]);
-                    let o0 = b * out_len + (c * p.hout + oh) * p.wout;
-                    let (ys, is) = (&mut y[o0..o0 + p.wout], &mut idx[o0..o0 + p.wout]);
-                    for (ow, (yo, io)) in ys.iter_mut().zip(is.iter_mut()).enumerate() {
-                        let j = 2 * ow;
-                        let (mut best, mut at) = (r0[j], top + j);
-                        for (v, a) in [
-                            (r0[j + 1], top + j + 1),
-                            (r1[j], top + p.win + j),
-                            (r1[j + 1], top + p.win + j + 1),
-                        ] {
-                            let take = better(v, best);
-                            best = if take { v } else { best };
-                            at = if take { a } else { at };
-                        }
-                        *yo = best;
-                        *io = at as u32;
-                    }
-                }
-            }
+            let (yb, ib) = (
+                &mut y[b * out_len..(b + 1) * out_len],
+                &mut idx[b * out_len..(b + 1) * out_len],
+            );
+            team::for_each_chunk_pair_mut(yb, per * plane, ib, per * plane, |k, yk, ik| {
+                maxpool2_channels(p, xb, k * per, yk, ik)
+            });
         }
         return idx;
     }
@@ -1148,6 +1207,38 @@ fn maxpool_forward(p: &Pool, x: &[f32], y: &mut [f32], batch: usize) -> Vec<u32>
         }
     }
     idx
+}
+
+/// The 2 x 2, stride 2 max-pool of channels `c0 ..` (as many as `y` holds) of one image.
+fn maxpool2_channels(p: &Pool, xb: &[f32], c0: usize, y: &mut [f32], idx: &mut [u32]) {
+    let better = |v: f32, best: f32| v > best || (v.is_nan() && !best.is_nan());
+    let plane = p.hout * p.wout;
+    for (k, (yc, ic)) in y.chunks_mut(plane).zip(idx.chunks_mut(plane)).enumerate() {
+        let c = c0 + k;
+        for oh in 0..p.hout {
+            let top = (c * p.hin + 2 * oh) * p.win;
+            let (r0, r1) = (&xb[top..top + p.win], &xb[top + p.win..top + 2 * p.win]);
+            let (ys, is) = (
+                &mut yc[oh * p.wout..(oh + 1) * p.wout],
+                &mut ic[oh * p.wout..(oh + 1) * p.wout],
+            );
+            for (ow, (yo, io)) in ys.iter_mut().zip(is.iter_mut()).enumerate() {
+                let j = 2 * ow;
+                let (mut best, mut at) = (r0[j], top + j);
+                for (v, a) in [
+                    (r0[j + 1], top + j + 1),
+                    (r1[j], top + p.win + j),
+                    (r1[j + 1], top + p.win + j + 1),
+                ] {
+                    let take = better(v, best);
+                    best = if take { v } else { best };
+                    at = if take { a } else { at };
+                }
+                *yo = best;
+                *io = at as u32;
+            }
+        }
+    }
 }
 
 fn avgpool_forward(p: &Pool, x: &[f32], y: &mut [f32], batch: usize) {

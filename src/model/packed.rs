@@ -5,7 +5,7 @@
 //! [block][output][32], so the live outputs of one block are read in address order (the hardware
 //! prefetcher follows) while each row's 32 sums stay in registers.
 
-use rayon::prelude::*;
+use super::matmul::SharedColumns;
 
 /// Columns per block: two AVX-512 vectors, four AVX2 vectors.
 const BLOCK: usize = 32;
@@ -57,12 +57,12 @@ impl PackedLinear {
             let avx512 = std::arch::is_x86_feature_detected!("avx512f");
             // Output ranges over threads when W is big enough to pay for the hand-off.
             let threads = if nout * nin >= 1 << 18 {
-                rayon::current_num_threads().min(nout).max(1)
+                super::team::threads().min(nout).max(1)
             } else {
                 1
             };
             let per = nout.div_ceil(threads);
-            y.par_chunks_mut(per).enumerate().for_each(|(k, out)| {
+            super::team::for_each_chunk_mut(y, per, |k, out| {
                 // SAFETY: the features were checked above; the kernels assert their bounds.
                 unsafe {
                     if avx512 {
@@ -97,7 +97,8 @@ impl PackedLinear {
             .map(|o| o as u32)
             .collect();
         let blocks = nin.div_ceil(BLOCK);
-        let mut dx = vec![0.0f32; rows * nin];
+        // Every column block of every row is copied in below.
+        let mut dx = super::scratch::take(rows * nin);
         #[cfg(target_arch = "x86_64")]
         {
             let max_rows = if avx512 { 12 } else { 3 };
@@ -107,44 +108,39 @@ impl PackedLinear {
             let threads = if macs < 1 << 17 {
                 1
             } else {
-                rayon::current_num_threads().min(blocks).max(1)
+                super::team::threads().min(blocks).max(1)
             };
             let per = blocks.div_ceil(threads);
-            let parts: Vec<(usize, Vec<f32>)> = (0..threads)
-                .into_par_iter()
-                .map(|t| {
-                    let (b0, b1) = (t * per, ((t + 1) * per).min(blocks));
-                    let width = (b1.saturating_sub(b0)) * BLOCK;
-                    let mut out = vec![0.0f32; rows * width];
-                    for r0 in (0..rows).step_by(max_rows) {
-                        let nr = max_rows.min(rows - r0);
-                        let mut vals = vec![0.0f32; active.len() * nr];
-                        for (i, &o) in active.iter().enumerate() {
-                            for r in 0..nr {
-                                vals[i * nr + r] = g[(r0 + r) * nout + o as usize];
-                            }
-                        }
-                        let dst = &mut out[r0 * width..(r0 + nr) * width];
-                        // SAFETY: the features were checked above; the kernels assert their bounds.
-                        unsafe {
-                            if avx512 {
-                                x86::dispatch_avx512(nr, self, &active, &vals, b0..b1, dst);
-                            } else {
-                                x86::dispatch_avx2(nr, self, &active, &vals, b0..b1, dst);
-                            }
+            let dx_columns = SharedColumns::new(&mut dx, rows, nin);
+            super::team::run(threads, &|t| {
+                let (b0, b1) = (t * per, ((t + 1) * per).min(blocks));
+                let width = (b1.saturating_sub(b0)) * BLOCK;
+                // The kernels store every entry.
+                let mut out = super::scratch::take(rows * width);
+                for r0 in (0..rows).step_by(max_rows) {
+                    let nr = max_rows.min(rows - r0);
+                    let mut vals = vec![0.0f32; active.len() * nr];
+                    for (i, &o) in active.iter().enumerate() {
+                        for r in 0..nr {
+                            vals[i * nr + r] = g[(r0 + r) * nout + o as usize];
                         }
                     }
-                    (b0 * BLOCK, out)
-                })
-                .collect();
-            for (j0, part) in parts {
-                let width = part.len() / rows.max(1);
-                let width_here = width.min(nin.saturating_sub(j0));
-                for r in 0..rows {
-                    dx[r * nin + j0..r * nin + j0 + width_here]
-                        .copy_from_slice(&part[r * width..r * width + width_here]);
+                    let dst = &mut out[r0 * width..(r0 + nr) * width];
+                    // SAFETY: the features were checked above; the kernels assert their bounds.
+                    unsafe {
+                        if avx512 {
+                            x86::dispatch_avx512(nr, self, &active, &vals, b0..b1, dst);
+                        } else {
+                            x86::dispatch_avx2(nr, self, &active, &vals, b0..b1, dst);
+                        }
+                    }
                 }
-            }
+                let j0 = (b0 * BLOCK).min(nin);
+                let width_here = width.min(nin - j0);
+                // SAFETY: part t writes only the columns of its own blocks.
+                unsafe { dx_columns.copy_in(j0, width_here, &out, width) };
+                super::scratch::give(out);
+            });
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = (active, blocks, avx512);

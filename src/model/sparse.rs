@@ -137,7 +137,15 @@ fn scatter_row_body(s: &ConvShape, wt: &[f32], g_row: &[f32], hwc: &mut [f32]) {
 pub fn conv_input_grad_shared(s: &ConvShape, weight: &[f32], g: &[f32], rows: usize) -> Vec<f32> {
     if gather::available() {
         let live = gather::Live::of_dense(s, g, rows);
-        return gather::conv_input_grad(s, weight, &live, g, s.cout * s.hout * s.wout, rows, None);
+        return gather::conv_input_grad(
+            s,
+            gather::ConvWeights::Plain(weight),
+            &live,
+            g,
+            s.cout * s.hout * s.wout,
+            rows,
+            None,
+        );
     }
     conv_input_grad(s, weight, g, rows)
 }
@@ -152,7 +160,7 @@ pub fn conv_input_grad_shared(s: &ConvShape, weight: &[f32], g: &[f32], rows: us
 /// None where the CPU lacks the vector kernels (the caller then takes the unfused path).
 pub fn conv_relu_pool_input_grad(
     s: &ConvShape,
-    weight: &[f32],
+    weight: gather::ConvWeights,
     argmax: &[u32],
     relu_out: &[f32],
     g: &[f32],
