@@ -16,7 +16,7 @@ use std::sync::Arc;
 use super::arch::{Architecture, InputShape, Layer, Shape};
 use super::gather;
 use super::graph_net::{GraphNet, GraphTrace};
-use super::matmul::{matmul, SharedColumns, Threads, View, PARALLEL_MIN_MACS};
+use super::matmul::{matmul, SharedColumns, Threads, View};
 use super::packed::PackedLinear;
 use super::scratch;
 use super::sparse;
@@ -1005,8 +1005,7 @@ fn conv_forward(c: &Conv, x: &[f32], y: &mut [f32], batch: usize) {
     let (in_len, hw) = (c.cin * c.hin * c.win, c.hout * c.wout);
     let ckk = c.cin * c.k * c.k;
     let threads = split(batch);
-    if batch == 1 && threads == Threads::All && c.cout * hw * ckk >= PARALLEL_MIN_MACS && team::threads() > 1
-    {
+    if batch == 1 && threads == Threads::All && c.cout * hw * ckk >= team::MIN_MACS && team::threads() > 1 {
         // One image on the team: bands of output rows, each unfolded and multiplied by its part,
         // so no part packs the columns of another.
         let parts = team::threads().min(c.hout);

@@ -18,6 +18,10 @@ use std::time::{Duration, Instant};
 /// measurable when no walk runs.
 const SPIN: Duration = Duration::from_micros(1000);
 
+/// Products of at least this many multiply-adds are worth splitting here: a job costs the caller
+/// ~1 µs when the helper is awake (rayon's threshold, 4x this, allows for its wake-ups).
+pub const MIN_MACS: usize = 1 << 16;
+
 /// `state`: this bit is set while a job takes helpers; the bits below count helpers inside it.
 const OPEN: usize = 1 << (usize::BITS - 1);
 
