@@ -11,8 +11,9 @@ use std::sync::Mutex;
 const KEEP_MAX_BYTES: usize = 8 << 20;
 /// Below this size the allocator's own free lists do as well.
 const KEEP_MIN_LEN: usize = 1024;
-/// Buffers kept; the oldest goes first.
+/// Buffers kept, and their bytes at most (a small CNN's step needs ~3 MB); the oldest goes first.
 const KEEP_COUNT: usize = 48;
+const KEEP_TOTAL_BYTES: usize = 32 << 20;
 
 /// One pool for all threads: a part's buffer is often taken on a team helper and handed back by
 /// the caller. Taken by exact length, so a buffer is never cut short and grown again (the same
@@ -44,8 +45,9 @@ pub fn give(v: Vec<f32>) {
         return;
     }
     let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-    if pool.len() >= KEEP_COUNT {
-        pool.remove(0);
+    let mut total: usize = pool.iter().map(|k| k.len() * 4).sum::<usize>() + v.len() * 4;
+    while !pool.is_empty() && (pool.len() >= KEEP_COUNT || total > KEEP_TOTAL_BYTES) {
+        total -= pool.remove(0).len() * 4;
     }
     pool.push(v);
 }
