@@ -1271,8 +1271,13 @@ impl eframe::App for DataleafApp {
         if !self.plane_mode {
             let (shape, classes) = (self.shape(), self.classes());
             let spec = self.settings.model.clone();
+            // The instruments build G as the walks do ("Classes in G").
+            let top_k = self
+                .model
+                .as_ref()
+                .and_then(|m| self.settings.params.classes_in_g.top_k(m.classes.len()));
             self.instruments
-                .ui(&ctx, &spec, &self.history, self.at, shape, &classes);
+                .ui(&ctx, &spec, &self.history, self.at, shape, &classes, top_k);
         }
         if ctx.input(|i| !i.raw.hovered_files.is_empty()) {
             let painter = ctx.layer_painter(egui::LayerId::new(
