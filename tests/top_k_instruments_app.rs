@@ -163,3 +163,47 @@ fn the_instruments_follow_classes_in_g() {
     });
     assert!(h.state().instruments().error().is_none());
 }
+
+#[test]
+fn dataleaf_top_k_sets_classes_in_g_and_presets_keep_it() {
+    // `dataleaf --top-k 4` is AppOptions::top_k.
+    let mut h = Harness::builder()
+        .with_size([1600.0, 1000.0])
+        .with_theme(egui::Theme::Light)
+        .build_eframe(|cc| {
+            DataleafApp::new(
+                cc,
+                AppOptions {
+                    fresh: true,
+                    instruments: true,
+                    top_k: Some(4),
+                    ..AppOptions::default()
+                },
+            )
+        });
+    wait(&mut h, "the model and the dataset", |app| {
+        app.model().is_some() && app.dataset().is_some()
+    });
+    assert_eq!(h.state().settings().params.classes_in_g, ClassesInG::Top(4));
+    // A preset sets the walk's parameters, not how G is built.
+    h.key_press(egui::Key::Num1);
+    h.run_steps(2);
+    assert_eq!(h.state().current_preset(), Some(0));
+    assert_eq!(h.state().settings().params.classes_in_g, ClassesInG::Top(4));
+    wait(
+        &mut h,
+        "frames and directions of G from the top 4 classes",
+        |app| {
+            app.history()
+                .lane(Lane::Leaf)
+                .iter()
+                .any(|f| f.eigenvalues.len() == 4)
+                && app
+                    .instruments()
+                    .directions_note(Lane::Leaf)
+                    .is_some_and(|n| n.starts_with("G from the top 4 of 10 classes, dropped p "))
+        },
+    );
+    let (_, lambdas) = h.state().instruments().directions_of(Lane::Leaf).unwrap();
+    assert!(!lambdas.is_empty() && lambdas.len() <= 4, "{lambdas:?}");
+}

@@ -495,8 +495,8 @@ impl InstrumentsView {
         );
         if let Some(k) = self.top_k {
             ui.label(format!(
-                "G from the top {k} classes (Classes in G, in the walk settings), as the walks use it: \
-                 at most {k} directions, and the probability mass of the classes left out beside each lane's."
+                "Of G from the top {k} classes, as the walks build it (Classes in G, in the walk settings): \
+                 at most {k} directions; the probability mass left out is beside each lane's."
             ));
         }
         let side = 56.0;
