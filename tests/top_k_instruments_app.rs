@@ -207,3 +207,46 @@ fn dataleaf_top_k_sets_classes_in_g_and_presets_keep_it() {
     let (_, lambdas) = h.state().instruments().directions_of(Lane::Leaf).unwrap();
     assert!(!lambdas.is_empty() && lambdas.len() <= 4, "{lambdas:?}");
 }
+
+#[test]
+fn the_experiments_window_follows_classes_in_g() {
+    let mut h = Harness::builder()
+        .with_size([1600.0, 1000.0])
+        .with_theme(egui::Theme::Light)
+        .build_eframe(|cc| {
+            DataleafApp::new(
+                cc,
+                AppOptions {
+                    fresh: true,
+                    top_k: Some(3),
+                    ..AppOptions::default()
+                },
+            )
+        });
+    wait(&mut h, "the model and the dataset", |app| {
+        app.model().is_some() && app.dataset().is_some()
+    });
+    // The experiments window (Ctrl+R): ood on 8 images per set (CIFAR-10 grey has its 20).
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::R);
+    h.run_steps(2);
+    h.get_by_label("ood").click();
+    h.run_steps(2);
+    h.get_by_role_and_label(egui::Role::SpinButton, "Samples")
+        .set_value_accesskit(8.0);
+    h.run_steps(2);
+    h.get_by_label("G from the top 3 classes (Classes in G)");
+    h.get_by_label("▶ Run ood").click();
+    h.run_steps(2);
+    wait(&mut h, "the ood experiment", |app| !app.experiment_running());
+    assert_eq!(h.state().experiment_error(), None);
+    let summary = h.state().experiment_summary().expect("a summary");
+    let last = summary.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("G from the top 3 of 10 classes: dropped probability mass over the 52 points"),
+        "{summary}"
+    );
+    // involutivity builds no G: it runs on all classes, and says so.
+    h.get_by_label("involutivity").click();
+    h.run_steps(2);
+    h.get_by_label("all classes: it builds no G");
+}

@@ -1274,15 +1274,15 @@ impl eframe::App for DataleafApp {
         }
         self.files.ui(&ctx, &mut self.settings, &mut actions);
         let model_name = self.model.as_ref().map_or("no model", |m| m.name.as_str());
-        self.experiments.ui(&ctx, &self.settings.model, model_name);
+        // The experiments and the instruments build G as the walks do ("Classes in G").
+        let top_k = self
+            .model
+            .as_ref()
+            .and_then(|m| self.settings.params.classes_in_g.top_k(m.classes.len()));
+        self.experiments.ui(&ctx, &self.settings.model, model_name, top_k);
         if !self.plane_mode {
             let (shape, classes) = (self.shape(), self.classes());
             let spec = self.settings.model.clone();
-            // The instruments build G as the walks do ("Classes in G").
-            let top_k = self
-                .model
-                .as_ref()
-                .and_then(|m| self.settings.params.classes_in_g.top_k(m.classes.len()));
             self.instruments
                 .ui(&ctx, &spec, &self.history, self.at, shape, &classes, top_k);
         }
