@@ -73,8 +73,8 @@ struct AppArgs {
     /// Steps per second per lane (1-120), or "max" for as fast as the worker can (the speed slider).
     #[arg(long, value_name = "N|max")]
     speed: Option<String>,
-    /// "Classes in G" for this run: G from the K most probable classes in the walks and the
-    /// instruments (the walk settings' "top K").
+    // `--top-k K`: "Classes in G" for this run, the walk settings' "top K" (walks, instruments,
+    // experiments window).
     #[command(flatten)]
     geometry: commands::GeometryArgs,
 }

@@ -317,3 +317,21 @@ fn off_leaf_counts_the_dropped_mass_at_every_point_of_its_walks() {
         top3.json["true_class_prob"]["kernel"]
     );
 }
+
+#[test]
+fn a_dropped_mass_of_non_finite_probabilities_passes_through_a_part() {
+    use dataleaf::experiments::Dropped;
+    // Non-finite logits give NaN probabilities, so a NaN dropped mass: a part carries it as text.
+    let mut d = Dropped::of(0.25);
+    d.add(f64::NAN);
+    let text = serde_json::to_string(&d).unwrap();
+    let back: Dropped = serde_json::from_str(&text).unwrap();
+    assert!(
+        back.sum.is_nan() && back.points == 2 && back.max == 0.25,
+        "{text}"
+    );
+    let merged = Dropped::of(0.5).join(Dropped::of(0.1));
+    assert_eq!((merged.points, merged.max), (2, 0.5));
+    assert!((merged.mean() - 0.3).abs() < 1e-15);
+    assert_eq!(Dropped::default().mean(), 0.0);
+}

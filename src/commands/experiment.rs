@@ -46,8 +46,8 @@ pub struct ExperimentArgs {
     /// shard leaves no part behind).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Every experiment that builds G builds it from the K most probable classes; the report adds
-    /// "top_k" and the dropped mass's mean and max over every G computed. Part of a shard's identity.
+    // `--top-k K`: every experiment that builds G builds it from the K most probable classes; the
+    // report adds "top_k" and the dropped mass's mean and max. Part of a shard's identity.
     #[command(flatten)]
     pub geometry: super::GeometryArgs,
 }

@@ -126,7 +126,7 @@ pub struct Sample {
     pub log10_trace: f64,
     /// The mass top-k left out of this image's G (absent when exact).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dropped: Option<f64>,
+    pub dropped: Option<Dropped>,
 }
 
 impl DatasetSpectra {
@@ -180,7 +180,7 @@ impl Sharded for DatasetSpectra {
     }
 
     fn dropped(sample: &Sample) -> Option<Dropped> {
-        sample.dropped.map(Dropped::of)
+        sample.dropped
     }
 
     fn run(&self, range: Range<usize>, progress: &Progress) -> Result<Vec<Sample>, ExperimentError> {
@@ -202,7 +202,7 @@ impl Sharded for DatasetSpectra {
             Sample {
                 log10_lambda,
                 log10_trace: geo.trace.max(0.0).log10().max(LOG10_FLOOR),
-                dropped: self.top_k.map(|_| geo.dropped_mass),
+                dropped: self.top_k.map(|_| Dropped::of(geo.dropped_mass)),
             }
         })
     }

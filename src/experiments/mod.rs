@@ -141,8 +141,11 @@ impl Settings {
 /// images report its mean and max beside the result.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Dropped {
+    /// NaN (probabilities of non-finite logits) passes through parts as "nan".
+    #[serde(with = "shard::finite")]
     pub sum: f64,
     pub points: u64,
+    #[serde(with = "shard::finite")]
     pub max: f64,
 }
 

@@ -78,7 +78,7 @@ impl Ood {
 impl Sharded for Ood {
     const NAME: &'static str = "ood";
     /// The three scores of one image, and the mass top-k left out of its G.
-    type Sample = ([f64; 3], Option<f64>);
+    type Sample = ([f64; 3], Option<Dropped>);
     type Header = Header;
     type Report = Report;
 
@@ -102,7 +102,7 @@ impl Sharded for Ood {
     }
 
     fn dropped(sample: &Self::Sample) -> Option<Dropped> {
-        sample.1.map(Dropped::of)
+        sample.1
     }
 
     fn run(&self, range: Range<usize>, progress: &Progress) -> Result<Vec<Self::Sample>, ExperimentError> {
@@ -128,7 +128,7 @@ impl Sharded for Ood {
                     geo.trace.max(1e-300).log10(),
                     1.0 - geo.max_prob(),
                 ],
-                self.top_k.map(|_| geo.dropped_mass),
+                self.top_k.map(|_| Dropped::of(geo.dropped_mass)),
             )
         })
     }

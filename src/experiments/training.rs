@@ -112,7 +112,7 @@ pub struct Header {
 
 /// What one image gives at one checkpoint: trace, rank, rank at the float32 tolerance, lambda_1,
 /// 1 - sum p_i^2 (over all classes), and the mass top-k left out of G (`None` when exact).
-pub type Sample = (f64, f64, f64, f64, f64, Option<f64>);
+pub type Sample = (f64, f64, f64, f64, f64, Option<Dropped>);
 
 impl Training {
     pub fn new(config: &Config, dataset: &str) -> Result<Training, ExperimentError> {
@@ -180,7 +180,7 @@ impl Sharded for Training {
     }
 
     fn dropped(sample: &Sample) -> Option<Dropped> {
-        sample.5.map(Dropped::of)
+        sample.5
     }
 
     fn run(&self, range: Range<usize>, progress: &Progress) -> Result<Vec<Sample>, ExperimentError> {
@@ -211,7 +211,7 @@ impl Sharded for Training {
                     .filter(|&&l| top > 0.0 && l > n * f32::EPSILON as f64 * top)
                     .count();
                 let uncertainty = 1.0 - geo.probs.iter().map(|p| p * p).sum::<f64>();
-                let dropped = self.top_k.map(|_| geo.dropped_mass);
+                let dropped = self.top_k.map(|_| Dropped::of(geo.dropped_mass));
                 (
                     geo.trace,
                     geo.rank as f64,
