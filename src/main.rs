@@ -73,6 +73,10 @@ struct AppArgs {
     /// Steps per second per lane (1-120), or "max" for as fast as the worker can (the speed slider).
     #[arg(long, value_name = "N|max")]
     speed: Option<String>,
+    // `--top-k K`: "Classes in G" for this run, the walk settings' "top K" (walks, instruments,
+    // experiments window).
+    #[command(flatten)]
+    geometry: commands::GeometryArgs,
 }
 
 /// "X,Y" as two finite numbers, or a message naming the option.
@@ -234,6 +238,7 @@ fn run_app(args: AppArgs, launched: std::time::Instant) -> Result<()> {
         plane_interval,
         instruments: args.instruments,
         speed,
+        top_k: args.geometry.top_k,
         launched: Some(launched),
     })
     .map_err(|m| anyhow!(m))

@@ -69,7 +69,7 @@ impl ExperimentsView {
 
     /// Start `NAMES[selected]` on its own thread, against the model `model` (a spec as the app
     /// remembers it).
-    fn start(&mut self, ctx: &egui::Context, model: &str) {
+    fn start(&mut self, ctx: &egui::Context, model: &str, top_k: Option<usize>) {
         let name = NAMES[self.selected];
         let settings = experiments::Settings {
             samples: Some(self.samples[self.selected].max(1)),
@@ -79,6 +79,7 @@ impl ExperimentsView {
             } else {
                 crate::model::DEFAULT_MODEL.to_string()
             },
+            top_k: top_k.filter(|_| builds_g(name)),
             ..experiments::Settings::default()
         };
         let progress = Arc::new(Progress::new());
@@ -131,8 +132,9 @@ impl ExperimentsView {
         }
     }
 
-    /// The window, when open. `model` is the loaded model's spec and `model_name` its name.
-    pub fn ui(&mut self, ctx: &egui::Context, model: &str, model_name: &str) {
+    /// The window, when open. `model` is the loaded model's spec and `model_name` its name;
+    /// `top_k` the app's "Classes in G" for it (`None`: exact), which the experiments follow.
+    pub fn ui(&mut self, ctx: &egui::Context, model: &str, model_name: &str, top_k: Option<usize>) {
         self.poll(ctx);
         if self.running.is_some() {
             ctx.request_repaint_after(Duration::from_millis(100));
@@ -142,11 +144,11 @@ impl ExperimentsView {
             .open(&mut open)
             .default_size([900.0, 720.0])
             .vscroll(true)
-            .show(ctx, |ui| self.contents(ui, model, model_name));
+            .show(ctx, |ui| self.contents(ui, model, model_name, top_k));
         self.open = open;
     }
 
-    fn contents(&mut self, ui: &mut egui::Ui, model: &str, model_name: &str) {
+    fn contents(&mut self, ui: &mut egui::Ui, model: &str, model_name: &str, top_k: Option<usize>) {
         ui.label("The papers' claims, checked on many images at once.");
         ui.add_space(4.0);
         let busy = self.running.is_some();
@@ -178,13 +180,20 @@ impl ExperimentsView {
                     .button(RichText::new(format!("▶ Run {name}")).strong())
                     .clicked()
                 {
-                    self.start(ui.ctx(), model);
+                    self.start(ui.ctx(), model, top_k);
                 }
             });
             if experiments::uses_model(name) {
                 ui.weak(format!("on {model_name}"));
             } else {
                 ui.weak("on the shipped LeNet training series");
+            }
+            if let Some(k) = top_k {
+                ui.weak(if builds_g(name) {
+                    format!("G from the top {k} classes (Classes in G)")
+                } else {
+                    "all classes: it builds no G".to_string()
+                });
             }
         });
         if let Some(run) = &self.running {
@@ -217,4 +226,10 @@ impl ExperimentsView {
             );
         }
     }
+}
+
+/// Whether the experiment builds G (and so follows "Classes in G"); `involutivity` differentiates
+/// every class gradient instead and refuses `--top-k`.
+fn builds_g(name: &str) -> bool {
+    name != "involutivity"
 }

@@ -11,10 +11,10 @@ use std::thread::JoinHandle;
 
 use egui::{Color32, ColorImage, RichText, TextureHandle, TextureOptions};
 
-use crate::export::instruments::{direction_rgb, write_directions};
+use crate::export::instruments::{direction_rgb, top_k_note, write_directions};
 use crate::export::ImageShape;
 use crate::geometry::directions::Direction;
-use crate::geometry::LocalGeometry;
+use crate::geometry::{softmax, top_classes, GeometryOptions, LocalGeometry};
 use crate::model::Model;
 use crate::walk::chart::{self, Cell, ChartConfig, Plane};
 
@@ -31,6 +31,8 @@ enum Job {
     Directions {
         key: Key,
         image: Vec<f32>,
+        /// G from the K most probable classes ("Classes in G"; `None`: exact).
+        top_k: Option<usize>,
     },
     Chart {
         key: Key,
@@ -45,12 +47,16 @@ enum Done {
         key: Key,
         directions: Vec<Direction>,
         mixing: Vec<String>,
+        /// What G was made of: "G from the top K of C classes, dropped p ..." (None: exact).
+        top_k_note: Option<String>,
     },
     Chart {
         key: Key,
         config: ChartConfig,
         cells: Vec<Cell>,
         centre: usize,
+        /// The same note for the chart's point (None: exact).
+        top_k_note: Option<String>,
     },
     Error(String),
 }
@@ -129,13 +135,16 @@ fn run_job(network: &crate::model::Network, job: Job) -> Option<Done> {
         return Some(Done::Error("instruments: the model takes no input".into()));
     }
     match job {
-        Job::Directions { key, image } => {
+        Job::Directions { key, image, top_k } => {
             if image.len() != network.input_len() {
                 return Some(Done::Error(
                     "instruments: the image does not fit the model".into(),
                 ));
             }
-            let geo = LocalGeometry::at(network, &image);
+            // The directions are what is shown here: the basis, of G as "Classes in G" builds it.
+            let geo = LocalGeometry::with(network, &image, GeometryOptions { top_k, basis: true });
+            let top_k_note =
+                (!geo.is_exact()).then(|| top_k_note(geo.classes.len(), geo.num_classes(), geo.dropped_mass));
             let mixing = geo
                 .direction_mixing()
                 .iter()
@@ -151,6 +160,7 @@ fn run_job(network: &crate::model::Network, job: Job) -> Option<Done> {
                 key,
                 directions: geo.leaf_directions(),
                 mixing,
+                top_k_note,
             })
         }
         Job::Chart {
@@ -161,13 +171,22 @@ fn run_job(network: &crate::model::Network, job: Job) -> Option<Done> {
         } => {
             let cancelled = || cancel.load(Ordering::Relaxed);
             match chart::chart(network, &image, &config, &cancelled) {
-                Ok(Some(cells)) => Some(Done::Chart {
-                    key,
-                    config,
-                    cells,
-                    // The prediction only: no geometry (and no leaf basis) needed.
-                    centre: crate::model::argmax(&network.logits(&image, 1)),
-                }),
+                Ok(Some(cells)) => {
+                    // The prediction and the mass top-k drops at the point: the logits suffice.
+                    let logits = network.logits(&image, 1);
+                    let probs = softmax(&logits);
+                    let top_k_note = config.top_k.filter(|&k| k < probs.len()).map(|k| {
+                        let kept: f64 = top_classes(&probs, k).iter().map(|&i| probs[i]).sum();
+                        top_k_note(k, probs.len(), (1.0 - kept).max(0.0))
+                    });
+                    Some(Done::Chart {
+                        key,
+                        config,
+                        cells,
+                        centre: crate::model::argmax(&logits),
+                        top_k_note,
+                    })
+                }
                 Ok(None) => None,
                 Err(e) => Some(Done::Error(format!("chart: {e}"))),
             }
@@ -182,6 +201,7 @@ struct Shown {
     lambdas: Vec<f64>,
     mixing: Vec<String>,
     directions: Vec<Direction>,
+    top_k_note: Option<String>,
 }
 
 struct ChartShown {
@@ -189,6 +209,7 @@ struct ChartShown {
     config: ChartConfig,
     textures: Vec<(TextureHandle, String, bool)>,
     kept: usize,
+    top_k_note: Option<String>,
 }
 
 pub struct InstrumentsView {
@@ -197,8 +218,10 @@ pub struct InstrumentsView {
     worker: Option<Worker>,
     chart_worker: Option<Worker>,
     directions: [Option<Shown>; 2],
-    /// The key last asked for, per lane, so each frame is asked once.
-    asked: [Option<Key>; 2],
+    /// The key (and "Classes in G") last asked for, per lane, so each frame is asked once.
+    asked: [Option<(Key, Option<usize>)>; 2],
+    /// "Classes in G" for the open model, as the app passes it in (`None`: exact).
+    top_k: Option<usize>,
     chart_lane: Lane,
     pub chart_plane: Plane,
     pub chart_radius: f32,
@@ -220,6 +243,7 @@ impl Default for InstrumentsView {
             chart_worker: None,
             directions: [None, None],
             asked: [None, None],
+            top_k: None,
             chart_lane: Lane::Leaf,
             chart_plane: Plane::Leaf,
             chart_radius: 4.0,
@@ -264,6 +288,19 @@ impl InstrumentsView {
             .map(|s| (s.key.2, s.lambdas.as_slice()))
     }
 
+    /// What G was made of for a lane's directions shown: "G from the top K of C classes, dropped
+    /// p ..." for a top-k G, `None` when exact (or nothing is shown).
+    pub fn directions_note(&self, lane: Lane) -> Option<&str> {
+        self.directions[lane as usize]
+            .as_ref()
+            .and_then(|s| s.top_k_note.as_deref())
+    }
+
+    /// The chart shown's note on G (as `directions_note`).
+    pub fn chart_note(&self) -> Option<&str> {
+        self.chart.as_ref().and_then(|c| c.top_k_note.as_deref())
+    }
+
     /// The chart shown: (plane, radius, cells, cells keeping the centre's class).
     pub fn chart_of(&self) -> Option<(Plane, f32, usize, usize)> {
         self.chart
@@ -291,6 +328,7 @@ impl InstrumentsView {
                     key,
                     directions,
                     mixing,
+                    top_k_note,
                 } => {
                     let textures = directions
                         .iter()
@@ -303,6 +341,7 @@ impl InstrumentsView {
                         lambdas: directions.iter().map(|d| d.lambda).collect(),
                         mixing,
                         directions,
+                        top_k_note,
                     });
                 }
                 Done::Chart {
@@ -310,6 +349,7 @@ impl InstrumentsView {
                     config,
                     cells,
                     centre,
+                    top_k_note,
                 } => {
                     if self.chart_running.as_ref().is_some_and(|(k, _)| *k == key) {
                         self.chart_running = None;
@@ -334,6 +374,7 @@ impl InstrumentsView {
                         config,
                         textures,
                         kept,
+                        top_k_note,
                     });
                 }
                 Done::Error(e) => {
@@ -355,7 +396,9 @@ impl InstrumentsView {
         }
     }
 
-    /// The window; `model` is the spec the app has open.
+    /// The window; `model` is the spec the app has open, `top_k` its "Classes in G" for that
+    /// model (`ClassesInG::top_k`; `None`: exact), which the directions and the chart follow.
+    #[allow(clippy::too_many_arguments)]
     pub fn ui(
         &mut self,
         ctx: &egui::Context,
@@ -364,24 +407,28 @@ impl InstrumentsView {
         at: Option<usize>,
         shape: Option<Shape>,
         classes: &[String],
+        top_k: Option<usize>,
     ) {
         if !self.open {
             return;
         }
         let Some(shape) = shape else { return };
+        self.top_k = top_k;
         self.receive(ctx, shape, classes);
         // Ask for the directions of each lane's current frame (once per frame shown).
         for lane in Lane::BOTH {
             if let Some(f) = history.frame(lane, at) {
                 let key = (history.session, lane as usize, f.index);
-                if self.asked[lane as usize] != Some(key) {
-                    self.asked[lane as usize] = Some(key);
+                // Asked again when "Classes in G" changes, even while the walk stands still.
+                if self.asked[lane as usize] != Some((key, top_k)) {
+                    self.asked[lane as usize] = Some((key, top_k));
                     self.send(
                         ctx,
                         model,
                         Job::Directions {
                             key,
                             image: f.image.clone(),
+                            top_k,
                         },
                     );
                 }
@@ -412,7 +459,10 @@ impl InstrumentsView {
         let key = (history.session, self.chart_lane as usize, f.index);
         let cancel = Arc::new(AtomicBool::new(false));
         self.chart_running = Some((key, cancel.clone()));
-        let config = ChartConfig::for_radius(self.chart_plane, self.chart_size, self.chart_radius);
+        let config = ChartConfig {
+            top_k: self.top_k,
+            ..ChartConfig::for_radius(self.chart_plane, self.chart_size, self.chart_radius)
+        };
         let image = f.image.clone();
         self.send(
             ctx,
@@ -443,6 +493,12 @@ impl InstrumentsView {
             "The orthonormal eigenvectors u_k of G at each lane's current point (red > 0 > blue, white = 0). \
              Moving along u_k changes KL by ½ λ_k t²; any direction orthogonal to all of them changes p not at all to first order.",
         );
+        if let Some(k) = self.top_k {
+            ui.label(format!(
+                "Of G from the top {k} classes, as the walks build it (Classes in G, in the walk settings): \
+                 at most {k} directions; the probability mass left out is beside each lane's."
+            ));
+        }
         let side = 56.0;
         for lane in Lane::BOTH {
             ui.label(RichText::new(lane.title()).color(lane_color(lane)).strong());
@@ -464,7 +520,10 @@ impl InstrumentsView {
                         }
                     });
                     ui.horizontal(|ui| {
-                        ui.weak(format!("step {}, rank {}", s.key.2, s.lambdas.len()));
+                        ui.weak(match &s.top_k_note {
+                            Some(note) => format!("step {}, rank {}, {note}", s.key.2, s.lambdas.len()),
+                            None => format!("step {}, rank {}", s.key.2, s.lambdas.len()),
+                        });
                         if ui.button("Export PNG…").clicked() {
                             let path = std::env::temp_dir().join(format!(
                                 "dataleaf-directions-{}-{}.png",
@@ -477,7 +536,8 @@ impl InstrumentsView {
                                 height: h,
                                 width: w,
                             };
-                            match write_directions(&path, &s.directions, image_shape) {
+                            let note = s.top_k_note.as_deref();
+                            match write_directions(&path, &s.directions, image_shape, note) {
                                 Ok(()) => self.note = Some(format!("saved {}", path.display())),
                                 Err(e) => self.error = Some(e),
                             }
@@ -532,7 +592,8 @@ impl InstrumentsView {
             let key = history
                 .frame(self.chart_lane, at)
                 .map(|f| (history.session, self.chart_lane as usize, f.index));
-            if key.is_some() && key != self.chart.as_ref().map(|c| c.key) {
+            let shown = self.chart.as_ref().map(|c| (c.key, c.config.top_k));
+            if key.is_some() && key.map(|k| (k, self.top_k)) != shown {
                 self.start_chart(ctx, model, history, at);
             }
         }
@@ -546,6 +607,11 @@ impl InstrumentsView {
                 c.kept,
                 c.textures.len()
             ));
+            if let Some(note) = &c.top_k_note {
+                ui.weak(format!(
+                    "{note} at the charted point (its axes and every walk to a cell)"
+                ));
+            }
             let k = c.config.size;
             egui::Grid::new("chart grid").spacing([4.0, 4.0]).show(ui, |ui| {
                 for row in c.textures.chunks(k) {

@@ -75,6 +75,8 @@ pub struct AppOptions {
     /// The walks' speed instead of the remembered one: steps per second per lane, or None for
     /// as fast as possible.
     pub speed: Option<Option<f32>>,
+    /// "Classes in G" for this run: the top K (`dataleaf --top-k K`) instead of the remembered one.
+    pub top_k: Option<usize>,
 }
 
 /// Something a panel asks the app to do.
@@ -221,6 +223,9 @@ impl DataleafApp {
         }
         if let Some(speed) = options.speed {
             settings.speed = speed;
+        }
+        if let Some(k) = options.top_k {
+            settings.params.classes_in_g = ClassesInG::Top(k);
         }
         if options.lecture {
             settings.lecture = true;
@@ -497,6 +502,8 @@ impl DataleafApp {
         self.settings.params = Params {
             noise_steps: p.noise_steps,
             seed: p.seed,
+            // How G is built is the machine's choice (and `--top-k`'s), not the figure's.
+            classes_in_g: self.settings.params.classes_in_g,
             ..Params::default()
         };
         self.gallery.reveal(p.start);
@@ -1267,12 +1274,17 @@ impl eframe::App for DataleafApp {
         }
         self.files.ui(&ctx, &mut self.settings, &mut actions);
         let model_name = self.model.as_ref().map_or("no model", |m| m.name.as_str());
-        self.experiments.ui(&ctx, &self.settings.model, model_name);
+        // The experiments and the instruments build G as the walks do ("Classes in G").
+        let top_k = self
+            .model
+            .as_ref()
+            .and_then(|m| self.settings.params.classes_in_g.top_k(m.classes.len()));
+        self.experiments.ui(&ctx, &self.settings.model, model_name, top_k);
         if !self.plane_mode {
             let (shape, classes) = (self.shape(), self.classes());
             let spec = self.settings.model.clone();
             self.instruments
-                .ui(&ctx, &spec, &self.history, self.at, shape, &classes);
+                .ui(&ctx, &spec, &self.history, self.at, shape, &classes, top_k);
         }
         if ctx.input(|i| !i.raw.hovered_files.is_empty()) {
             let painter = ctx.layer_painter(egui::LayerId::new(

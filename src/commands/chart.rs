@@ -70,8 +70,23 @@ pub fn run(args: ChartArgs) -> Result<()> {
             height: data.height,
             width: data.width,
         };
-        instruments::write_chart(path, &cells, args.size, centre, shape, &model.arch.classes)
-            .map_err(|m| anyhow!(m))?;
+        // A top-k chart says so under the grid, with the mass dropped at its centre.
+        let note = (!here.is_exact()).then(|| {
+            format!(
+                "{} at the centre",
+                instruments::top_k_note(here.classes.len(), c, here.dropped_mass)
+            )
+        });
+        instruments::write_chart(
+            path,
+            &cells,
+            args.size,
+            centre,
+            shape,
+            &model.arch.classes,
+            note.as_deref(),
+        )
+        .map_err(|m| anyhow!(m))?;
     }
     if args.json {
         let mut out = serde_json::json!({

@@ -37,7 +37,9 @@ pub fn run(args: DirectionsArgs) -> Result<()> {
             height: data.height,
             width: data.width,
         };
-        instruments::write_directions(path, &directions, shape).map_err(|m| anyhow!(m))?;
+        // A top-k G says what it was made of under the directions, as the app's export does.
+        let note = (!geo.is_exact()).then(|| instruments::top_k_note(geo.classes.len(), c, geo.dropped_mass));
+        instruments::write_directions(path, &directions, shape, note.as_deref()).map_err(|m| anyhow!(m))?;
     }
     let mixing = geo.direction_mixing();
     if args.json {

@@ -46,6 +46,10 @@ pub struct ExperimentArgs {
     /// shard leaves no part behind).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    // `--top-k K`: every experiment that builds G builds it from the K most probable classes; the
+    // report adds "top_k" and the dropped mass's mean and max. Part of a shard's identity.
+    #[command(flatten)]
+    pub geometry: super::GeometryArgs,
 }
 
 pub fn run(args: ExperimentArgs) -> Result<()> {
@@ -97,6 +101,7 @@ pub fn run(args: ExperimentArgs) -> Result<()> {
         model: args.model.clone(),
         dataset: args.dataset.clone(),
         seed: args.seed,
+        top_k: args.geometry.top_k,
     };
     if let Some(shard) = shard {
         let label = format!("[shard {shard}] ");
@@ -120,6 +125,11 @@ pub fn run(args: ExperimentArgs) -> Result<()> {
 fn merge(args: &ExperimentArgs) -> Result<()> {
     if args.shard.is_some() || args.out.is_some() {
         return Err(anyhow!("merge takes part files, --json and --plot only"));
+    }
+    if let Some(k) = args.geometry.top_k {
+        return Err(anyhow!(
+            "merge: --top-k {k} is a setting of the run; each part records the K it was computed with"
+        ));
     }
     if args.parts.is_empty() {
         return Err(anyhow!(

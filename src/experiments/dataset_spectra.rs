@@ -13,9 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use super::plot::{self, median, Align, Axes, BoxStats, Canvas, PALETTE};
 use super::shard::Sharded;
-use super::{model_and_data, par_map, round, sets, spread, ExperimentError, Progress, Settings};
+use super::{model_and_data, par_map, round, sets, spread, Dropped, ExperimentError, Progress, Settings};
 use crate::data::Dataset;
-use crate::geometry::LocalGeometry;
+use crate::geometry::{GeometryOptions, LocalGeometry};
 use crate::model::Model;
 
 /// log10 of eigenvalues below 1e-20 (lambda_C, at round-off) is reported as -20.
@@ -29,6 +29,8 @@ pub struct Config {
     /// Images per set (CIFAR-10 has only its 20).
     pub samples: usize,
     pub seed: u64,
+    /// G from the K most probable classes (`None`: exact).
+    pub top_k: Option<usize>,
 }
 
 impl From<&Settings> for Config {
@@ -38,6 +40,7 @@ impl From<&Settings> for Config {
             dataset: s.dataset.clone(),
             samples: s.samples.unwrap_or(250),
             seed: s.seed,
+            top_k: s.top_k,
         }
     }
 }
@@ -103,6 +106,7 @@ pub fn comparison_sets(data: &Dataset, samples: usize, seed: u64) -> Result<Vec<
 pub struct DatasetSpectra {
     model: Model,
     sets: Vec<Dataset>,
+    top_k: Option<usize>,
 }
 
 /// What the report needs besides the samples.
@@ -116,8 +120,13 @@ pub struct Header {
 /// One image's spectrum.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Sample {
+    /// log10 lambda_k, k = 1..C; with top-k, k = 1..K+1 (G_K has rank <= K: lambda_{K+1} = 0 plays
+    /// the part of the exact G's null lambda_C, so "every eigenvalue but the last" reads the same).
     pub log10_lambda: Vec<f64>,
     pub log10_trace: f64,
+    /// The mass top-k left out of this image's G (absent when exact).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<Dropped>,
 }
 
 impl DatasetSpectra {
@@ -129,7 +138,8 @@ impl DatasetSpectra {
         };
         let (model, data) = model_and_data(&settings)?;
         let sets = comparison_sets(&data, config.samples, config.seed)?;
-        Ok(DatasetSpectra { model, sets })
+        let top_k = config.top_k.filter(|&k| k < model.num_classes());
+        Ok(DatasetSpectra { model, sets, top_k })
     }
 
     /// (set, image) of sample `k`.
@@ -165,19 +175,34 @@ impl Sharded for DatasetSpectra {
         self.sets.iter().map(Dataset::len).sum()
     }
 
+    fn classes(&self) -> usize {
+        self.model.num_classes()
+    }
+
+    fn dropped(sample: &Sample) -> Option<Dropped> {
+        sample.dropped
+    }
+
     fn run(&self, range: Range<usize>, progress: &Progress) -> Result<Vec<Sample>, ExperimentError> {
         progress.begin("dataset-spectra: G on every set", range.len() as u64);
         let picks: Vec<(usize, usize)> = range.map(|k| self.locate(k)).collect();
         par_map(&picks, progress, |&(s, i)| {
-            let geo = LocalGeometry::at(&self.model.network, self.sets[s].image(i).expect("in range"));
+            let x = self.sets[s].image(i).expect("in range");
+            // The spectrum only: no leaf basis.
+            let geo = LocalGeometry::with(&self.model.network, x, GeometryOptions::walk(self.top_k));
             progress.advance(1);
+            let mut log10_lambda: Vec<f64> = geo
+                .eigenvalues
+                .iter()
+                .map(|&l| l.max(0.0).log10().max(LOG10_FLOOR))
+                .collect();
+            if self.top_k.is_some() {
+                log10_lambda.push(LOG10_FLOOR);
+            }
             Sample {
-                log10_lambda: geo
-                    .eigenvalues
-                    .iter()
-                    .map(|&l| l.max(0.0).log10().max(LOG10_FLOOR))
-                    .collect(),
+                log10_lambda,
                 log10_trace: geo.trace.max(0.0).log10().max(LOG10_FLOOR),
+                dropped: self.top_k.map(|_| Dropped::of(geo.dropped_mass)),
             }
         })
     }

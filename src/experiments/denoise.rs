@@ -16,10 +16,13 @@ use serde::{Deserialize, Serialize};
 
 use super::plot::{self, Align, Axes, Canvas, PALETTE};
 use super::shard::{finite, Sharded};
-use super::{count, model_and_data, par_map, round, sets, spread, ExperimentError, Progress, Settings};
+use super::{
+    count, model_and_data, noisy_counted, par_map, round, sets, spread, Dropped, ExperimentError, Progress,
+    Settings,
+};
 use crate::data::Dataset;
 use crate::model::{argmax, Model, Network};
-use crate::walk::{l2, noisy, Mode, Walk, WalkConfig, DEFAULT_STEP};
+use crate::walk::{l2, Mode, Walk, WalkConfig, DEFAULT_STEP};
 
 pub const NOISES: [&str; 2] = ["gaussian", "kernel"];
 
@@ -41,6 +44,8 @@ pub struct Config {
     /// Steps of the strict leaf walk from the nearest clean image.
     pub max_steps: usize,
     pub seed: u64,
+    /// G from the K most probable classes (`None`: exact).
+    pub top_k: Option<usize>,
 }
 
 impl From<&Settings> for Config {
@@ -54,6 +59,7 @@ impl From<&Settings> for Config {
             step: DEFAULT_STEP,
             max_steps: 300,
             seed: s.seed,
+            top_k: s.top_k,
         }
     }
 }
@@ -163,6 +169,7 @@ fn denoise_one(
     noise: &'static str,
     config: &Config,
     progress: &Progress,
+    dropped: &mut Dropped,
 ) -> Case {
     let (train, exclude) = train;
     let seed = config.seed ^ ((index as u64) << 16);
@@ -175,7 +182,8 @@ fn denoise_one(
                 .collect()
         }
         _ => {
-            let y = noisy(network, x0, config.noise_steps, config.step, seed).expect("valid kernel walk");
+            let kernel = (config.noise_steps, config.step, seed);
+            let y = noisy_counted(network, x0, kernel, config.top_k, dropped);
             progress.advance(config.noise_steps as u64);
             y
         }
@@ -187,12 +195,14 @@ fn denoise_one(
         stop: 0.0,
         max_steps: config.max_steps,
         transverse: Some(0.0),
+        top_k: config.top_k,
         ..WalkConfig::defaults(Mode::Leaf)
     };
     let walk = Walk::new(network, walk_config, c.clone(), Some(y.clone())).expect("valid leaf walk");
     let (mut best, mut best_d, mut best_step, mut steps) = (c.clone(), f32::INFINITY, 0, 0);
     for s in walk {
         progress.advance(1);
+        dropped.add(s.dropped_mass);
         if s.distance < best_d {
             best_d = s.distance;
             best_step = s.index;
@@ -257,6 +267,9 @@ pub struct Header {
 pub struct Sample {
     pub case: Case,
     pub images: Option<[Vec<f32>; 4]>,
+    /// The mass top-k left out of G at every point of the noise and leaf walks (absent when exact).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<Dropped>,
 }
 
 impl Denoise {
@@ -285,8 +298,10 @@ impl Denoise {
             .iter()
             .flat_map(|&i| NOISES.iter().map(move |&n| (i, n)))
             .collect();
+        let mut config = config.clone();
+        config.top_k = config.top_k.filter(|&k| k < model.num_classes());
         Ok(Denoise {
-            config: config.clone(),
+            config,
             model,
             test,
             train,
@@ -325,6 +340,14 @@ impl Sharded for Denoise {
         self.jobs.len()
     }
 
+    fn classes(&self) -> usize {
+        self.model.num_classes()
+    }
+
+    fn dropped(sample: &Sample) -> Option<Dropped> {
+        sample.dropped
+    }
+
     fn run(&self, range: Range<usize>, progress: &Progress) -> Result<Vec<Sample>, ExperimentError> {
         let config = &self.config;
         progress.begin(
@@ -338,6 +361,7 @@ impl Sharded for Denoise {
                 Some(t) => (t, None),
                 None => (&self.test, Some(i)),
             };
+            let mut dropped = Dropped::default();
             let mut case = denoise_one(
                 &self.model.network,
                 train,
@@ -347,11 +371,13 @@ impl Sharded for Denoise {
                 noise,
                 config,
                 progress,
+                &mut dropped,
             );
             let images = std::mem::take(&mut case.images);
             Sample {
                 case,
                 images: (k < NOISES.len()).then_some(images),
+                dropped: config.top_k.map(|_| dropped),
             }
         })
     }

@@ -664,6 +664,12 @@ impl Sharded for Involutivity {
     type Report = Report;
 
     fn open(settings: &Settings) -> Result<Self, ExperimentError> {
+        if let Some(k) = settings.top_k {
+            return Err(ExperimentError::Invalid(format!(
+                "--top-k {k} does not apply to involutivity: it builds no G; it differentiates every \
+                 class gradient grad log p_i, because D_x is the span of all C of them"
+            )));
+        }
         Involutivity::new(&Config::from(settings))
     }
 
@@ -703,6 +709,15 @@ impl Sharded for Involutivity {
 
     fn sample_count(&self) -> usize {
         (1 + self.mlps.len()) * self.picks.len()
+    }
+
+    fn classes(&self) -> usize {
+        self.model.num_classes()
+    }
+
+    /// Never truncated: `open` refuses `--top-k`.
+    fn dropped(_: &Sample) -> Option<super::Dropped> {
+        None
     }
 
     fn run(&self, range: Range<usize>, progress: &Progress) -> Result<Vec<Sample>, ExperimentError> {

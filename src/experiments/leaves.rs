@@ -11,10 +11,12 @@ use serde::{Deserialize, Serialize};
 
 use super::plot::{self, median, Axes, Canvas, PALETTE};
 use super::shard::Sharded;
-use super::{model_and_data, par_map, random_pairs, round, ExperimentError, Progress, Settings};
+use super::{
+    model_and_data, noisy_counted, par_map, random_pairs, round, Dropped, ExperimentError, Progress, Settings,
+};
 use crate::data::Dataset;
 use crate::model::{Model, Network};
-use crate::walk::{noisy, Mode, Walk, WalkConfig, DEFAULT_STEP, DEFAULT_STOP};
+use crate::walk::{Mode, Walk, WalkConfig, DEFAULT_STEP, DEFAULT_STOP};
 
 /// The pair kinds, start -> target.
 pub const KINDS: [&str; 3] = ["clean-clean", "noisy-noisy", "clean-noisy"];
@@ -34,6 +36,8 @@ pub struct Config {
     /// Steps each leaf walk takes at most.
     pub max_steps: usize,
     pub seed: u64,
+    /// G from the K most probable classes (`None`: exact).
+    pub top_k: Option<usize>,
 }
 
 impl From<&Settings> for Config {
@@ -47,6 +51,7 @@ impl From<&Settings> for Config {
             stop: DEFAULT_STOP,
             max_steps: 250,
             seed: s.seed,
+            top_k: s.top_k,
         }
     }
 }
@@ -81,6 +86,10 @@ pub struct Pair {
 pub struct Sample {
     pub pair: Pair,
     pub curves: Vec<Vec<f32>>,
+    /// The mass top-k left out of G at every point of the pair's noise and leaf walks (absent when
+    /// exact).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<Dropped>,
 }
 
 /// Summary of one kind of pair under one walk.
@@ -115,15 +124,16 @@ fn leaf_walk(
     network: &Network,
     config: &Config,
     transverse: Option<f32>,
-    start: &[f32],
-    target: &[f32],
+    (start, target): (&[f32], &[f32]),
     progress: &Progress,
+    dropped: &mut Dropped,
 ) -> WalkRecord {
     let walk_config = WalkConfig {
         step: config.step,
         stop: config.stop,
         max_steps: config.max_steps,
         transverse,
+        top_k: config.top_k,
         ..WalkConfig::defaults(Mode::Leaf)
     };
     let mut walk =
@@ -133,6 +143,7 @@ fn leaf_walk(
     for s in walk.by_ref() {
         curve.push(s.distance);
         off += s.off_leaf as f64;
+        dropped.add(s.dropped_mass);
         progress.advance(1);
         if progress.is_cancelled() {
             break;
@@ -180,8 +191,10 @@ impl Leaves {
         };
         let (model, data) = model_and_data(&settings)?;
         let pairs = random_pairs("leaves", &data, config.pairs.clamp(1, data.len()), config.seed)?;
+        let mut config = config.clone();
+        config.top_k = config.top_k.filter(|&k| k < model.num_classes());
         Ok(Leaves {
-            config: config.clone(),
+            config,
             model,
             data,
             pairs,
@@ -214,6 +227,14 @@ impl Sharded for Leaves {
         self.pairs.len()
     }
 
+    fn classes(&self) -> usize {
+        self.model.num_classes()
+    }
+
+    fn dropped(sample: &Sample) -> Option<Dropped> {
+        sample.dropped
+    }
+
     fn run(&self, range: Range<usize>, progress: &Progress) -> Result<Vec<Sample>, ExperimentError> {
         let config = &self.config;
         let (net, data) = (&self.model.network, &self.data);
@@ -225,8 +246,10 @@ impl Sharded for Leaves {
         par_map(&self.pairs[range], progress, |&(a, b)| {
             let clean_a = data.image(a).expect("in range").to_vec();
             let clean_b = data.image(b).expect("in range").to_vec();
-            let noise = |x: &[f32], seed: u64| {
-                let y = noisy(net, x, config.noise_steps, config.step, seed).expect("valid kernel walk");
+            let mut dropped = Dropped::default();
+            let mut noise = |x: &[f32], seed: u64| {
+                let kernel = (config.noise_steps, config.step, seed);
+                let y = noisy_counted(net, x, kernel, config.top_k, &mut dropped);
                 progress.advance(config.noise_steps as u64);
                 y
             };
@@ -238,7 +261,7 @@ impl Sharded for Leaves {
             for (variant, transverse) in VARIANTS.iter().zip([None, Some(0.0)]) {
                 let mut by_kind = BTreeMap::new();
                 for (kind, (s, t)) in KINDS.iter().zip(ends) {
-                    let record = leaf_walk(net, config, transverse, s, t, progress);
+                    let record = leaf_walk(net, config, transverse, (s, t), progress, &mut dropped);
                     curves.push(record.curve.clone());
                     by_kind.insert(kind.to_string(), record);
                 }
@@ -251,13 +274,14 @@ impl Sharded for Leaves {
                     walks,
                 },
                 curves,
+                dropped: config.top_k.map(|_| dropped),
             }
         })
     }
 
     fn report(header: Header, samples: Vec<Sample>) -> Result<Report, ExperimentError> {
         let mut results = Vec::with_capacity(samples.len());
-        for Sample { mut pair, curves } in samples {
+        for Sample { mut pair, curves, .. } in samples {
             let mut curves = curves.into_iter();
             for variant in VARIANTS {
                 for kind in KINDS {

@@ -24,6 +24,7 @@ use std::sync::Mutex;
 
 use image::RgbaImage;
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use crate::data::{DataError, Dataset};
 use crate::model::{Model, ModelError, DEFAULT_MODEL};
@@ -104,6 +105,9 @@ pub struct Settings {
     /// The dataset the model is studied on (a spec `Dataset::open` takes), in the model's shape.
     pub dataset: String,
     pub seed: u64,
+    /// Build G from the K most probable classes only (`--top-k K`, shared/REFERENCE.md section 8);
+    /// `None`, or K >= C, is the exact G. Part of a run's identity: shards of different K never merge.
+    pub top_k: Option<usize>,
 }
 
 impl Default for Settings {
@@ -113,6 +117,7 @@ impl Default for Settings {
             model: DEFAULT_MODEL.into(),
             dataset: crate::data::DEFAULT_DATASET.into(),
             seed: 0,
+            top_k: None,
         }
     }
 }
@@ -124,6 +129,85 @@ impl Settings {
             ..Settings::default()
         }
     }
+
+    /// The K G is built from for a model of `classes` classes: `None` when exact (no K, or K >= C).
+    pub fn top_k_for(&self, classes: usize) -> Option<usize> {
+        self.top_k.filter(|&k| k < classes)
+    }
+}
+
+/// The probability mass top-k leaves out of G (sum of p_i over the classes not kept), over the G's
+/// that one sample (or a whole run) computed: their sum, count and largest. Experiments over many
+/// images report its mean and max beside the result.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Dropped {
+    /// NaN (probabilities of non-finite logits) passes through parts as "nan".
+    #[serde(with = "shard::finite")]
+    pub sum: f64,
+    pub points: u64,
+    #[serde(with = "shard::finite")]
+    pub max: f64,
+}
+
+impl Dropped {
+    /// One G's dropped mass.
+    pub fn of(mass: f64) -> Dropped {
+        Dropped {
+            sum: mass,
+            points: 1,
+            max: mass,
+        }
+    }
+
+    pub fn add(&mut self, mass: f64) {
+        *self = self.join(Dropped::of(mass));
+    }
+
+    /// Both together (sums in the order given, so merged shards add up as the single run does).
+    pub fn join(self, other: Dropped) -> Dropped {
+        Dropped {
+            sum: self.sum + other.sum,
+            points: self.points + other.points,
+            max: self.max.max(other.max),
+        }
+    }
+
+    /// The mean over the G's counted (0 when none were).
+    pub fn mean(&self) -> f64 {
+        if self.points == 0 {
+            0.0
+        } else {
+            self.sum / self.points as f64
+        }
+    }
+}
+
+/// `walk::noisy` (a kernel walk of `steps` steps from `start`) with G from the `top_k` most
+/// probable classes; each step's dropped mass is added to `dropped`. Exact (`None`) is `noisy`.
+pub fn noisy_counted(
+    network: &crate::model::Network,
+    start: &[f32],
+    (steps, step, seed): (usize, f32, u64),
+    top_k: Option<usize>,
+    dropped: &mut Dropped,
+) -> Vec<f32> {
+    if top_k.is_none() {
+        return crate::walk::noisy(network, start, steps, step, seed).expect("valid kernel walk");
+    }
+    let config = crate::walk::WalkConfig {
+        max_steps: steps,
+        step,
+        seed,
+        top_k,
+        ..crate::walk::WalkConfig::defaults(crate::walk::Mode::Kernel)
+    };
+    let walk = crate::walk::Walk::new(network, config, start.to_vec(), None).expect("valid kernel walk");
+    let mut last = start.to_vec();
+    for s in walk {
+        dropped.add(s.dropped_mass);
+        last = s.x;
+    }
+    last
 }
 
 /// Work done so far, for a progress bar, and a cancel flag. Shared by reference (or in an `Arc`)
@@ -203,7 +287,11 @@ pub struct Outcome {
 struct Entry {
     name: &'static str,
     part: fn(&Settings, Shard, &Progress) -> Result<Part, ExperimentError>,
-    finish: fn(serde_json::Value, Vec<serde_json::Value>) -> Result<Outcome, ExperimentError>,
+    finish: fn(
+        Option<shard::TopK>,
+        serde_json::Value,
+        Vec<serde_json::Value>,
+    ) -> Result<Outcome, ExperimentError>,
 }
 
 fn entry<E: Sharded>() -> Entry {
@@ -253,8 +341,9 @@ pub fn merge(parts: Vec<(String, Part)>) -> Result<Outcome, ExperimentError> {
     let name = parts[0].1.run.experiment.clone();
     let entry = find(&name)?;
     let header = parts[0].1.header.clone();
+    let top_k = parts[0].1.run.top_k;
     let samples = parts.into_iter().flat_map(|(_, p)| p.samples).collect();
-    (entry.finish)(header, samples)
+    (entry.finish)(top_k, header, samples)
 }
 
 /// Run the experiment called `name`: shard 1/1, through the same JSON text and merge as a sharded

@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use super::plot::{self, Align, Axes, Canvas, PALETTE};
 use super::shard::Sharded;
-use super::{count, model_and_data, par_map, round, spread, ExperimentError, Progress, Settings};
+use super::{count, model_and_data, par_map, round, spread, Dropped, ExperimentError, Progress, Settings};
 use crate::data::Dataset;
-use crate::geometry::{norm, LocalGeometry};
+use crate::geometry::{norm, GeometryOptions, LocalGeometry};
 use crate::model::{argmax, Model, Network};
 use crate::walk::{l2, Mode, Walk, WalkConfig, DEFAULT_STEP};
 
@@ -32,6 +32,8 @@ pub struct Config {
     /// Step length of the re-projected walks.
     pub step: f32,
     pub seed: u64,
+    /// G from the K most probable classes (`None`: exact).
+    pub top_k: Option<usize>,
 }
 
 impl From<&Settings> for Config {
@@ -43,6 +45,7 @@ impl From<&Settings> for Config {
             distances: vec![0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0],
             step: DEFAULT_STEP,
             seed: s.seed,
+            top_k: s.top_k,
         }
     }
 }
@@ -94,6 +97,9 @@ pub struct Sample {
     /// The images and (prediction, probability) at every distance, kept for the first sample only
     /// (the figure's example).
     example: Option<Example>,
+    /// The mass top-k left out of G at every point of the kernel and leaf walks (absent when exact).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dropped: Option<Dropped>,
 }
 
 /// Step counts at which each distance is reached.
@@ -109,7 +115,37 @@ fn probs_of(network: &Network, x: &[f32]) -> Vec<f64> {
     crate::geometry::softmax(&network.logits(x, 1))
 }
 
-/// grad log p_y = J_y - sum_k p_k J_k at the geometry's point.
+/// Whether moving along `u` from `x` lowers log p_y to first order: u . grad log p_y > 0 means
+/// moving by +u raises it. Exact G: from J. Top-k G keeps J's rows of its K classes only: from
+/// grad log p_y = J_y - J^T p when y is one of them, else from a central difference of log p_y
+/// along u (two forward passes; the sign is all that is used).
+fn raises_label(network: &Network, geo: &LocalGeometry, x: &[f32], u: &[f64], y: usize) -> bool {
+    if geo.is_exact() {
+        return crate::geometry::dot(u, &grad_log_p(geo, y)) > 0.0;
+    }
+    if let Some(row) = geo.classes.iter().position(|&c| c == y) {
+        let n = geo.n;
+        let slope: f64 = geo.jacobian[row * n..(row + 1) * n]
+            .iter()
+            .zip(&geo.mean_gradient)
+            .zip(u)
+            .map(|((&j, m), ui)| (j as f64 - m) * ui)
+            .sum();
+        return slope > 0.0;
+    }
+    const H: f64 = 1e-3;
+    let moved = |sign: f64| -> f64 {
+        let z: Vec<f32> = x
+            .iter()
+            .zip(u)
+            .map(|(&a, b)| (a as f64 + sign * H * b) as f32)
+            .collect();
+        probs_of(network, &z)[y].max(1e-300).ln()
+    };
+    moved(1.0) > moved(-1.0)
+}
+
+/// grad log p_y = J_y - sum_k p_k J_k at the geometry's point (exact G: every row of J).
 fn grad_log_p(geo: &LocalGeometry, y: usize) -> Vec<f64> {
     let n = geo.n;
     let mut g: Vec<f64> = geo.jacobian[y * n..(y + 1) * n]
@@ -139,7 +175,9 @@ fn run_one(
         displacement: Default::default(),
         true_prob: Default::default(),
         example: Some(Default::default()),
+        dropped: config.top_k.map(|_| Dropped::default()),
     };
+    let mut dropped = Dropped::default();
     let mut record = |dir: usize, x: &[f32], probs: &[f64]| {
         let pred = argmax(&probs.iter().map(|&p| p as f32).collect::<Vec<_>>());
         out.correct[dir].push(f64::from(u8::from(pred == label)));
@@ -156,6 +194,7 @@ fn run_one(
         step: config.step,
         max_steps: steps,
         seed,
+        top_k: config.top_k,
         ..WalkConfig::defaults(Mode::Kernel)
     };
     let walk = Walk::new(network, kernel, x0.to_vec(), None).expect("valid kernel walk");
@@ -163,6 +202,7 @@ fn run_one(
         if progress.is_cancelled() {
             return out;
         }
+        dropped.add(s.dropped_mass);
         if marks.contains(&s.index) {
             for _ in marks.iter().filter(|&&m| m == s.index) {
                 record(0, &s.x, &s.probs);
@@ -177,7 +217,15 @@ fn run_one(
         if progress.is_cancelled() {
             return out;
         }
-        let geo = LocalGeometry::at(network, &x);
+        let geo = LocalGeometry::with(
+            network,
+            &x,
+            GeometryOptions {
+                top_k: config.top_k,
+                basis: true,
+            },
+        );
+        dropped.add(geo.dropped_mass);
         for _ in marks.iter().filter(|&&m| m == k) {
             record(1, &x, &geo.probs);
         }
@@ -186,7 +234,7 @@ fn run_one(
             break;
         }
         let Some(u) = geo.leaf_basis.first() else { continue };
-        let down = crate::geometry::dot(u, &grad_log_p(&geo, label)) > 0.0;
+        let down = raises_label(network, &geo, &x, u, label);
         let sign = if down { -1.0 } else { 1.0 };
         for (xi, ui) in x.iter_mut().zip(u) {
             *xi = (*xi as f64 + sign * config.step as f64 * ui).clamp(0.0, 1.0) as f32;
@@ -205,6 +253,9 @@ fn run_one(
             .collect();
         let probs = probs_of(network, &x);
         record(2, &x, &probs);
+    }
+    if out.dropped.is_some() {
+        out.dropped = Some(dropped);
     }
     out
 }
@@ -239,8 +290,10 @@ impl OffLeaf {
         };
         let (model, data) = model_and_data(&settings)?;
         let indices = spread(data.len(), count(config.samples, DEFAULT_SAMPLES, data.len()));
+        let mut config = config.clone();
+        config.top_k = config.top_k.filter(|&k| k < model.num_classes());
         Ok(OffLeaf {
-            config: config.clone(),
+            config,
             model,
             data,
             indices,
@@ -270,6 +323,14 @@ impl Sharded for OffLeaf {
 
     fn sample_count(&self) -> usize {
         self.indices.len()
+    }
+
+    fn classes(&self) -> usize {
+        self.model.num_classes()
+    }
+
+    fn dropped(sample: &Sample) -> Option<Dropped> {
+        sample.dropped
     }
 
     fn run(&self, range: Range<usize>, progress: &Progress) -> Result<Vec<Sample>, ExperimentError> {

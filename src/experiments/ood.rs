@@ -13,9 +13,11 @@ use serde::{Deserialize, Serialize};
 
 use super::plot::{self, Axes, Canvas, PALETTE};
 use super::shard::Sharded;
-use super::{dataset_spectra, model_and_data, par_map, roc_auc, round, ExperimentError, Progress, Settings};
+use super::{
+    dataset_spectra, model_and_data, par_map, roc_auc, round, Dropped, ExperimentError, Progress, Settings,
+};
 use crate::data::Dataset;
-use crate::geometry::LocalGeometry;
+use crate::geometry::{GeometryOptions, LocalGeometry};
 use crate::model::Model;
 
 pub const SCORES: [&str; 3] = ["log10_lambda_1", "log10_trace", "one_minus_max_prob"];
@@ -27,6 +29,8 @@ pub struct Config {
     /// Images per set (CIFAR-10 has only its 20).
     pub samples: usize,
     pub seed: u64,
+    /// G from the K most probable classes (`None`: exact).
+    pub top_k: Option<usize>,
 }
 
 impl From<&Settings> for Config {
@@ -36,6 +40,7 @@ impl From<&Settings> for Config {
             dataset: s.dataset.clone(),
             samples: s.samples.unwrap_or(500),
             seed: s.seed,
+            top_k: s.top_k,
         }
     }
 }
@@ -44,6 +49,7 @@ impl From<&Settings> for Config {
 pub struct Ood {
     model: Model,
     sets: Vec<Dataset>,
+    top_k: Option<usize>,
 }
 
 /// What the report needs besides the samples.
@@ -64,14 +70,15 @@ impl Ood {
         let (model, data) = model_and_data(&settings)?;
         // A different uniform-noise seed from dataset-spectra's, so the two experiments are independent.
         let sets = dataset_spectra::comparison_sets(&data, config.samples, config.seed.wrapping_add(1))?;
-        Ok(Ood { model, sets })
+        let top_k = config.top_k.filter(|&k| k < model.num_classes());
+        Ok(Ood { model, sets, top_k })
     }
 }
 
 impl Sharded for Ood {
     const NAME: &'static str = "ood";
-    /// The three scores of one image.
-    type Sample = [f64; 3];
+    /// The three scores of one image, and the mass top-k left out of its G.
+    type Sample = ([f64; 3], Option<Dropped>);
     type Header = Header;
     type Report = Report;
 
@@ -90,7 +97,15 @@ impl Sharded for Ood {
         self.sets.iter().map(Dataset::len).sum()
     }
 
-    fn run(&self, range: Range<usize>, progress: &Progress) -> Result<Vec<[f64; 3]>, ExperimentError> {
+    fn classes(&self) -> usize {
+        self.model.num_classes()
+    }
+
+    fn dropped(sample: &Self::Sample) -> Option<Dropped> {
+        sample.1
+    }
+
+    fn run(&self, range: Range<usize>, progress: &Progress) -> Result<Vec<Self::Sample>, ExperimentError> {
         progress.begin("ood: G on every set", range.len() as u64);
         let mut picks = Vec::with_capacity(range.len());
         let mut start = 0;
@@ -103,18 +118,23 @@ impl Sharded for Ood {
             start += set.len();
         }
         par_map(&picks, progress, |&(s, i)| {
-            let geo = LocalGeometry::at(&self.model.network, self.sets[s].image(i).expect("in range"));
+            let x = self.sets[s].image(i).expect("in range");
+            // The spectrum only: the leaf basis is not needed for lambda_1 and the trace.
+            let geo = LocalGeometry::with(&self.model.network, x, GeometryOptions::walk(self.top_k));
             progress.advance(1);
-            [
-                geo.eigenvalues[0].max(1e-300).log10(),
-                geo.trace.max(1e-300).log10(),
-                1.0 - geo.max_prob(),
-            ]
+            (
+                [
+                    geo.eigenvalues[0].max(1e-300).log10(),
+                    geo.trace.max(1e-300).log10(),
+                    1.0 - geo.max_prob(),
+                ],
+                self.top_k.map(|_| Dropped::of(geo.dropped_mass)),
+            )
         })
     }
 
-    fn report(header: Header, samples: Vec<[f64; 3]>) -> Result<Report, ExperimentError> {
-        let mut samples = samples.into_iter();
+    fn report(header: Header, samples: Vec<Self::Sample>) -> Result<Report, ExperimentError> {
+        let mut samples = samples.into_iter().map(|s| s.0);
         let values: Vec<(String, Vec<[f64; 3]>)> = header
             .sets
             .into_iter()

@@ -297,6 +297,18 @@ impl Canvas {
         }
     }
 
+    /// The figure with a line of small text in a strip added below it (what every figure of a
+    /// top-k run says about G), the same in the PNG and the SVG.
+    pub fn with_caption(self, text: &str) -> Canvas {
+        const STRIP: u32 = 26;
+        let mut out = Canvas::new(self.img.width(), self.img.height() + STRIP);
+        image::imageops::overlay(&mut out.img, &self.img, 0, 0);
+        out.shapes = self.shapes;
+        let y = self.img.height() as f32 + STRIP as f32 / 2.0;
+        out.text(text, 12.0, y, 13.0, BLACK, Align::Left);
+        out
+    }
+
     pub fn save(&self, path: &std::path::Path) -> Result<(), String> {
         self.img
             .save(path)

@@ -14,11 +14,13 @@ use serde::{Deserialize, Serialize};
 
 use super::plot::{self, median, Axes, BoxStats, Canvas, PALETTE};
 use super::shard::Sharded;
-use super::{model_and_data, par_map, random_pairs, round, ExperimentError, Progress, Settings};
+use super::{
+    model_and_data, noisy_counted, par_map, random_pairs, round, Dropped, ExperimentError, Progress, Settings,
+};
 use crate::data::Dataset;
 use crate::model::{Model, Network};
 use crate::walk::reach::{Reach, ReachConfig, Strategy, DEFAULT_STRATEGY};
-use crate::walk::{noisy, DEFAULT_STEP};
+use crate::walk::DEFAULT_STEP;
 
 /// The pair kinds, start -> target.
 pub const KINDS: [&str; 3] = ["clean-clean", "clean-noisy", "noisy-noisy"];
@@ -38,6 +40,8 @@ pub struct Config {
     /// Geometry evaluations of each reach search.
     pub reach_evaluations: usize,
     pub seed: u64,
+    /// G from the K most probable classes (`None`: exact).
+    pub top_k: Option<usize>,
 }
 
 impl From<&Settings> for Config {
@@ -50,6 +54,7 @@ impl From<&Settings> for Config {
             greedy_steps: 3000,
             reach_evaluations: 1200,
             seed: s.seed,
+            top_k: s.top_k,
         }
     }
 }
@@ -73,6 +78,10 @@ pub struct Pair {
     pub target: usize,
     /// search -> kind -> record.
     pub searches: BTreeMap<String, BTreeMap<String, Record>>,
+    /// The mass top-k left out of G at every point of the pair's noise walks and searches (absent
+    /// when exact).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<Dropped>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -99,19 +108,22 @@ pub struct Report {
     pub max_off_leaf: f64,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn search(
     network: &Network,
     strategy: Strategy,
     evaluations: usize,
     stall_steps: usize,
-    start: &[f32],
-    target: &[f32],
+    (start, target): (&[f32], &[f32]),
+    top_k: Option<usize>,
     progress: &Progress,
+    dropped: &mut Dropped,
 ) -> Record {
     let config = ReachConfig {
         strategy,
         max_evaluations: evaluations,
         stall_steps,
+        top_k,
         // Bounded by evaluations, not time, so the experiment repeats exactly.
         budget: Duration::from_secs(24 * 3600),
         ..ReachConfig::default()
@@ -119,8 +131,9 @@ fn search(
     let mut reach =
         Reach::new(network, config, start.to_vec(), target.to_vec()).expect("valid images and config");
     let mut steps = 0u64;
-    for _ in reach.by_ref() {
+    for s in reach.by_ref() {
         steps += 1;
+        dropped.add(s.dropped_mass);
         if progress.is_cancelled() {
             break;
         }
@@ -164,8 +177,11 @@ impl SameLeaf {
             model: config.model.clone(),
             dataset: config.dataset.clone(),
             seed: config.seed,
+            top_k: None,
         })?;
         let pairs = random_pairs("same-leaf", &data, config.pairs.max(1), config.seed)?;
+        let mut config = config;
+        config.top_k = config.top_k.filter(|&k| k < model.num_classes());
         Ok(SameLeaf {
             config,
             model,
@@ -179,8 +195,10 @@ impl SameLeaf {
         let (config, net, data) = (&self.config, &self.model.network, &self.data);
         let clean_a = data.image(a).expect("in range").to_vec();
         let clean_b = data.image(b).expect("in range").to_vec();
-        let noise = |x: &[f32], seed: u64| {
-            let y = noisy(net, x, config.noise_steps, DEFAULT_STEP, seed).expect("valid kernel walk");
+        let mut dropped = Dropped::default();
+        let mut noise = |x: &[f32], seed: u64| {
+            let kernel = (config.noise_steps, DEFAULT_STEP, seed);
+            let y = noisy_counted(net, x, kernel, config.top_k, &mut dropped);
             progress.advance(config.noise_steps as u64);
             y
         };
@@ -191,19 +209,22 @@ impl SameLeaf {
         for name in SEARCHES {
             let mut by_kind = BTreeMap::new();
             for (kind, (s, t)) in KINDS.iter().zip(ends) {
-                let record = match name {
+                let (strategy, evaluations, stall) = match name {
                     // The strict greedy walk until it stalls (no progress of a tenth of a step in 200).
-                    "greedy" => search(net, Strategy::Greedy, config.greedy_steps, 200, s, t, progress),
-                    _ => search(
-                        net,
-                        DEFAULT_STRATEGY,
-                        config.reach_evaluations,
-                        40,
-                        s,
-                        t,
-                        progress,
-                    ),
+                    "greedy" => (Strategy::Greedy, config.greedy_steps, 200),
+                    _ => (DEFAULT_STRATEGY, config.reach_evaluations, 40),
                 };
+                let (s, t) = (s.as_slice(), t.as_slice());
+                let record = search(
+                    net,
+                    strategy,
+                    evaluations,
+                    stall,
+                    (s, t),
+                    config.top_k,
+                    progress,
+                    &mut dropped,
+                );
                 by_kind.insert(kind.to_string(), record);
             }
             searches.insert(name.to_string(), by_kind);
@@ -212,6 +233,7 @@ impl SameLeaf {
             start: a,
             target: b,
             searches,
+            dropped: config.top_k.map(|_| dropped),
         }
     }
 }
@@ -239,6 +261,14 @@ impl Sharded for SameLeaf {
 
     fn sample_count(&self) -> usize {
         self.pairs.len()
+    }
+
+    fn classes(&self) -> usize {
+        self.model.num_classes()
+    }
+
+    fn dropped(pair: &Pair) -> Option<Dropped> {
+        pair.dropped
     }
 
     fn run(&self, range: Range<usize>, progress: &Progress) -> Result<Vec<Pair>, ExperimentError> {

@@ -6,7 +6,8 @@
 //! the contiguous block `Shard::range` of that list, which depends only on K, N and the list, never
 //! on which shards ran first or where; it writes a `Part` holding every number the report and the
 //! figure need from its samples, plus the run's identity (`RunId`: experiment, dataleaf version,
-//! the model files' SHA-256, dataset, seed, requested samples) and the experiment's `header` (its
+//! the model files' SHA-256, dataset, seed, requested samples, and for a top-k run K and C) and the
+//! experiment's `header` (its
 //! settings and whatever the report needs besides the samples). Merging checks that the parts are
 //! one run, split one way, each shard once, and rebuilds the report from the samples in order. A
 //! run without `--shard` is shard 1/1 passed through the same text and the same merge, so a merge
@@ -25,6 +26,8 @@
 //!     fn open(s: &Settings) -> Result<Self, ExperimentError> { /* model, data, the sample list */ }
 //!     fn header(&self) -> Header { .. }
 //!     fn sample_count(&self) -> usize { self.pairs.len() }
+//!     fn classes(&self) -> usize { self.model.num_classes() }
+//!     fn dropped(s: &PairResult) -> Option<Dropped> { s.dropped } // top-k: the mass left out of G
 //!     fn run(&self, range: Range<usize>, p: &Progress) -> Result<Vec<PairResult>, ExperimentError> {
 //!         par_map(&self.pairs[range], p, |pair| self.one(pair))
 //!     }
@@ -109,6 +112,10 @@ pub trait Sharded: Sized + Sync {
     fn header(&self) -> Self::Header;
     /// How many samples the whole run has.
     fn sample_count(&self) -> usize;
+    /// The class count C of the model G is computed for (`--top-k K` with K < C truncates G).
+    fn classes(&self) -> usize;
+    /// The dropped probability mass of the G's this sample computed; `None` when G was exact.
+    fn dropped(sample: &Self::Sample) -> Option<super::Dropped>;
     /// Compute the samples in `range` (on all cores), in order, reporting progress.
     fn run(&self, range: Range<usize>, progress: &Progress) -> Result<Vec<Self::Sample>, ExperimentError>;
     /// The report from the header and every sample, in order (no model: merges run without one).
@@ -130,6 +137,31 @@ pub struct RunId {
     pub seed: u64,
     /// As requested: a count, "all", or "default".
     pub samples: String,
+    /// G from the top K of C classes; absent when G is exact (so exact runs' parts read as before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<TopK>,
+}
+
+/// A top-k run: G from the `k` most probable of the model's `classes` classes (k < classes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopK {
+    pub k: usize,
+    pub classes: usize,
+}
+
+impl TopK {
+    /// The top-k option of `settings` for a model of `classes` classes (`None` when exact).
+    pub fn of(settings: &Settings, classes: usize) -> Option<TopK> {
+        settings.top_k_for(classes).map(|k| TopK { k, classes })
+    }
+
+    /// "G from the top 3 of 10 classes", or "the exact G".
+    pub fn describe(top_k: Option<TopK>) -> String {
+        match top_k {
+            Some(t) => format!("G from the top {} of {} classes", t.k, t.classes),
+            None => "the exact G".into(),
+        }
+    }
 }
 
 /// One shard's output: the run it belongs to, where it sits, and its samples.
@@ -162,8 +194,10 @@ pub fn run_part<E: Sharded>(
     shard: Shard,
     progress: &Progress,
 ) -> Result<Part, ExperimentError> {
-    let run = RunId::of(E::NAME, settings)?;
+    let mut run = RunId::of(E::NAME, settings)?;
     let experiment = E::open(settings)?;
+    // K as it acts: K >= C is the exact G, the same run as no K at all.
+    run.top_k = TopK::of(settings, experiment.classes());
     let total = experiment.sample_count();
     let range = shard.range(total);
     let samples = experiment.run(range.clone(), progress)?;
@@ -189,8 +223,14 @@ pub fn run_part<E: Sharded>(
 }
 
 /// The report, summary and figure of `E` from a header and all samples in order (already checked
-/// to be one complete run).
-pub fn finish<E: Sharded>(header: Value, samples: Vec<Value>) -> Result<super::Outcome, ExperimentError> {
+/// to be one complete run). A top-k run's report also says what G was made of: JSON `"top_k"` and
+/// `"dropped_mass"` (mean and max over every G the run computed), a summary line and a caption
+/// under the figure; an exact run's are exactly what they were before top-k existed.
+pub fn finish<E: Sharded>(
+    top_k: Option<TopK>,
+    header: Value,
+    samples: Vec<Value>,
+) -> Result<super::Outcome, ExperimentError> {
     let bad = |what: &str, e: serde_json::Error| {
         ExperimentError::Invalid(format!(
             "{}: the parts' {what} do not read as this experiment's: {e}",
@@ -203,12 +243,36 @@ pub fn finish<E: Sharded>(header: Value, samples: Vec<Value>) -> Result<super::O
         .map(serde_json::from_value)
         .collect::<Result<Vec<E::Sample>, _>>()
         .map_err(|e| bad("samples", e))?;
+    let dropped = samples
+        .iter()
+        .filter_map(E::dropped)
+        .fold(super::Dropped::default(), super::Dropped::join);
     let report = E::report(header, samples)?;
-    let figure = E::figure(&report);
+    let mut figure = E::figure(&report);
+    let mut json = serde_json::to_value(&report).expect("reports serialise");
+    let mut summary = E::summary(&report);
+    if let Some(t) = top_k {
+        if let Value::Object(map) = &mut json {
+            map.insert("top_k".into(), t.k.into());
+            map.insert(
+                "dropped_mass".into(),
+                serde_json::json!({"mean": dropped.mean(), "max": dropped.max, "points": dropped.points}),
+            );
+        }
+        let line = format!(
+            "{}: dropped probability mass over the {} points where G was computed: mean {:.3e}, max {:.3e}",
+            TopK::describe(top_k),
+            dropped.points,
+            dropped.mean(),
+            dropped.max
+        );
+        summary = format!("{summary}\n{line}");
+        figure = figure.with_caption(&line);
+    }
     Ok(super::Outcome {
         name: E::NAME,
-        json: serde_json::to_value(&report).expect("reports serialise"),
-        summary: E::summary(&report),
+        json,
+        summary,
         svg: figure.to_svg(),
         plot: figure.into_image(),
     })
@@ -232,11 +296,20 @@ impl RunId {
                 Some(super::ALL) => "all".into(),
                 Some(n) => n.to_string(),
             },
+            // Set by `run_part` once the model's class count is known.
+            top_k: None,
         })
     }
 
     /// The first field in which two runs differ, for the merge's message.
     pub fn difference(&self, other: &RunId) -> Option<String> {
+        if self.top_k != other.top_k {
+            return Some(format!(
+                "top_k: {} vs {}",
+                TopK::describe(self.top_k),
+                TopK::describe(other.top_k)
+            ));
+        }
         let a = serde_json::to_value(self).expect("serialises");
         let b = serde_json::to_value(other).expect("serialises");
         let (Value::Object(a), Value::Object(b)) = (a, b) else {

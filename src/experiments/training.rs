@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use super::plot::{self, median, Align, Axes, Canvas, PALETTE};
 use super::shard::Sharded;
-use super::{log10_floor, par_map, round, ExperimentError, Progress, Settings};
+use super::{log10_floor, par_map, round, Dropped, ExperimentError, Progress, Settings};
 use crate::data::Dataset;
-use crate::geometry::LocalGeometry;
+use crate::geometry::{GeometryOptions, LocalGeometry};
 use crate::model::{models_dir, Model, DEFAULT_MODEL};
 
 #[derive(Debug, Clone)]
@@ -96,6 +96,8 @@ pub struct Training {
     data: Dataset,
     images: usize,
     header: Header,
+    /// G from the K most probable classes (`None`: exact).
+    top_k: Option<usize>,
 }
 
 /// What the report needs besides the samples.
@@ -109,8 +111,8 @@ pub struct Header {
 }
 
 /// What one image gives at one checkpoint: trace, rank, rank at the float32 tolerance, lambda_1,
-/// 1 - sum p_i^2.
-pub type Sample = (f64, f64, f64, f64, f64);
+/// 1 - sum p_i^2 (over all classes), and the mass top-k left out of G (`None` when exact).
+pub type Sample = (f64, f64, f64, f64, f64, Option<Dropped>);
 
 impl Training {
     pub fn new(config: &Config, dataset: &str) -> Result<Training, ExperimentError> {
@@ -146,6 +148,7 @@ impl Training {
             data,
             images,
             header,
+            top_k: None,
         })
     }
 }
@@ -158,7 +161,9 @@ impl Sharded for Training {
 
     fn open(settings: &Settings) -> Result<Self, ExperimentError> {
         series(&settings.model)?;
-        Training::new(&Config::from(settings), &settings.dataset)
+        let mut training = Training::new(&Config::from(settings), &settings.dataset)?;
+        training.top_k = settings.top_k_for(training.classes());
+        Ok(training)
     }
 
     fn header(&self) -> Header {
@@ -167,6 +172,15 @@ impl Sharded for Training {
 
     fn sample_count(&self) -> usize {
         self.models.len() * self.images
+    }
+
+    /// The series' first checkpoint's (checkpoints of one series share their classes).
+    fn classes(&self) -> usize {
+        self.models[0].num_classes()
+    }
+
+    fn dropped(sample: &Sample) -> Option<Dropped> {
+        sample.5
     }
 
     fn run(&self, range: Range<usize>, progress: &Progress) -> Result<Vec<Sample>, ExperimentError> {
@@ -182,7 +196,13 @@ impl Sharded for Training {
             }
             let indices: Vec<usize> = (lo - k * self.images..hi - k * self.images).collect();
             out.extend(par_map(&indices, progress, |&i| {
-                let geo = LocalGeometry::at(&model.network, self.data.image(i).expect("in range"));
+                let x = self.data.image(i).expect("in range");
+                // The rank counts the leaf basis's directions, as it always has: keep the basis.
+                let options = GeometryOptions {
+                    top_k: self.top_k,
+                    basis: true,
+                };
+                let geo = LocalGeometry::with(&model.network, x, options);
                 progress.advance(1);
                 let top = geo.eigenvalues[0];
                 let rank32 = geo
@@ -191,7 +211,15 @@ impl Sharded for Training {
                     .filter(|&&l| top > 0.0 && l > n * f32::EPSILON as f64 * top)
                     .count();
                 let uncertainty = 1.0 - geo.probs.iter().map(|p| p * p).sum::<f64>();
-                (geo.trace, geo.rank as f64, rank32 as f64, top, uncertainty)
+                let dropped = self.top_k.map(|_| Dropped::of(geo.dropped_mass));
+                (
+                    geo.trace,
+                    geo.rank as f64,
+                    rank32 as f64,
+                    top,
+                    uncertainty,
+                    dropped,
+                )
             })?);
         }
         Ok(out)

@@ -38,13 +38,31 @@ pub fn direction_rgb(u: &[f64], shape: ImageShape) -> Vec<[u8; 3]> {
     mean.iter().map(|v| diverging((v * scale) as f32)).collect()
 }
 
-/// The directions side by side, lambda_k under each.
-pub fn directions_strip(directions: &[Direction], shape: ImageShape, scale: u32) -> RgbaImage {
+/// What a top-k G was made of, as the instruments and their pictures say it (shared/REFERENCE.md
+/// section 8): "G from the top 3 of 10 classes, dropped p 1.2e-3".
+pub fn top_k_note(k: usize, classes: usize, dropped_mass: f64) -> String {
+    format!("G from the top {k} of {classes} classes, dropped p {dropped_mass:.1e}")
+}
+
+/// The directions side by side, lambda_k under each; `note` (a top-k G's `top_k_note`) in a line
+/// below them.
+pub fn directions_strip(
+    directions: &[Direction],
+    shape: ImageShape,
+    scale: u32,
+    note: Option<&str>,
+) -> RgbaImage {
     let (w, h) = (shape.width as u32 * scale, shape.height as u32 * scale);
     let gap = 4;
     let caption_px = 22;
+    let note_px = if note.is_some() { 20 } else { 0 };
     let count = directions.len().max(1) as u32;
-    let mut canvas = RgbaImage::from_pixel((w + gap) * count - gap, h + caption_px, Rgba([255; 4]));
+    let mut width = (w + gap) * count - gap;
+    if let Some(note) = note {
+        // Wide enough for the note when there are few directions.
+        width = width.max(super::text_width(note, 13.0).ceil() as u32 + 8);
+    }
+    let mut canvas = RgbaImage::from_pixel(width, h + caption_px + note_px, Rgba([255; 4]));
     for (k, d) in directions.iter().enumerate() {
         let x0 = k as u32 * (w + gap);
         let rgb = direction_rgb(&d.u, shape);
@@ -71,23 +89,34 @@ pub fn directions_strip(directions: &[Direction], shape: ImageShape, scale: u32)
             13.0,
         );
     }
+    if let Some(note) = note {
+        caption(&mut canvas, note, 0, h + caption_px, width, 13.0);
+    }
     canvas
 }
 
-pub fn write_directions(path: &Path, directions: &[Direction], shape: ImageShape) -> Result<(), String> {
-    directions_strip(directions, shape, 4)
+/// The directions' PNG (`directions_strip` at 4x), as `dataleaf directions --png` and the app's
+/// instruments write it.
+pub fn write_directions(
+    path: &Path,
+    directions: &[Direction],
+    shape: ImageShape,
+    note: Option<&str>,
+) -> Result<(), String> {
+    directions_strip(directions, shape, 4, note)
         .save(path)
         .map_err(|e| format!("{}: cannot write the directions: {e}", path.display()))
 }
 
 /// The chart as a grid (top row = largest b), each cell captioned "class (p)"; cells whose class
-/// differs from the centre's get a red frame.
+/// differs from the centre's get a red frame; `note` (a top-k G's `top_k_note`) in a line below.
 pub fn chart_grid(
     cells: &[Cell],
     size: usize,
     centre_class: usize,
     shape: ImageShape,
     classes: &[String],
+    note: Option<&str>,
 ) -> RgbaImage {
     let scale = 3;
     let gap = 6u32;
@@ -104,11 +133,19 @@ pub fn chart_grid(
         .collect();
     let (tw, th) = tiles.first().map_or((1, 1), |(t, _)| (t.width(), t.height()));
     let side = size as u32;
+    let note_px = if note.is_some() { 20 } else { 0 };
+    let mut width = side * (tw + gap) + gap;
+    if let Some(note) = note {
+        width = width.max(super::text_width(note, 13.0).ceil() as u32 + 8);
+    }
     let mut canvas = RgbaImage::from_pixel(
-        side * (tw + gap) + gap,
-        side * (th + gap) + gap,
+        width,
+        side * (th + gap) + gap + note_px,
         Rgba([255, 255, 255, 255]),
     );
+    if let Some(note) = note {
+        caption(&mut canvas, note, 0, side * (th + gap) + gap, width, 13.0);
+    }
     for (t, c) in &tiles {
         let x0 = gap + c.column as u32 * (tw + gap);
         let y0 = gap + (size - 1 - c.row) as u32 * (th + gap);
@@ -152,8 +189,9 @@ pub fn write_chart(
     centre_class: usize,
     shape: ImageShape,
     classes: &[String],
+    note: Option<&str>,
 ) -> Result<(), String> {
-    chart_grid(cells, size, centre_class, shape, classes)
+    chart_grid(cells, size, centre_class, shape, classes, note)
         .save(path)
         .map_err(|e| format!("{}: cannot write the chart: {e}", path.display()))
 }
