@@ -60,7 +60,7 @@ fn a_walk_on_the_team_is_the_walk_on_one_thread() {
         ..WalkConfig::defaults(Mode::Leaf)
     };
     let walk = || {
-        Walk::new(&m.network, config.clone(), start.clone(), Some(target.clone()))
+        Walk::new(&m.network, config, start.clone(), Some(target.clone()))
             .unwrap()
             .map(|s| s.x)
             .collect::<Vec<_>>()
