@@ -170,14 +170,23 @@ pub fn conv_relu_pool_input_grad(
     if !gather::available() {
         return None;
     }
-    let hw = (s.hout * s.wout) as u32;
-    // ReLU'(0) = 0: a window whose maximum is 0 passes no gradient.
-    let entries = argmax
-        .iter()
-        .enumerate()
-        .filter(|&(_, &j)| relu_out[j as usize] > 0.0 || relu_out[j as usize].is_nan())
-        .map(|(q, &j)| (j / hw, j % hw, q as u32));
-    let live = gather::Live::from_entries(hw as usize, entries);
+    let hw = s.hout * s.wout;
+    // Pooled entries are channel-major and each window lies in its channel's plane, so the channel
+    // and position come without a division per entry.
+    let pooled = argmax.len() / s.cout.max(1);
+    let mut entries = Vec::with_capacity(argmax.len());
+    for co in 0..s.cout {
+        let base = (co * hw) as u32;
+        for (k, &j) in argmax[co * pooled..(co + 1) * pooled].iter().enumerate() {
+            // ReLU'(0) = 0: a window whose maximum is 0 passes no gradient (NaN <= 0 is false).
+            if relu_out[j as usize] <= 0.0 {
+                continue;
+            }
+            debug_assert!(j >= base && j - base < hw as u32, "a window outside its channel");
+            entries.push((co as u32, j - base, (co * pooled + k) as u32));
+        }
+    }
+    let live = gather::Live::from_entries(hw, entries.iter().copied());
     let hwc = gather::conv_input_grad_hwc(s, weight, &live, g, argmax.len(), rows, input_relu);
     Some(match input_relu {
         Some(_) => Layout::ChannelsLast(hwc),
