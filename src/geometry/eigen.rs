@@ -196,6 +196,8 @@ macro_rules! with_simd {
                     Simd::Plain => {}
                 }
             }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = simd;
             $body($($arg),*)
         }
     };
