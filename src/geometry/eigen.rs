@@ -81,8 +81,9 @@ pub fn jacobi_eigen(matrix: &[f64], n: usize) -> (Vec<f64>, Vec<Vec<f64>>) {
 /// layout differ, so that the O(n^3) parts run in SIMD registers and on every thread:
 /// - the reduction keeps the transformation transposed, `vt[c * n + r]` = V[r][c], and runs its
 ///   symmetric product e = A d over blocks of COLUMNS columns, whose sums are independent chains;
-/// - the accumulation of the transformations works on V row-major, where each step's
-///   g = V^T v and V -= d g^T are row-by-row updates (rows split over threads);
+/// - the accumulation of the transformations runs by panels of PANEL columns of V, each panel
+///   through all of its steps on its own thread (a step reads one reflector, changes columns
+///   to its left only);
 /// - QL's rotations only ever depend on the tridiagonal matrix, so they are recorded and applied
 ///   afterwards, in order, to slabs of SLAB eigenvector components, each slab on its own thread.
 pub fn tridiagonal_eigen(matrix: &[f64], n: usize) -> (Vec<f64>, Vec<Vec<f64>>) {
@@ -95,15 +96,8 @@ pub fn tridiagonal_eigen(matrix: &[f64], n: usize) -> (Vec<f64>, Vec<Vec<f64>>) 
     let mut d = vec![0.0f64; n];
     let mut e = vec![0.0f64; n];
     reduce(simd, &mut vt, &mut d, &mut e);
-    // V row-major for the accumulation: v[r * n + c] = V[r][c].
-    let mut v = vec![0.0f64; n * n];
-    for (c, column) in vt.chunks(n).enumerate() {
-        for (r, &x) in column.iter().enumerate() {
-            v[r * n + c] = x;
-        }
-    }
+    let panels = accumulate(simd, &vt, &mut d);
     drop(vt);
-    accumulate(simd, &mut v, &mut d, n);
     e[0] = 0.0;
     // Slab s holds components [s SLAB, (s + 1) SLAB) of every column of V (zeros past n):
     // slab[c * SLAB + t] = V[s SLAB + t][c].
@@ -111,13 +105,13 @@ pub fn tridiagonal_eigen(matrix: &[f64], n: usize) -> (Vec<f64>, Vec<Vec<f64>>) 
     let mut slabs = vec![0.0f64; slabs_count * n * SLAB];
     for (s, slab) in slabs.chunks_mut(n * SLAB).enumerate() {
         for t in 0..SLAB.min(n - s * SLAB) {
-            let row = &v[(s * SLAB + t) * n..(s * SLAB + t + 1) * n];
-            for (c, &x) in row.iter().enumerate() {
-                slab[c * SLAB + t] = x;
+            let r = s * SLAB + t;
+            for c in 0..n {
+                slab[c * SLAB + t] = panels[(c / PANEL) * n * PANEL + r * PANEL + c % PANEL];
             }
         }
     }
-    drop(v);
+    drop(panels);
     ql(simd, &mut d, &mut e, &mut slabs);
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|&i, &j| d[j].total_cmp(&d[i]));
@@ -146,8 +140,11 @@ const SLAB: usize = 32;
 /// QL rotations recorded before they are applied (24 bytes each: 1.5 MB, in the shared cache).
 const PENDING_ROTATIONS: usize = 1 << 16;
 
-/// Below this many multiply-adds a step of the accumulation stays on the calling thread.
-const PARALLEL_MIN: usize = 1 << 15;
+/// Columns per panel of the accumulation (n x 32 f64: 256 KB at n = 1000, in a core's L2).
+const PANEL: usize = 32;
+
+/// From this size the accumulation's panels and QL's slabs run on every thread.
+const PARALLEL_MIN_N: usize = 128;
 
 /// The instruction set the O(n^3) loops are compiled for, chosen at run time. The loops have no
 /// reductions the compiler could reorder and Rust never fuses a multiply and an add, so every
@@ -204,8 +201,6 @@ macro_rules! with_simd {
 }
 
 with_simd!(reduce => reduce_body(vt: &mut [f64], d: &mut [f64], e: &mut [f64]));
-with_simd!(column_sums => column_sums_body(g: &mut [f64], v: &[f64], rows: &[f64], n: usize, c0: usize));
-with_simd!(update_rows => update_rows_body(rows: &mut [f64], g: &[f64], d: &[f64], n: usize));
 with_simd!(rotate => rotate_body(slab: &mut [f64], rotations: &[(usize, f64, f64)]));
 
 /// tred2's Householder reduction (JAMA), V kept transposed in `vt`: d and e become the
@@ -316,77 +311,87 @@ fn symmetric_product(vt: &mut [f64], d: &[f64], e: &mut [f64], i: usize, n: usiz
     }
 }
 
-/// tred2's accumulation of the reflectors into V (row-major `v`), JAMA's loops with each step's
-/// g = V^T v and V -= d g^T taken row by row; ends with d = the diagonal, V the orthogonal
-/// transformation.
-fn accumulate(simd: Simd, v: &mut [f64], d: &mut [f64], n: usize) {
-    let mut column = vec![0.0f64; n];
-    let mut g = vec![0.0f64; n];
-    for i in 0..n - 1 {
-        v[(n - 1) * n + i] = v[i * n + i];
-        v[i * n + i] = 1.0;
-        let h = d[i + 1];
-        let m = i + 1;
-        if h != 0.0 {
-            for k in 0..m {
-                column[k] = v[k * n + i + 1];
-                d[k] = column[k] / h;
-            }
-            // g_j = sum_k V[k][i+1] V[k][j] in k order, from -0.0 as `Iterator::sum`.
-            let g = &mut g[..m];
-            g.fill(-0.0);
-            let parallel = m * m >= PARALLEL_MIN;
-            let v_ref: &[f64] = v;
-            let column = &column[..m];
-            if parallel {
-                use rayon::prelude::*;
-                let chunk = m.div_ceil(rayon::current_num_threads()).next_multiple_of(8);
-                g.par_chunks_mut(chunk)
-                    .enumerate()
-                    .for_each(|(t, gs)| column_sums(simd, gs, column, v_ref, n, t * chunk));
-                let rows_per_task = m.div_ceil(2 * rayon::current_num_threads()).max(1);
-                let g: &[f64] = g;
-                let d: &[f64] = d;
-                v[..m * n]
-                    .par_chunks_mut(rows_per_task * n)
-                    .enumerate()
-                    .for_each(|(t, rows)| {
-                        let k0 = t * rows_per_task;
-                        update_rows(simd, rows, g, &d[k0..(k0 + rows_per_task).min(m)], n);
-                    });
-            } else {
-                column_sums(simd, g, column, v_ref, n, 0);
-                update_rows(simd, &mut v[..m * n], g, &d[..m], n);
+/// tred2's accumulation of the reflectors into V, JAMA's loops by column panels: step i reads
+/// only the reflector in column i + 1 (untouched by the steps before it, so read from `vt`) and
+/// changes columns <= i, so each panel of PANEL columns runs all the steps on its own, on its own
+/// thread, in L2. Returns the panels (panel q: V[k][q PANEL + t] at [q n PANEL + k PANEL + t]);
+/// d becomes V's last row, JAMA's diagonal for QL.
+fn accumulate(simd: Simd, vt: &[f64], d: &mut [f64]) -> Vec<f64> {
+    let n = d.len();
+    let count = n.div_ceil(PANEL);
+    let mut panels = vec![0.0f64; count * n * PANEL];
+    for (q, panel) in panels.chunks_mut(n * PANEL).enumerate() {
+        for t in 0..PANEL.min(n - q * PANEL) {
+            let column = &vt[(q * PANEL + t) * n..(q * PANEL + t + 1) * n];
+            for (k, &x) in column.iter().enumerate() {
+                panel[k * PANEL + t] = x;
             }
         }
-        for k in 0..m {
-            v[k * n + i + 1] = 0.0;
+    }
+    // h_i = d[i + 1] as the reduction left it (JAMA's loop overwrites only d[..=i] before it).
+    let h: &[f64] = d;
+    if n >= PARALLEL_MIN_N {
+        use rayon::prelude::*;
+        panels
+            .par_chunks_mut(n * PANEL)
+            .enumerate()
+            .for_each(|(q, panel)| accumulate_panel(simd, panel, vt, h, q * PANEL));
+    } else {
+        for (q, panel) in panels.chunks_mut(n * PANEL).enumerate() {
+            accumulate_panel(simd, panel, vt, h, q * PANEL);
         }
     }
     for j in 0..n {
-        d[j] = v[(n - 1) * n + j];
-        v[(n - 1) * n + j] = 0.0;
+        let last = (j / PANEL) * n * PANEL + (n - 1) * PANEL + j % PANEL;
+        d[j] = panels[last];
+        panels[last] = 0.0;
     }
-    v[(n - 1) * n + n - 1] = 1.0;
+    panels[((n - 1) / PANEL) * n * PANEL + (n - 1) * PANEL + (n - 1) % PANEL] = 1.0;
+    panels
 }
 
-/// g[t] += column[k] V[k][c0 + t] for each k in order.
+with_simd!(accumulate_panel => accumulate_panel_body(panel: &mut [f64], vt: &[f64], h: &[f64], q0: usize));
+
+/// JAMA's accumulation steps i = 0..n-1 restricted to columns [q0, q0 + PANEL): V[n-1][i] = V[i][i],
+/// V[i][i] = 1; if h_i != 0, g_j = sum_{k <= i} V[k][i+1] V[k][j] (k order, from -0.0 as
+/// `Iterator::sum`) and V[k][j] -= g_j (V[k][i+1] / h_i) for j, k <= i; then V[k][i+1] = 0, k <= i.
 #[inline(always)]
-fn column_sums_body(g: &mut [f64], column: &[f64], v: &[f64], n: usize, c0: usize) {
-    for (k, &x) in column.iter().enumerate() {
-        let row = &v[k * n + c0..k * n + c0 + g.len()];
-        for (gj, &y) in g.iter_mut().zip(row) {
-            *gj += x * y;
+fn accumulate_panel_body(panel: &mut [f64], vt: &[f64], h: &[f64], q0: usize) {
+    let n = h.len();
+    let width = PANEL.min(n - q0);
+    let mut g = [0.0f64; PANEL];
+    for i in q0.saturating_sub(1)..n - 1 {
+        let m = i + 1;
+        if (q0..q0 + width).contains(&i) {
+            let t = i - q0;
+            panel[(n - 1) * PANEL + t] = panel[i * PANEL + t];
+            panel[i * PANEL + t] = 1.0;
         }
-    }
-}
-
-/// V[k][j] -= g[j] d[k] for the rows in `rows` (row k of them scaled by d[k]), j < g.len().
-#[inline(always)]
-fn update_rows_body(rows: &mut [f64], g: &[f64], d: &[f64], n: usize) {
-    for (row, &dk) in rows.chunks_mut(n).zip(d) {
-        for (x, &gj) in row[..g.len()].iter_mut().zip(g) {
-            *x -= gj * dk;
+        let hi = h[i + 1];
+        if hi != 0.0 && i >= q0 {
+            let cols = width.min(m - q0);
+            let v = &vt[(i + 1) * n..(i + 1) * n + m];
+            let g = &mut g[..cols];
+            g.fill(-0.0);
+            for (k, &x) in v.iter().enumerate() {
+                let row = &panel[k * PANEL..k * PANEL + cols];
+                for (gj, &y) in g.iter_mut().zip(row) {
+                    *gj += x * y;
+                }
+            }
+            for (k, &x) in v.iter().enumerate() {
+                let dk = x / hi;
+                let row = &mut panel[k * PANEL..k * PANEL + cols];
+                for (y, &gj) in row.iter_mut().zip(g.iter()) {
+                    *y -= gj * dk;
+                }
+            }
+        }
+        if (q0..q0 + width).contains(&(i + 1)) {
+            let t = i + 1 - q0;
+            for k in 0..m {
+                panel[k * PANEL + t] = 0.0;
+            }
         }
     }
 }
@@ -413,12 +418,14 @@ fn apply_rotations(simd: Simd, slabs: &mut [f64], rotations: &mut Vec<(usize, f6
         return;
     }
     let rotations_ref: &[(usize, f64, f64)] = rotations;
-    if slabs.len() > n * SLAB {
+    if n >= PARALLEL_MIN_N {
         slabs
             .par_chunks_mut(n * SLAB)
             .for_each(|slab| rotate(simd, slab, rotations_ref));
     } else {
-        rotate(simd, slabs, rotations_ref);
+        for slab in slabs.chunks_mut(n * SLAB) {
+            rotate(simd, slab, rotations_ref);
+        }
     }
     rotations.clear();
 }
