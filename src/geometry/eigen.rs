@@ -341,9 +341,9 @@ fn accumulate(simd: Simd, vt: &[f64], d: &mut [f64]) -> Vec<f64> {
             accumulate_panel(simd, panel, vt, h, q * PANEL);
         }
     }
-    for j in 0..n {
+    for (j, dj) in d.iter_mut().enumerate() {
         let last = (j / PANEL) * n * PANEL + (n - 1) * PANEL + j % PANEL;
-        d[j] = panels[last];
+        *dj = panels[last];
         panels[last] = 0.0;
     }
     panels[((n - 1) / PANEL) * n * PANEL + (n - 1) * PANEL + (n - 1) % PANEL] = 1.0;
