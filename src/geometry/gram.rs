@@ -10,12 +10,17 @@ use crate::model::matmul::{matmul, Scalar, Threads, View};
 /// their gram is the single product B B^T it always was.
 pub const BLOCK_BYTES: usize = 32 << 20;
 
-/// Above this many rows the gram is accumulated tile by tile over its lower triangle only
-/// (B_I B_J^T for J <= I), which halves the C^2 n multiply-adds at C = 1000.
+/// Above this many rows the f64 gram is accumulated tile by tile over its lower triangle only
+/// (B_I B_J^T for J <= I), halving its C^2 n multiply-adds.
 pub const TILE: usize = 128;
 
 /// From this many rows (C = 1000 at ImageNet size) the gram's products run in f32 blocks.
 pub const F32_GRAM_MIN_ROWS: usize = 512;
+
+/// Columns per panel of the f32 gram: gemm's AVX-512 f32 kernel covers 64 of them at once, and
+/// a product with many rows and few columns runs at its full rate (~95 GFLOP/s a thread here; a
+/// 128-row tile against 128 columns ran at half that).
+pub const PANEL_COLUMNS: usize = 64;
 
 /// Columns per f32 block: each block's product sums this many terms in f32 before the f64 sum.
 pub const F32_BLOCK_COLUMNS: usize = 1024;
@@ -23,6 +28,9 @@ pub const F32_BLOCK_COLUMNS: usize = 1024;
 /// Below this many entries of J (R x n) the products run on the calling thread: rayon's
 /// hand-offs cost more than they save on an MNIST step.
 pub const PARALLEL_MIN: usize = 1 << 17;
+
+/// Rows of B d summed side by side.
+const ROW_GROUP: usize = 8;
 
 /// B's rows, row i = scales[i] (J_i - mean), as the views it is built from.
 #[derive(Clone, Copy)]
@@ -86,10 +94,77 @@ impl BRows<'_> {
     /// entries carry f32 round-off only, the size of J's own) at twice the f64 rate.
     pub fn gram(&self) -> Vec<f64> {
         if self.gram_in_f32() {
-            self.gram_with::<f32>(|v| v as f32, |v| v as f64, F32_BLOCK_COLUMNS)
+            self.gram_f32()
         } else {
-            self.gram_with::<f64>(|v| v, |v| v, usize::MAX)
+            self.gram_f64()
         }
+    }
+
+    /// The f32 gram: per column block of B (F32_BLOCK_COLUMNS wide), one product per column panel
+    /// P of the lower triangle, B_{>=P} B_P^T (rows from P's first down, P's columns): the
+    /// triangle plus the diagonal squares, (1 + 1 / panels) / 2 of the full product, in tall
+    /// products that run near gemm's rate; each block's f32 result is added into f64.
+    fn gram_f32(&self) -> Vec<f64> {
+        let (r, n) = (self.len(), self.n);
+        let mut gram = vec![0.0f64; r * r];
+        if r == 0 || n == 0 {
+            return gram;
+        }
+        let width = F32_BLOCK_COLUMNS.min(n);
+        let panel = PANEL_COLUMNS;
+        // Panel [p0, p1): rows [p0, r) x columns [p0, p1), its f64 sum and one block's f32 product.
+        let mut panels: Vec<(usize, usize, Vec<f64>, Vec<f32>)> = (0..r)
+            .step_by(panel)
+            .map(|p0| {
+                let p1 = (p0 + panel).min(r);
+                let size = (r - p0) * (p1 - p0);
+                (p0, p1, vec![0.0f64; size], vec![0.0f32; size])
+            })
+            .collect();
+        let mut block = vec![0.0f32; r * width];
+        for start in (0..n).step_by(width) {
+            let w = width.min(n - start);
+            self.block(start, w, &mut block, |v| v as f32);
+            let block = &block[..r * w];
+            let product = |(p0, p1, sum, part): &mut (usize, usize, Vec<f64>, Vec<f32>)| {
+                let (p0, p1) = (*p0, *p1);
+                matmul(
+                    part,
+                    View::rows(&block[p0 * w..], r - p0, w),
+                    View::transposed(&block[p0 * w..p1 * w], p1 - p0, w),
+                    false,
+                    Threads::One,
+                );
+                sum.iter_mut().zip(part.iter()).for_each(|(s, &p)| *s += p as f64);
+            };
+            // The panels share the block; one thread each (rayon balances the tall and short ones).
+            panels.par_iter_mut().for_each(product);
+        }
+        for (p0, p1, sum, _) in &panels {
+            let cols = p1 - p0;
+            for (a, row) in sum.chunks(cols).enumerate() {
+                gram[(p0 + a) * r + p0..(p0 + a) * r + p1].copy_from_slice(row);
+            }
+        }
+        // Mirror the lower triangle; within a panel's diagonal square average the two halves.
+        for i in 0..r {
+            for j in 0..i {
+                let v = if i / panel == j / panel {
+                    0.5 * (gram[i * r + j] + gram[j * r + i])
+                } else {
+                    gram[i * r + j]
+                };
+                gram[i * r + j] = v;
+                gram[j * r + i] = v;
+            }
+        }
+        gram
+    }
+
+    /// K = B B^T with every block in f64, whatever the size: the reference the f32 blocks are
+    /// checked against.
+    pub fn gram_f64(&self) -> Vec<f64> {
+        self.gram_with::<f64>(|v| v, |v| v, usize::MAX)
     }
 
     fn gram_with<T: Scalar + Send + Sync>(
@@ -157,23 +232,41 @@ impl BRows<'_> {
         gram
     }
 
-    /// B d (R values): (B d)_i = s_i (J_i . d - m . d).
+    /// B d (R values): (B d)_i = s_i (J_i . d - m . d). Each J_i . d is summed in column order
+    /// (as `Iterator::sum`); ROW_GROUP rows run side by side, their sums independent chains.
     pub fn apply<T: Copy + Into<f64> + Sync>(&self, d: &[T]) -> Vec<f64> {
         let n = self.n;
+        let d = &d[..n];
         let md: f64 = self.mean.iter().zip(d).map(|(m, &x)| m * x.into()).sum();
-        let row = |i: usize| {
-            let jd: f64 = self.jacobian[i * n..(i + 1) * n]
-                .iter()
-                .zip(d)
-                .map(|(&j, &x)| j as f64 * x.into())
-                .sum();
-            self.scales[i] * (jd - md)
+        let group = |(g, out): (usize, &mut [f64])| {
+            let r0 = g * ROW_GROUP;
+            let mut sums = [-0.0f64; ROW_GROUP];
+            if out.len() == ROW_GROUP {
+                let rows: [&[f32]; ROW_GROUP] =
+                    std::array::from_fn(|a| &self.jacobian[(r0 + a) * n..(r0 + a + 1) * n]);
+                for (k, &x) in d.iter().enumerate() {
+                    let x: f64 = x.into();
+                    for a in 0..ROW_GROUP {
+                        sums[a] += rows[a][k] as f64 * x;
+                    }
+                }
+            } else {
+                for (a, sum) in sums.iter_mut().enumerate().take(out.len()) {
+                    let row = &self.jacobian[(r0 + a) * n..(r0 + a + 1) * n];
+                    *sum = row.iter().zip(d).map(|(&j, &x)| j as f64 * x.into()).sum();
+                }
+            }
+            for (a, o) in out.iter_mut().enumerate() {
+                *o = self.scales[r0 + a] * (sums[a] - md);
+            }
         };
+        let mut out = vec![0.0f64; self.len()];
         if self.parallel() {
-            (0..self.len()).into_par_iter().map(row).collect()
+            out.par_chunks_mut(ROW_GROUP).enumerate().for_each(group);
         } else {
-            (0..self.len()).map(row).collect()
+            out.chunks_mut(ROW_GROUP).enumerate().for_each(group);
         }
+        out
     }
 
     /// B^T c (n values) = sum_i c_i s_i J_i - (sum_i c_i s_i) m.

@@ -182,36 +182,47 @@ impl<'a> Walk<'a> {
         l2(&self.x, other)
     }
 
-    /// The move from x given the geometry there; zero when the projected direction vanishes.
-    fn displacement(&self, geo: &LocalGeometry) -> Vec<f64> {
+    /// The move from x given the geometry there (zero when the projected direction vanishes), and
+    /// the fraction of it outside D_x, |P_kernel dx| / |dx|, from the same projection: P is a
+    /// projector, so with l = P_leaf t the leaf move's kernel part is w (t - l), the kernel move
+    /// (t - l) is all kernel, and the free move's is t - l. One projection per step (two passes
+    /// over J at C = 1000 fewer than projecting dx again).
+    fn displacement(&self, geo: &LocalGeometry) -> (Vec<f64>, f32) {
         let toward: Vec<f32> = match (&self.target, &self.direction) {
             (Some(t), _) => t.iter().zip(&self.x).map(|(a, b)| a - b).collect(),
             (None, Some(d)) => d.clone(),
-            (None, None) => return vec![0.0; self.x.len()],
+            (None, None) => return (vec![0.0; self.x.len()], 0.0),
         };
-        let d = match self.config.mode {
+        let leaf = geo.project_leaf(&toward);
+        // P_kernel t = t - P_leaf t.
+        let across: Vec<f64> = toward.iter().zip(&leaf).map(|(&t, l)| t as f64 - l).collect();
+        let (d, off_part) = match self.config.mode {
             Mode::Leaf => {
-                let leaf = geo.project_leaf(&toward);
                 let w = match self.config.transverse {
                     Some(w) => w as f64,
                     None => 1.0 / ((geo.n - geo.rank).max(1) as f64).sqrt(),
                 };
                 // P_leaf d + w P_kernel d = (1 - w) P_leaf d + w d
-                leaf.iter()
+                let d: Vec<f64> = leaf
+                    .iter()
                     .zip(&toward)
                     .map(|(l, &t)| (1.0 - w) * l + w * t as f64)
-                    .collect()
+                    .collect();
+                (d, w * norm(&across))
             }
-            Mode::Kernel => geo.project_kernel(&toward),
-            Mode::Free => toward.iter().map(|&v| v as f64).collect(),
+            Mode::Kernel => {
+                let off = norm(&across);
+                (across, off)
+            }
+            Mode::Free => (toward.iter().map(|&v| v as f64).collect(), norm(&across)),
         };
         let len = norm(&d);
         // A direction with nothing left after projection (G = 0 for a leaf walk, say), or NaN, stays put.
         if len.is_nan() || len <= 1e-12 {
-            return vec![0.0; d.len()];
+            return (vec![0.0; d.len()], 0.0);
         }
         let scale = self.config.step as f64 / len;
-        d.iter().map(|v| v * scale).collect()
+        (d.iter().map(|v| v * scale).collect(), (off_part / len) as f32)
     }
 }
 
@@ -243,13 +254,8 @@ impl Iterator for Walk<'_> {
             self.finished = true;
             return Some(step);
         }
-        let dx = self.displacement(&geo);
-        let moved = norm(&dx);
-        self.off_leaf = if moved > 0.0 {
-            (norm(&geo.project_kernel(&dx)) / moved) as f32
-        } else {
-            0.0
-        };
+        let (dx, off_leaf) = self.displacement(&geo);
+        self.off_leaf = off_leaf;
         for (x, d) in self.x.iter_mut().zip(&dx) {
             *x = (*x as f64 + d).clamp(0.0, 1.0) as f32;
         }
