@@ -2,7 +2,8 @@
 //! thread: each product's parts split outputs, columns or row blocks, never a sum, so J and the
 //! logits are equal bit for bit. Checked on the shipped medium CNN (every kernel the split touches:
 //! the convolutions' bands, the max-pool's channels, the linear layers' ranges, the shared-mask
-//! reverse kernel's row blocks) and on the Fashion-MNIST one, at several test images and along a walk.
+//! reverse kernel's row blocks) and on the Fashion-MNIST one, at several test images and along a walk;
+//! and the graph engine's kernels on ONNX fixtures (residuals, BatchNorm, depthwise convolutions).
 
 use dataleaf::data::Dataset;
 use dataleaf::geometry::jacobian::logits_and_jacobian;
@@ -12,6 +13,11 @@ use dataleaf::walk::{Mode, Walk, WalkConfig};
 /// The tests here take turns: the team serves one caller at a time (others run alone), and each
 /// test wants it.
 static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// An ONNX fixture's path.
+fn onnx(name: &str) -> String {
+    format!("{}/tests/fixtures/onnx/{name}.onnx", env!("CARGO_MANIFEST_DIR"))
+}
 
 /// J and logits on the calling thread (the team when the machine has 2+ cores) and inside a
 /// one-thread rayon pool (the team off).
@@ -44,6 +50,9 @@ fn the_team_splits_without_changing_a_bit() {
     }
     both_ways("mnist-medium-cnn", "mnist", &[4185, 5874, 0, 1, 2]);
     both_ways("fashion-mnist-medium-cnn", "fashion-mnist", &[0, 17]);
+    for graph in ["resnet18-w16", "mobilenet_v2-w25"] {
+        both_ways(&onnx(graph), "cifar10-samples", &[0, 1]);
+    }
 }
 
 #[test]

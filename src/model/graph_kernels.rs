@@ -10,8 +10,6 @@
 //! added once. Behind a ReLU about half the entries are live; at small spatial sizes most taps of a
 //! padded 3x3 kernel meet padding: neither costs a multiply here.
 
-use rayon::prelude::*;
-
 /// A convolution's geometry (one group), enough for its reverse pass.
 #[derive(Debug, Clone, Copy)]
 pub struct ConvGeometry {
@@ -135,18 +133,14 @@ fn conv_input_grad_with(
     }
     // Blocks of rows, at least one per thread when there is enough work to share.
     let work = rows * geo.out_len() * geo.cin * geo.kh * geo.kw;
-    let threads = if work < 1 << 18 {
-        1
-    } else {
-        rayon::current_num_threads()
-    };
+    let threads = if work < 1 << 18 { 1 } else { super::team::threads() };
     let blocks = rows.div_ceil(MAX_BLOCK).max(threads.min(rows));
     let per = rows.div_ceil(blocks);
     let run = |(b, dxb): (usize, &mut [f32])| block(geo, packed, (&live, &any), g, b * per, dxb, simd);
     if blocks == 1 {
         run((0, dx));
     } else {
-        dx.par_chunks_mut(per * in_len).enumerate().for_each(run);
+        super::team::for_each_chunk_mut(dx, per * in_len, |b, dxb| run((b, dxb)));
     }
 }
 
@@ -586,7 +580,7 @@ pub fn conv_forward_direct(geo: &ConvGeometry, packed: &[f32], bias: &[f32], x: 
     let per_task = if geo.out_len() * stride < 1 << 18 {
         geo.cout
     } else {
-        (geo.cout.div_ceil(rayon::current_num_threads() * 4) * 4).max(4)
+        (geo.cout.div_ceil(super::team::threads() * 4) * 4).max(4)
     };
     let task = |(t, yt): (usize, &mut [f32])| {
         let co0 = t * per_task;
@@ -610,7 +604,7 @@ pub fn conv_forward_direct(geo: &ConvGeometry, packed: &[f32], bias: &[f32], x: 
     if per_task >= geo.cout {
         task((0, y));
     } else {
-        y.par_chunks_mut(per_task * hw).enumerate().for_each(task);
+        super::team::for_each_chunk_mut(y, per_task * hw, |t, yt| task((t, yt)));
     }
 }
 
@@ -664,7 +658,7 @@ pub fn depthwise_input_grad(geo: &ConvGeometry, weight: &[f32], g: &[f32], rows:
             depthwise_channel(geo, w, gc, d);
         };
         if rows * (in_len + out_len) * kk >= 1 << 18 {
-            dt.par_chunks_mut(plane * DEPTH_ROWS).enumerate().for_each(work);
+            super::team::for_each_chunk_mut(&mut dt, plane * DEPTH_ROWS, |k, d| work((k, d)));
         } else {
             dt.chunks_mut(plane * DEPTH_ROWS).enumerate().for_each(work);
         }

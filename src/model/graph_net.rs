@@ -9,8 +9,6 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use rayon::prelude::*;
-
 use super::graph::{self, for_each_index, strides, Node, NodeOp, INPUT};
 use super::graph_kernels::{self, ConvGeometry};
 use super::matmul::{matmul, Threads, View};
@@ -255,9 +253,7 @@ fn each_row(d: &mut [f32], dlen: usize, g: &[f32], glen: usize, f: impl Fn(&mut 
         }
     };
     if d.len() >= PARALLEL_VALUES && rows > 1 {
-        d.par_chunks_mut(dlen)
-            .enumerate()
-            .for_each(|(r, dr)| f(dr, g_row(r)));
+        super::team::for_each_chunk_mut(d, dlen, |r, dr| f(dr, g_row(r)));
     } else {
         d.chunks_mut(dlen).enumerate().for_each(|(r, dr)| f(dr, g_row(r)));
     }
@@ -757,9 +753,9 @@ impl GraphNet {
                     Some(acc) => {
                         // Where a value fans out (a residual connection) its gradients add up.
                         if acc.len() >= PARALLEL_VALUES {
-                            acc.par_chunks_mut(1 << 14)
-                                .zip(d.par_chunks(1 << 14))
-                                .for_each(|(a, d)| a.iter_mut().zip(d).for_each(|(a, v)| *a += v));
+                            super::team::for_each_chunk_mut(acc, 1 << 14, |k, a| {
+                                a.iter_mut().zip(&d[k << 14..]).for_each(|(a, v)| *a += v)
+                            });
                         } else {
                             acc.iter_mut().zip(&d).for_each(|(a, v)| *a += v);
                         }
@@ -1343,10 +1339,11 @@ fn conv_backward(c: &Conv, g: &[f32], rows: usize, pool: &Pool) -> Vec<f32> {
                 }
                 continue;
             }
-            dx[first * in_len..(first + n) * in_len]
-                .par_chunks_mut(in_len)
-                .enumerate()
-                .for_each(|(r, dr)| col2im(c, &dcols, ld, r * hw, grp, dr));
+            super::team::for_each_chunk_mut(
+                &mut dx[first * in_len..(first + n) * in_len],
+                in_len,
+                |r, dr| col2im(c, &dcols, ld, r * hw, grp, dr),
+            );
         }
     }
     dx

@@ -468,7 +468,12 @@ impl Network {
             }
         }
         if let Some(g) = &self.graph {
-            let traces: Vec<GraphTrace> = x.par_chunks(n).map(|xi| g.forward(xi)).collect();
+            // One image on the calling thread (its kernels split over the team); more over rayon.
+            let traces: Vec<GraphTrace> = if batch == 1 {
+                vec![g.forward(&x)]
+            } else {
+                x.par_chunks(n).map(|xi| g.forward(xi)).collect()
+            };
             let logits = traces.iter().flat_map(|t| t.logits(g).to_vec()).collect();
             return Trace {
                 batch,
@@ -536,6 +541,9 @@ impl Network {
         if self.graph.is_some() {
             // Image by image, so no more than one trace per thread is alive.
             let n = self.input_len();
+            if batch == 1 {
+                return self.forward(images, 1).acts.pop().expect("logits");
+            }
             return images
                 .par_chunks(n)
                 .flat_map_iter(|xi| self.forward(xi, 1).acts.pop().expect("logits"))
