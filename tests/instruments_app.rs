@@ -105,7 +105,12 @@ fn the_reach_toggle_runs_the_strict_search_in_the_leaf_lane() {
     h.run_steps(2);
     h.get_by_label(PRESETS[0].title).click();
     h.run_steps(2);
-    h.get_by_label("strict reach search").click();
+    // A preset whose model or data are still loading is applied when they arrive, and it resets the
+    // walk's parameters (the reach toggle with them): wait until its walk starts.
+    wait(&mut h, "the preset's walk", |app| app.is_playing());
+    // Through accessibility, not the pointer: the lines above the toggle change from frame to frame
+    // (a pointer click at last frame's place missed it now and then).
+    h.get_by_label("strict reach search").click_accesskit();
     h.run_steps(2);
     assert!(h.state().settings().params.reach);
     // Reset restarts the walks with the new setting.

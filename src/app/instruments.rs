@@ -636,15 +636,16 @@ impl InstrumentsView {
 /// The reach toggle under the leaf lane: the strict search instead of the default leaf walk.
 pub fn reach_toggle(ui: &mut egui::Ui, settings: &mut Settings, actions: &mut Vec<Action>) {
     let mut on = settings.params.reach;
-    if ui
-        .checkbox(&mut on, "strict reach search")
-        .on_hover_text(
+    // Its own id rather than the lane's running widget count, which the lines above it change from
+    // frame to frame: a click (or an accessibility action) aimed at last frame's toggle must land.
+    let toggle = ui.push_id("strict reach search", |ui| {
+        ui.checkbox(&mut on, "strict reach search").on_hover_text(
             "Move only along leaves (no transverse part): a bidirectional search with hops past stalls. \
              The distance shown is the gap left between the start's and the target's leaf paths. \
              Pause or Reset stops it.",
         )
-        .changed()
-    {
+    });
+    if toggle.inner.changed() {
         settings.params.reach = on;
         actions.push(Action::ParamsChanged);
     }
