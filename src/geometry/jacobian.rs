@@ -15,6 +15,9 @@ pub const ROWS_PER_PASS: usize = 64;
 /// the VGGs and CIFAR-100 equal or slightly faster.
 pub const ROWS_PER_LARGE_PASS: usize = 8;
 
+/// From this many entries (64 MB) J's memory is touched before the reverse passes fill it.
+const PREFAULT_MIN: usize = 1 << 24;
+
 /// Rows per reverse pass for `total` cotangent rows.
 pub fn rows_per_pass(total: usize) -> usize {
     if total <= ROWS_PER_PASS {
@@ -30,7 +33,16 @@ pub fn logits_and_jacobian(network: &Network, x: &[f32]) -> (Vec<f32>, Vec<f32>)
     let c = network.num_classes();
     let n = network.input_len();
     let trace = network.forward(x, 1);
-    let mut jacobian = Vec::with_capacity(c * n);
+    let mut jacobian = if c * n >= PREFAULT_MIN {
+        // A large J's fresh pages (calloc's, untouched) faulted in at once, on every core: faulted
+        // one pass at a time inside the reverse passes they cost 0.3-1 s of a C = 1000 step.
+        let mut j = vec![0.0f32; c * n];
+        crate::model::team::for_each_chunk_mut(&mut j, 1 << 20, |_, part| part.fill(0.0));
+        j.clear();
+        j
+    } else {
+        Vec::with_capacity(c * n)
+    };
     let per_pass = rows_per_pass(c);
     for first in (0..c).step_by(per_pass) {
         let rows = per_pass.min(c - first);
