@@ -22,6 +22,9 @@ const SPIN: Duration = Duration::from_micros(1000);
 /// ~1 µs when the helper is awake (rayon's threshold, 4x this, allows for its wake-ups).
 pub const MIN_MACS: usize = 1 << 16;
 
+/// Threads of a team at most (the caller and its helpers).
+const MAX_THREADS: usize = 8;
+
 /// `state`: this bit is set while a job takes helpers; the bits below count helpers inside it.
 const OPEN: usize = 1 << (usize::BITS - 1);
 
@@ -53,9 +56,12 @@ struct Team {
 fn team() -> &'static Team {
     static TEAM: OnceLock<&'static Team> = OnceLock::new();
     TEAM.get_or_init(|| {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // Pieces of 20-200 µs split no further than 8 ways; a helper spins after every job.
+        let cores = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, MAX_THREADS);
         let team: &'static Team = Box::leak(Box::new(Team {
-            helpers: cores.saturating_sub(1),
+            helpers: cores - 1,
             generation: AtomicU64::new(0),
             state: AtomicUsize::new(0),
             next: AtomicUsize::new(0),
