@@ -89,13 +89,31 @@ pub fn matmul<T: Scalar>(dst: &mut [T], a: View<T>, b: View<T>, accumulate: bool
     // SAFETY: every index the kernel touches was bounds-checked above (last_index of each view,
     // m * n for dst), and dst does not alias a or b (it is a distinct &mut).
     unsafe {
+        gemm_to(dst.as_mut_ptr(), n, a, b, accumulate, parallelism);
+    }
+}
+
+/// dst (a.rows x b.cols at row stride `dst_rs`) = a * b, plus the old dst when `accumulate`.
+///
+/// # Safety
+/// dst must be valid for writes of those elements, a and b's views in bounds, and none aliased.
+unsafe fn gemm_to<T: Scalar>(
+    dst: *mut T,
+    dst_rs: usize,
+    a: View<T>,
+    b: View<T>,
+    accumulate: bool,
+    parallelism: gemm::Parallelism,
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
         gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
+            a.rows,
+            b.cols,
+            a.cols,
+            dst,
             1,
-            n as isize,
+            dst_rs as isize,
             accumulate,
             a.data.as_ptr(),
             a.cs as isize,
@@ -109,7 +127,7 @@ pub fn matmul<T: Scalar>(dst: &mut [T], a: View<T>, b: View<T>, accumulate: bool
             false,
             false,
             parallelism,
-        );
+        )
     }
 }
 
@@ -187,27 +205,7 @@ impl<'a, T: Scalar> SharedColumns<'a, T> {
         // SAFETY: rows x [first, first + n) lies inside dst (asserted); the caller owns those columns.
         unsafe {
             let dst = self.ptr.add(first);
-            gemm::gemm(
-                m,
-                n,
-                k,
-                dst,
-                1,
-                self.cols as isize,
-                false,
-                a.data.as_ptr(),
-                a.cs as isize,
-                a.rs as isize,
-                b.data.as_ptr(),
-                b.cs as isize,
-                b.rs as isize,
-                T::ONE,
-                T::ONE,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
+            gemm_to(dst, self.cols, a, b, false, gemm::Parallelism::None);
             for r in 0..m {
                 let v = add(r);
                 let row = std::slice::from_raw_parts_mut(dst.add(r * self.cols), n);
