@@ -150,20 +150,18 @@ impl GatherWeights {
     }
 
     fn for_kernel(s: &ConvShape, weight: &[f32], kernel: Kernel) -> GatherWeights {
-        {
-            let block = 2 * kernel.lanes();
-            let cinp = s.cin.div_ceil(block) * block;
-            let taps = s.k * s.k;
-            let mut data = vec![0.0f32; taps * s.cout * cinp];
-            for co in 0..s.cout {
-                for ci in 0..s.cin {
-                    for t in 0..taps {
-                        data[(t * s.cout + co) * cinp + ci] = weight[(co * s.cin + ci) * taps + t];
-                    }
+        let block = 2 * kernel.lanes();
+        let cinp = s.cin.div_ceil(block) * block;
+        let taps = s.k * s.k;
+        let mut data = vec![0.0f32; taps * s.cout * cinp];
+        for co in 0..s.cout {
+            for ci in 0..s.cin {
+                for t in 0..taps {
+                    data[(t * s.cout + co) * cinp + ci] = weight[(co * s.cin + ci) * taps + t];
                 }
             }
-            GatherWeights { cinp, data }
         }
+        GatherWeights { cinp, data }
     }
 }
 

@@ -631,7 +631,13 @@ impl Network {
                         let first_row = &g[..c.cout * c.hout * c.wout];
                         g = if c.cin >= 8 && sparse::density(first_row) < sparse::MAX_DENSITY {
                             if trace.batch == 1 {
-                                sparse::conv_input_grad_shared(&c.shape(), &c.weight, &g, rows)
+                                sparse::conv_input_grad_shared(
+                                    &c.shape(),
+                                    &c.weight,
+                                    c.gathered.as_ref(),
+                                    &g,
+                                    rows,
+                                )
                             } else {
                                 sparse::conv_input_grad(&c.shape(), &c.weight, &g, rows)
                             }
@@ -705,10 +711,10 @@ impl Network {
                                 (Some(_), Some(Op::Conv(c1))) if i > 4 || want_input => Some(c1),
                                 _ => None,
                             };
-                            let weight = match &c.gathered {
-                                Some(w) => gather::ConvWeights::Gathered(w),
-                                None => gather::ConvWeights::Plain(&c.weight),
-                            };
+                            let weight = c.gathered.as_ref().map_or(
+                                gather::ConvWeights::Plain(&c.weight),
+                                gather::ConvWeights::Gathered,
+                            );
                             if let Some(out) = sparse::conv_relu_pool_input_grad(
                                 &c.shape(),
                                 weight,

@@ -134,12 +134,19 @@ fn scatter_row_body(s: &ConvShape, wt: &[f32], g_row: &[f32], hwc: &mut [f32]) {
 /// its live channels produce is summed in registers for a block of rows at once, then added into
 /// the input: a small matrix product per position instead of one scatter per nonzero. Falls back
 /// to `conv_input_grad` where AVX2 and FMA are missing.
-pub fn conv_input_grad_shared(s: &ConvShape, weight: &[f32], g: &[f32], rows: usize) -> Vec<f32> {
+/// `gathered`, W already rearranged for the kernels (made at load), saves doing it per pass.
+pub fn conv_input_grad_shared(
+    s: &ConvShape,
+    weight: &[f32],
+    gathered: Option<&gather::GatherWeights>,
+    g: &[f32],
+    rows: usize,
+) -> Vec<f32> {
     if gather::available() {
         let live = gather::Live::of_dense(s, g, rows);
         return gather::conv_input_grad(
             s,
-            gather::ConvWeights::Plain(weight),
+            gathered.map_or(gather::ConvWeights::Plain(weight), gather::ConvWeights::Gathered),
             &live,
             g,
             s.cout * s.hout * s.wout,
@@ -418,13 +425,20 @@ mod tests {
                 .map(|(i, &v)| if i % 3 == 0 { v } else { 0.0 })
                 .collect();
             let got = conv_input_grad(&s, &weight, &g, rows);
-            let shared = conv_input_grad_shared(&s, &weight, &g, rows);
+            let shared = conv_input_grad_shared(&s, &weight, None, &g, rows);
             for (a, b) in got.iter().zip(&shared) {
                 assert!(
                     (a - b).abs() < 1e-5,
                     "shared: stride {stride} pad {pad}: {a} vs {b}"
                 );
             }
+            // W rearranged once at load gives the same sums.
+            let gathered = gather::GatherWeights::new(&s, &weight);
+            let again = conv_input_grad_shared(&s, &weight, gathered.as_ref(), &g, rows);
+            assert_eq!(
+                shared, again,
+                "shared with gathered weights: stride {stride} pad {pad}"
+            );
             let mut want = vec![0.0f32; rows * s.cin * hin * win];
             for r in 0..rows {
                 for co in 0..s.cout {
