@@ -111,8 +111,10 @@ fn the_reach_toggle_runs_the_strict_search_in_the_leaf_lane() {
     // Through accessibility, not the pointer: the lines above the toggle change from frame to frame
     // (a pointer click at last frame's place missed it now and then).
     h.get_by_label("strict reach search").click_accesskit();
-    h.run_steps(2);
-    assert!(h.state().settings().params.reach);
+    // Under load the frame that handles the click may come a few steps later.
+    wait(&mut h, "the reach toggle to be on", |app| {
+        app.settings().params.reach
+    });
     // Reset restarts the walks with the new setting.
     h.key_press(egui::Key::R);
     h.run_steps(2);
