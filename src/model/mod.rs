@@ -4,7 +4,6 @@
 
 pub mod arch;
 pub mod classifier;
-pub mod few_taps;
 pub mod files;
 pub mod gather;
 pub mod graph;

@@ -14,7 +14,6 @@ use rayon::prelude::*;
 use std::sync::Arc;
 
 use super::arch::{Architecture, InputShape, Layer, Shape};
-use super::few_taps;
 use super::gather;
 use super::graph_net::{GraphNet, GraphTrace};
 use super::input_rows::InputRows;
@@ -751,7 +750,7 @@ impl Network {
                                     (Some(c1), sparse::Layout::ChannelsLast(hwc)) => {
                                         // A first layer's few taps: summed per position, added
                                         // into the pixels they reach; else the product and col2im.
-                                        let dx1 = few_taps::input_grad(&c1.shape(), &c1.weight, &hwc)
+                                        let dx1 = gather::few_taps_input_grad(&c1.shape(), &c1.weight, &hwc)
                                             .unwrap_or_else(|| conv_input_grad_hwc(c1, &hwc));
                                         scratch::give(std::mem::replace(&mut g, dx1));
                                         scratch::give(hwc.data);
