@@ -748,11 +748,10 @@ impl Network {
                             ) {
                                 match (before, out) {
                                     (Some(c1), sparse::Layout::ChannelsLast(hwc)) => {
-                                        // A first layer's few taps: summed per position, added
-                                        // into the pixels they reach; else the product and col2im.
-                                        let dx1 = gather::few_taps_input_grad(&c1.shape(), &c1.weight, &hwc)
-                                            .unwrap_or_else(|| conv_input_grad_hwc(c1, &hwc));
-                                        scratch::give(std::mem::replace(&mut g, dx1));
+                                        scratch::give(std::mem::replace(
+                                            &mut g,
+                                            conv_input_grad_hwc(c1, &hwc),
+                                        ));
                                         scratch::give(hwc.data);
                                         fused = 4;
                                     }
