@@ -255,7 +255,7 @@ mod x86 {
         src: &'a [f32],
         src_len: usize,
         /// [pixel][ci] bit masks, all ones where the input ReLU passes gradient, or None.
-        mask: Option<Vec<f32>>,
+        mask: Option<Vec<u32>>,
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -285,25 +285,17 @@ mod x86 {
             "weights gathered for another kernel"
         );
         // ReLU'(0) = 0 as in PyTorch; NaN passes, as the unfused reverse pass lets it. Pixel
-        // ranges over the team (a transpose of the ReLU's output). The masks are bit patterns in
-        // an f32 buffer from the scratch pool (written in full; only a bitwise and reads them).
+        // ranges over the team (a transpose of the ReLU's output).
         let mask = relu_out.map(|x| {
-            let mut m = crate::model::scratch::take(plane * cinp);
+            let mut m = vec![0u32; plane * cinp];
             let per = plane.div_ceil(super::super::team::threads());
-            let (pass, stop) = (f32::from_bits(u32::MAX), f32::from_bits(0));
             super::super::team::for_each_chunk_mut(&mut m, per * cinp, |k, part| {
                 let p0 = k * per;
-                let pixels = part.len() / cinp;
-                for ci in 0..cinp {
-                    if ci >= s.cin {
-                        // Padding channels never reach a result; written like the rest.
-                        (0..pixels).for_each(|p| part[p * cinp + ci] = stop);
-                        continue;
-                    }
-                    let xs = &x[ci * plane + p0..][..pixels];
+                for ci in 0..s.cin {
+                    let xs = &x[ci * plane + p0..][..part.len() / cinp];
                     for (p, &v) in xs.iter().enumerate() {
                         // Not <= 0: true for positives and NaN.
-                        part[p * cinp + ci] = if v <= 0.0 { stop } else { pass };
+                        part[p * cinp + ci] = if v <= 0.0 { 0 } else { u32::MAX };
                     }
                 }
             });
@@ -329,9 +321,6 @@ mod x86 {
         super::super::team::for_each_chunk_mut(&mut data, per_block * plane * cinp, |b, out| {
             job.block(kernel, b * per_block, out)
         });
-        if let Some(m) = job.mask {
-            crate::model::scratch::give(m);
-        }
         Hwc {
             data,
             rows,
@@ -428,7 +417,7 @@ mod x86 {
                             let p = iy * s.win + ix;
                             if let Some(m) = &job.mask {
                                 // SAFETY: p cinp + cb + 2 lanes <= plane cinp = m.len().
-                                let mp = unsafe { m.as_ptr().add(p * cinp + cb) };
+                                let mp = unsafe { m.as_ptr().add(p * cinp + cb) } as *const f32;
                                 let (m0, m1) = unsafe { ($load(mp), $load(mp.add($lanes))) };
                                 for a in acc.iter_mut() {
                                     a[0] = $and(a[0], m0);

@@ -182,20 +182,6 @@ impl<'a, T: Scalar> SharedColumns<'a, T> {
         }
     }
 
-    /// Row r's columns `first .. first + width`.
-    ///
-    /// # Safety
-    /// No other part may touch these columns while the slice lives.
-    #[allow(clippy::mut_from_ref)]
-    pub unsafe fn row_mut(&self, r: usize, first: usize, width: usize) -> &mut [T] {
-        assert!(
-            r < self.rows && first + width <= self.cols,
-            "columns out of range"
-        );
-        // SAFETY: inside dst (asserted); the caller owns these columns.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(r * self.cols + first), width) }
-    }
-
     /// Columns `first .. first + b.cols` of dst = a * b, then `add(row)` added to each row there.
     ///
     /// # Safety

@@ -9,7 +9,6 @@ pub mod gather;
 pub mod graph;
 pub mod graph_kernels;
 pub mod graph_net;
-pub mod input_rows;
 pub mod matmul;
 pub mod mlp;
 pub mod network;

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use super::arch::{Architecture, InputShape, Layer, Shape};
 use super::gather;
 use super::graph_net::{GraphNet, GraphTrace};
-use super::input_rows::InputRows;
 use super::matmul::{matmul, SharedColumns, Threads, View};
 use super::packed::PackedLinear;
 use super::scratch;
@@ -61,24 +60,15 @@ struct Linear {
     /// W packed for the reverse pass of a few rows, when the CPU has the kernel and W is small
     /// enough to keep twice.
     packed: Option<PackedLinear>,
-    /// W^T for one image whose input is mostly zero (behind a ReLU), when W is mid-sized.
-    input_rows: Option<InputRows>,
 }
 
 /// Linear layers up to this many weights keep a packed copy for the reverse pass (64 MB).
 const PACK_MAX_WEIGHTS: usize = 1 << 24;
 
-/// Linear layers with this many weights and more (a pass of at least ~20 µs), up to 16 MB, and
-/// at least half a panel of outputs keep W^T for inputs that are mostly zero.
-const INPUT_ROWS_WEIGHTS: std::ops::Range<usize> = 1 << 16..1 << 22;
-
 impl Linear {
     fn pack(&mut self) {
         self.packed = (PackedLinear::available() && self.weight.len() <= PACK_MAX_WEIGHTS)
             .then(|| PackedLinear::new(&self.weight, self.nout, self.nin));
-        self.input_rows = (INPUT_ROWS_WEIGHTS.contains(&self.weight.len()) && self.nout >= 64)
-            .then(|| InputRows::new(&self.weight, self.nout, self.nin))
-            .flatten();
     }
 }
 
@@ -331,7 +321,6 @@ impl Network {
                         nin: *in_features,
                         nout: *out_features,
                         packed: None,
-                        input_rows: None,
                     };
                     linear.pack();
                     Op::Linear(linear)
@@ -501,12 +490,9 @@ impl Network {
             let mut y = scratch::take(batch * out_len);
             match op {
                 Op::Conv(c) => conv_forward(c, &x, &mut y, batch),
-                Op::Linear(l) => match (&l.input_rows, &l.packed, batch) {
-                    // One image (a step of a walk): W^T's rows of the nonzero inputs, the ones the
-                    // reverse pass reads next.
-                    (Some(rows), _, 1) => rows.forward(&x, &l.bias, &mut y),
-                    // Else the packed copy, the one the reverse pass reads.
-                    (_, Some(packed), 1) => packed.forward_one(&x, &l.bias, &mut y),
+                Op::Linear(l) => match (&l.packed, batch) {
+                    // One image (a step of a walk): the packed copy, the one the reverse pass reads.
+                    (Some(packed), 1) => packed.forward_one(&x, &l.bias, &mut y),
                     _ => {
                         matmul(
                             &mut y,
@@ -678,18 +664,10 @@ impl Network {
                                 .for_each(|(d, v)| *d += v);
                         }
                     }
-                    let few_rows = need_dx && rows <= SPARSE_LINEAR_ROWS;
-                    if let (true, Some(input_rows)) = (
-                        few_rows && trace.batch == 1 && self.input_is_relu_output(i),
-                        &l.input_rows,
-                    ) {
-                        // Only the columns of nonzero inputs: the ReLU's reverse pass drops the rest.
-                        let dx = input_rows.input_grad_live(x, &g, rows);
-                        scratch::give(std::mem::replace(&mut g, dx));
-                    } else if let (true, Some(packed)) = (few_rows, &l.packed) {
+                    if let (true, Some(packed)) = (need_dx && rows <= SPARSE_LINEAR_ROWS, &l.packed) {
                         let dx = packed.input_grad(&g, rows);
                         scratch::give(std::mem::replace(&mut g, dx));
-                    } else if few_rows {
+                    } else if need_dx && rows <= SPARSE_LINEAR_ROWS {
                         g = sparse::linear_input_grad(&l.weight, l.nout, l.nin, &g, rows);
                     } else if need_dx {
                         let mut dx = vec![0.0; rows * l.nin];
@@ -818,19 +796,6 @@ impl Network {
     /// reverse pass only the entries that carry gradient there (behind a max-pool one position per
     /// window, behind a ReLU the active units): `dataleaf bench` divides it by the machine's gemm
     /// rate for the arithmetic floor of a step.
-    /// Whether op i's input is a ReLU's output, directly or through max-pools and flattening:
-    /// then it is 0 exactly where the ReLU's reverse pass (ReLU'(0) = 0) drops the gradient.
-    fn input_is_relu_output(&self, i: usize) -> bool {
-        for op in self.ops[..i].iter().rev() {
-            match op {
-                Op::Relu => return true,
-                Op::Flatten | Op::MaxPool(_) => continue,
-                _ => return false,
-            }
-        }
-        false
-    }
-
     pub fn jacobian_macs(&self, trace: &Trace) -> JacobianMacs {
         assert_eq!(trace.batch, 1, "one image");
         if let Some(g) = &self.graph {
