@@ -84,20 +84,45 @@ pub fn pack_taps(geo: &ConvGeometry, weight: &[f32]) -> Vec<f32> {
     w
 }
 
-/// For each output position, the output channels whose gradient is nonzero in some row; and for
-/// each output entry whether it is one of those.
-fn live_channels(geo: &ConvGeometry, g: &[f32], rows: usize) -> (Vec<Vec<u32>>, Vec<bool>) {
-    let hw = geo.hout * geo.wout;
-    let out_len = geo.out_len();
-    let mut any = vec![false; out_len];
-    for row in g.chunks(out_len).take(rows) {
-        any.iter_mut().zip(row).for_each(|(a, &v)| *a |= v != 0.0);
+/// For each output position o, the output channels whose gradient is nonzero in some row, in
+/// channel order: `chans[starts[o]..starts[o + 1]]` (one list for all positions, no allocation each).
+struct Live {
+    starts: Vec<u32>,
+    chans: Vec<u32>,
+}
+
+impl Live {
+    fn of(geo: &ConvGeometry, g: &[f32], rows: usize) -> Live {
+        let hw = geo.hout * geo.wout;
+        let out_len = geo.out_len();
+        let mut any = vec![false; out_len];
+        for row in g.chunks(out_len).take(rows) {
+            any.iter_mut().zip(row).for_each(|(a, &v)| *a |= v != 0.0);
+        }
+        // Counts per position, then their prefix sums, then the channels in order.
+        let mut starts = vec![0u32; hw + 1];
+        for plane in any.chunks(hw.max(1)) {
+            for (n, &a) in starts[1..].iter_mut().zip(plane) {
+                *n += a as u32;
+            }
+        }
+        for o in 0..hw {
+            starts[o + 1] += starts[o];
+        }
+        let mut chans = vec![0u32; starts[hw] as usize];
+        let mut next: Vec<u32> = starts[..hw].to_vec();
+        for (co, plane) in any.chunks(hw.max(1)).enumerate() {
+            for (o, _) in plane.iter().enumerate().filter(|(_, &a)| a) {
+                chans[next[o] as usize] = co as u32;
+                next[o] += 1;
+            }
+        }
+        Live { starts, chans }
     }
-    let mut live = vec![Vec::new(); hw];
-    for (j, _) in any.iter().enumerate().filter(|(_, &a)| a) {
-        live[j % hw].push((j / hw) as u32);
+
+    fn at(&self, o: usize) -> &[u32] {
+        &self.chans[self.starts[o] as usize..self.starts[o + 1] as usize]
     }
-    (live, any)
 }
 
 /// Fraction of live entries, over the first row.
@@ -127,7 +152,7 @@ fn conv_input_grad_with(
     );
     let in_len = geo.in_len();
     assert_eq!(dx.len(), rows * in_len, "input gradient size");
-    let (live, any) = live_channels(geo, g, rows);
+    let live = Live::of(geo, g, rows);
     if rows == 0 || in_len == 0 {
         return;
     }
@@ -136,7 +161,7 @@ fn conv_input_grad_with(
     let threads = if work < 1 << 18 { 1 } else { super::team::threads() };
     let blocks = rows.div_ceil(MAX_BLOCK).max(threads.min(rows));
     let per = rows.div_ceil(blocks);
-    let run = |(b, dxb): (usize, &mut [f32])| block(geo, packed, (&live, &any), g, b * per, dxb, simd);
+    let run = |(b, dxb): (usize, &mut [f32])| block(geo, packed, &live, g, b * per, dxb, simd);
     if blocks == 1 {
         run((0, dx));
     } else {
@@ -186,11 +211,16 @@ impl Simd {
 }
 
 /// One run: `len` contiguous weights of each listed channel (from `w_off` within its row of
-/// `stride`), weighted by that channel's value in each of the block's rows, added at `dst` of each
-/// row of `acc` (rows `row_len` apart).
+/// `stride`), weighted by that channel's cotangent value at position `o` in each of the block's
+/// rows, added at `dst` of each row of `acc` (rows `row_len` apart). The values are read where the
+/// rows lie: row r's value of channel c at `g[r g_stride + c hw + o]` (a block's few rows, one
+/// short list of channels: they stay in L1 across the position's runs).
 struct Run<'a> {
     list: &'a [u32],
-    vals: &'a [f32],
+    g: &'a [f32],
+    g_stride: usize,
+    hw: usize,
+    o: usize,
     w: &'a [f32],
     stride: usize,
     w_off: usize,
@@ -200,50 +230,35 @@ struct Run<'a> {
 }
 
 /// The input gradients of rows r0.. (as many as `dxb` holds).
-fn block(
-    geo: &ConvGeometry,
-    packed: &[f32],
-    (live, any): (&[Vec<u32>], &[bool]),
-    g: &[f32],
-    r0: usize,
-    dxb: &mut [f32],
-    simd: Simd,
-) {
+fn block(geo: &ConvGeometry, packed: &[f32], live: &Live, g: &[f32], r0: usize, dxb: &mut [f32], simd: Simd) {
     let in_len = geo.in_len();
     let out_len = geo.out_len();
     let hw = geo.hout * geo.wout;
     let nr = dxb.len() / in_len;
     let stride = geo.kh * geo.kw * geo.cin;
-    let most = live.iter().map(Vec::len).max().unwrap_or(0);
     // Channels last, one register block of rows at a time, the rows inside each image row:
     // [ih][r][iw][ci], so the runs of one position for all rows lie within a few KB.
     let mut hwc = vec![0.0f32; MAX_BLOCK.min(nr) * in_len];
-    let plane = geo.hin * geo.win;
     // Channels in chunks whose weights stay in cache while every position uses them (at 2x2 each
     // of resnet18's layer3 weights would otherwise come from memory once per position).
     let chunk = (CHUNK_FLOATS / stride.max(1)).clamp(1, geo.cout.max(1));
-    // The block's gradient rows side by side, [co][o][r]: a position's values for all rows are
-    // one short run instead of one read per row a whole gradient row apart.
-    let mut gt = vec![0.0f32; MAX_BLOCK.min(nr) * out_len];
+    let chunks = geo.cout.div_ceil(chunk);
     for b0 in (0..nr).step_by(MAX_BLOCK) {
         let nb = MAX_BLOCK.min(nr - b0);
         let acc = &mut hwc[..nb * in_len];
         acc.fill(0.0);
-        let gt = &mut gt[..nb * out_len];
-        for r in 0..nb {
-            let row = &g[(r0 + b0 + r) * out_len..][..out_len];
-            // Only live entries are ever read back (behind a max-pool most are not).
-            for (j, (&v, _)) in row.iter().zip(any).enumerate().filter(|(_, (_, &a))| a) {
-                gt[j * nb + r] = v;
-            }
-        }
-        let mut vals = vec![0.0f32; most * nb];
-        for c0 in (0..geo.cout).step_by(chunk) {
-            let c1 = (c0 + chunk) as u32;
-            for (o, all) in live.iter().enumerate() {
+        let rows = &g[(r0 + b0) * out_len..(r0 + b0 + nb) * out_len];
+        for c0 in (0..chunks).map(|k| (k * chunk) as u32) {
+            let c1 = c0 + chunk as u32;
+            for o in 0..hw {
+                let all = live.at(o);
                 // The lists are sorted by channel.
-                let from = all.partition_point(|&c| c < c0 as u32);
-                let list = &all[from..from + all[from..].partition_point(|&c| c < c1)];
+                let list = if chunks == 1 {
+                    all
+                } else {
+                    let from = all.partition_point(|&c| c < c0);
+                    &all[from..from + all[from..].partition_point(|&c| c < c1)]
+                };
                 if list.is_empty() {
                     continue;
                 }
@@ -254,10 +269,6 @@ fn block(
                     ConvGeometry::taps(ow, geo.kw, geo.stride[1], geo.dilation[1], geo.pad[1], geo.win);
                 if kj0 == kj1 || ki0 == ki1 {
                     continue;
-                }
-                for (i, &co) in list.iter().enumerate() {
-                    let at = (co as usize * hw + o) * nb;
-                    vals[i * nb..(i + 1) * nb].copy_from_slice(&gt[at..at + nb]);
                 }
                 // With dilation 1 a kernel row's taps meet adjacent pixels: one run; else one per tap.
                 let (runs, taps) = if geo.dilation[1] == 1 {
@@ -271,7 +282,10 @@ fn block(
                         let iw = ow * geo.stride[1] + kj * geo.dilation[1] - geo.pad[1];
                         let run = Run {
                             list,
-                            vals: &vals[..list.len() * nb],
+                            g: rows,
+                            g_stride: out_len,
+                            hw,
+                            o,
                             w: packed,
                             stride,
                             w_off: (ki * geo.kw + kj) * geo.cin,
@@ -286,6 +300,7 @@ fn block(
         }
         // Back to channels first.
         let line = geo.win * geo.cin;
+        let plane = geo.hin * geo.win;
         for (r, dx_row) in dxb[b0 * in_len..(b0 + nb) * in_len]
             .chunks_mut(in_len)
             .enumerate()
@@ -293,27 +308,49 @@ fn block(
             for ih in 0..geo.hin {
                 // One image row: read from cache, written as cin sequential runs.
                 let src = &acc[(ih * nb + r) * line..][..line];
-                for ci in 0..geo.cin {
-                    let dst = &mut dx_row[ci * plane + ih * geo.win..][..geo.win];
-                    for (iw, d) in dst.iter_mut().enumerate() {
-                        *d = src[iw * geo.cin + ci];
-                    }
-                }
+                to_channels_first(src, geo.cin, geo.win, dx_row, plane, ih * geo.win, simd);
             }
         }
     }
 }
 
+/// dst[ci plane + off + iw] = src[iw cin + ci]: one image row from channels last to channels first.
+fn to_channels_first(
+    src: &[f32],
+    cin: usize,
+    win: usize,
+    dst: &mut [f32],
+    plane: usize,
+    off: usize,
+    simd: Simd,
+) {
+    assert!(src.len() >= win * cin && (cin == 0 || (cin - 1) * plane + off + win <= dst.len()));
+    #[cfg(target_arch = "x86_64")]
+    if simd == Simd::Avx512 && win * cin < 1 << 30 {
+        // SAFETY: AVX-512F was detected; the bounds were checked above.
+        unsafe { x86::to_channels_first(src, cin, win, dst, plane, off) };
+        return;
+    }
+    let _ = simd;
+    for ci in 0..cin {
+        let d = &mut dst[ci * plane + off..][..win];
+        for (d, &v) in d.iter_mut().zip(src[ci..].iter().step_by(cin)) {
+            *d = v;
+        }
+    }
+}
+
 fn add_run(run: &Run, nb: usize, acc: &mut [f32], simd: Simd) {
-    // The lists are sorted (live_channels builds them in channel order), so the last channel's
-    // row bounds them all: O(1) per run instead of a pass over the list.
+    // The lists are sorted (`Live::of` builds them in channel order), so the last channel bounds
+    // them all: O(1) per run instead of a pass over the list.
     debug_assert!(run.list.windows(2).all(|p| p[0] < p[1]));
     assert!(run.w_off + run.len <= run.stride);
     assert!(run
         .list
         .last()
-        .is_none_or(|&c| (c as usize + 1) * run.stride <= run.w.len()));
-    assert!(run.vals.len() >= run.list.len() * nb);
+        .is_none_or(|&c| (c as usize + 1) * run.stride <= run.w.len()
+            && (nb - 1) * run.g_stride + c as usize * run.hw + run.o < run.g.len()));
+    assert!(run.o < run.hw);
     assert!(nb >= 1 && (nb - 1) * run.row_len + run.dst + run.len <= acc.len());
     let done = match simd {
         Simd::Scalar => 0,
@@ -328,8 +365,9 @@ fn add_run(run: &Run, nb: usize, acc: &mut [f32], simd: Simd) {
     for j in done..run.len {
         for r in 0..nb {
             let mut s = 0.0f32;
-            for (i, &c) in run.list.iter().enumerate() {
-                s += run.vals[i * nb + r] * run.w[c as usize * run.stride + run.w_off + j];
+            for &c in run.list {
+                let v = run.g[r * run.g_stride + c as usize * run.hw + run.o];
+                s += v * run.w[c as usize * run.stride + run.w_off + j];
             }
             acc[r * run.row_len + run.dst + j] += s;
         }
@@ -363,15 +401,17 @@ mod x86 {
             unsafe fn $rows<const R: usize>(run: &Run, acc: &mut [f32]) -> usize {
                 let whole = run.len / $width * $width;
                 let w = run.w.as_ptr();
+                let g = run.g.as_ptr();
                 let out = acc.as_mut_ptr();
                 for j in (0..whole).step_by($width) {
                     let mut sum: [$reg; R] = [$zero(); R];
-                    for (i, &c) in run.list.iter().enumerate() {
-                        // SAFETY: c stride + w_off + len <= w.len() and i R + r < vals.len()
-                        // (checked by add_run).
+                    for &c in run.list {
+                        // SAFETY: c stride + w_off + len <= w.len() and (R - 1) g_stride + c hw + o
+                        // < g.len() (checked by add_run).
                         let wv = unsafe { $load(w.add(c as usize * run.stride + run.w_off + j)) };
+                        let gc = unsafe { g.add(c as usize * run.hw + run.o) };
                         for (r, s) in sum.iter_mut().enumerate() {
-                            let v = $set1(unsafe { *run.vals.get_unchecked(i * R + r) });
+                            let v = $set1(unsafe { *gc.add(r * run.g_stride) });
                             *s = $fma(v, wv, *s);
                         }
                     }
@@ -444,20 +484,22 @@ mod x86 {
         last: __mmask16,
     ) {
         let w = run.w.as_ptr();
+        let g = run.g.as_ptr();
         let out = acc.as_mut_ptr();
         let mut masks = [0xffff as __mmask16; V];
         masks[V - 1] = last;
         let mut sum = [[_mm512_setzero_ps(); V]; R];
-        for (i, &c) in run.list.iter().enumerate() {
+        for &c in run.list {
             // SAFETY: the unmasked lanes lie below c stride + w_off + len <= w.len(), and
-            // i R + r < vals.len() (checked by add_run).
+            // (R - 1) g_stride + c hw + o < g.len() (checked by add_run).
             let base = unsafe { w.add(c as usize * run.stride + run.w_off + j) };
+            let gc = unsafe { g.add(c as usize * run.hw + run.o) };
             let mut wv = [_mm512_setzero_ps(); V];
             for v in 0..V {
                 wv[v] = unsafe { _mm512_maskz_loadu_ps(masks[v], base.add(16 * v)) };
             }
             for (r, s) in sum.iter_mut().enumerate() {
-                let b = _mm512_set1_ps(unsafe { *run.vals.get_unchecked(i * R + r) });
+                let b = _mm512_set1_ps(unsafe { *gc.add(r * run.g_stride) });
                 for v in 0..V {
                     s[v] = _mm512_fmadd_ps(b, wv[v], s[v]);
                 }
@@ -474,6 +516,42 @@ mod x86 {
                         _mm512_add_ps(_mm512_maskz_loadu_ps(masks[v], p), s[v]),
                     );
                 }
+            }
+        }
+    }
+
+    /// `super::to_channels_first` by gathers: 16 pixels of one channel per instruction.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn to_channels_first(
+        src: &[f32],
+        cin: usize,
+        win: usize,
+        dst: &mut [f32],
+        plane: usize,
+        off: usize,
+    ) {
+        // Bounds checked by the caller: src holds win cin values, dst (cin - 1) plane + off + win.
+        let index = _mm512_mullo_epi32(
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            _mm512_set1_epi32(cin as i32),
+        );
+        for ci in 0..cin {
+            let mut iw = 0;
+            while iw < win {
+                let left = win - iw;
+                let mask: __mmask16 = if left >= 16 { 0xffff } else { (1u16 << left) - 1 };
+                // SAFETY: the unmasked lanes read src[(iw + l) cin + ci] with iw + l < win and write
+                // dst[ci plane + off + iw + l], inside the bounds above.
+                unsafe {
+                    let v = _mm512_mask_i32gather_ps::<4>(
+                        _mm512_setzero_ps(),
+                        mask,
+                        index,
+                        src.as_ptr().add(iw * cin + ci),
+                    );
+                    _mm512_mask_storeu_ps(dst.as_mut_ptr().add(ci * plane + off + iw), mask, v);
+                }
+                iw += 16;
             }
         }
     }
