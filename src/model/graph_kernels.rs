@@ -85,7 +85,8 @@ pub fn pack_taps(geo: &ConvGeometry, weight: &[f32]) -> Vec<f32> {
 }
 
 /// For each output position o, the output channels whose gradient is nonzero in some row, in
-/// channel order: `chans[starts[o]..starts[o + 1]]` (one list for all positions, no allocation each).
+/// channel order: `chans[starts[o] + o..starts[o + 1] + o]` (one list for all positions, no
+/// allocation each; each position's list is followed by one spare slot, see `of`).
 struct Live {
     starts: Vec<u32>,
     chans: Vec<u32>,
@@ -95,35 +96,55 @@ impl Live {
     fn of(geo: &ConvGeometry, g: &[f32], rows: usize) -> Live {
         let hw = geo.hout * geo.wout;
         let out_len = geo.out_len();
-        let mut any = vec![false; out_len];
-        for row in g.chunks(out_len).take(rows) {
-            any.iter_mut().zip(row).for_each(|(a, &v)| *a |= v != 0.0);
+        // Bit patterns without the sign OR-ed over the rows: nonzero exactly where some row's value
+        // is (v != 0.0: -0.0 is zero, NaN is not); plain integer ORs, over threads when big.
+        let mut any = vec![0u32; out_len];
+        let fold = |k: usize, part: &mut [u32]| {
+            for row in g.chunks(out_len).take(rows) {
+                let row = &row[k * LIVE_PART..][..part.len()];
+                part.iter_mut()
+                    .zip(row)
+                    .for_each(|(a, &v)| *a |= v.to_bits() << 1);
+            }
+        };
+        if rows * out_len >= 1 << 18 {
+            super::team::for_each_chunk_mut(&mut any, LIVE_PART, fold);
+        } else {
+            any.chunks_mut(LIVE_PART)
+                .enumerate()
+                .for_each(|(k, part)| fold(k, part));
         }
         // Counts per position, then their prefix sums, then the channels in order.
         let mut starts = vec![0u32; hw + 1];
         for plane in any.chunks(hw.max(1)) {
             for (n, &a) in starts[1..].iter_mut().zip(plane) {
-                *n += a as u32;
+                *n += (a != 0) as u32;
             }
         }
         for o in 0..hw {
             starts[o + 1] += starts[o];
         }
-        let mut chans = vec![0u32; starts[hw] as usize];
-        let mut next: Vec<u32> = starts[..hw].to_vec();
+        // Without a branch per entry (the pattern behind a ReLU is random): every entry writes its
+        // channel at its position's next slot and only a live one moves past it, so a dead entry
+        // of a full list lands in that list's spare slot.
+        let mut chans = vec![0u32; starts[hw] as usize + hw];
+        let mut next: Vec<u32> = (0..hw).map(|o| starts[o] + o as u32).collect();
         for (co, plane) in any.chunks(hw.max(1)).enumerate() {
-            for (o, _) in plane.iter().enumerate().filter(|(_, &a)| a) {
-                chans[next[o] as usize] = co as u32;
-                next[o] += 1;
+            for (slot, &a) in next.iter_mut().zip(plane) {
+                chans[*slot as usize] = co as u32;
+                *slot += (a != 0) as u32;
             }
         }
         Live { starts, chans }
     }
 
     fn at(&self, o: usize) -> &[u32] {
-        &self.chans[self.starts[o] as usize..self.starts[o + 1] as usize]
+        &self.chans[self.starts[o] as usize + o..self.starts[o + 1] as usize + o]
     }
 }
+
+/// Entries per part of `Live::of`'s OR over the rows.
+const LIVE_PART: usize = 1 << 14;
 
 /// Fraction of live entries, over the first row.
 pub fn density(g: &[f32]) -> f64 {
