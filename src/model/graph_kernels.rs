@@ -232,16 +232,11 @@ impl Simd {
 }
 
 /// One run: `len` contiguous weights of each listed channel (from `w_off` within its row of
-/// `stride`), weighted by that channel's cotangent value at position `o` in each of the block's
-/// rows, added at `dst` of each row of `acc` (rows `row_len` apart). The values are read where the
-/// rows lie: row r's value of channel c at `g[r g_stride + c hw + o]` (a block's few rows, one
-/// short list of channels: they stay in L1 across the position's runs).
+/// `stride`), weighted by that channel's value in each of the block's rows (`vals`, [channel][row]),
+/// added at `dst` of each row of `acc` (rows `row_len` apart).
 struct Run<'a> {
     list: &'a [u32],
-    g: &'a [f32],
-    g_stride: usize,
-    hw: usize,
-    o: usize,
+    vals: &'a [f32],
     w: &'a [f32],
     stride: usize,
     w_off: usize,
@@ -264,6 +259,9 @@ fn block(geo: &ConvGeometry, packed: &[f32], live: &Live, g: &[f32], r0: usize, 
     // of resnet18's layer3 weights would otherwise come from memory once per position).
     let chunk = (CHUNK_FLOATS / stride.max(1)).clamp(1, geo.cout.max(1));
     let chunks = geo.cout.div_ceil(chunk);
+    // A position's values, [channel][row]: gathered once from the rows where they lie, read by
+    // all of the position's runs (no transposed copy of the whole gradient).
+    let mut vals = vec![0.0f32; geo.cout.min(chunk) * MAX_BLOCK.min(nr)];
     for b0 in (0..nr).step_by(MAX_BLOCK) {
         let nb = MAX_BLOCK.min(nr - b0);
         let acc = &mut hwc[..nb * in_len];
@@ -291,6 +289,12 @@ fn block(geo: &ConvGeometry, packed: &[f32], live: &Live, g: &[f32], r0: usize, 
                 if kj0 == kj1 || ki0 == ki1 {
                     continue;
                 }
+                for (v, &c) in vals.chunks_exact_mut(nb).zip(list) {
+                    let at = c as usize * hw + o;
+                    for (r, v) in v.iter_mut().enumerate() {
+                        *v = rows[r * out_len + at];
+                    }
+                }
                 // With dilation 1 a kernel row's taps meet adjacent pixels: one run; else one per tap.
                 let (runs, taps) = if geo.dilation[1] == 1 {
                     (1, kj1 - kj0)
@@ -303,10 +307,7 @@ fn block(geo: &ConvGeometry, packed: &[f32], live: &Live, g: &[f32], r0: usize, 
                         let iw = ow * geo.stride[1] + kj * geo.dilation[1] - geo.pad[1];
                         let run = Run {
                             list,
-                            g: rows,
-                            g_stride: out_len,
-                            hw,
-                            o,
+                            vals: &vals[..list.len() * nb],
                             w: packed,
                             stride,
                             w_off: (ki * geo.kw + kj) * geo.cin,
@@ -369,9 +370,8 @@ fn add_run(run: &Run, nb: usize, acc: &mut [f32], simd: Simd) {
     assert!(run
         .list
         .last()
-        .is_none_or(|&c| (c as usize + 1) * run.stride <= run.w.len()
-            && (nb - 1) * run.g_stride + c as usize * run.hw + run.o < run.g.len()));
-    assert!(run.o < run.hw);
+        .is_none_or(|&c| (c as usize + 1) * run.stride <= run.w.len()));
+    assert!(run.vals.len() >= run.list.len() * nb);
     assert!(nb >= 1 && (nb - 1) * run.row_len + run.dst + run.len <= acc.len());
     let done = match simd {
         Simd::Scalar => 0,
@@ -386,9 +386,8 @@ fn add_run(run: &Run, nb: usize, acc: &mut [f32], simd: Simd) {
     for j in done..run.len {
         for r in 0..nb {
             let mut s = 0.0f32;
-            for &c in run.list {
-                let v = run.g[r * run.g_stride + c as usize * run.hw + run.o];
-                s += v * run.w[c as usize * run.stride + run.w_off + j];
+            for (i, &c) in run.list.iter().enumerate() {
+                s += run.vals[i * nb + r] * run.w[c as usize * run.stride + run.w_off + j];
             }
             acc[r * run.row_len + run.dst + j] += s;
         }
@@ -422,17 +421,15 @@ mod x86 {
             unsafe fn $rows<const R: usize>(run: &Run, acc: &mut [f32]) -> usize {
                 let whole = run.len / $width * $width;
                 let w = run.w.as_ptr();
-                let g = run.g.as_ptr();
                 let out = acc.as_mut_ptr();
                 for j in (0..whole).step_by($width) {
                     let mut sum: [$reg; R] = [$zero(); R];
-                    for &c in run.list {
-                        // SAFETY: c stride + w_off + len <= w.len() and (R - 1) g_stride + c hw + o
-                        // < g.len() (checked by add_run).
+                    for (i, &c) in run.list.iter().enumerate() {
+                        // SAFETY: c stride + w_off + len <= w.len() and i R + r < vals.len()
+                        // (checked by add_run).
                         let wv = unsafe { $load(w.add(c as usize * run.stride + run.w_off + j)) };
-                        let gc = unsafe { g.add(c as usize * run.hw + run.o) };
                         for (r, s) in sum.iter_mut().enumerate() {
-                            let v = $set1(unsafe { *gc.add(r * run.g_stride) });
+                            let v = $set1(unsafe { *run.vals.get_unchecked(i * R + r) });
                             *s = $fma(v, wv, *s);
                         }
                     }
@@ -505,22 +502,20 @@ mod x86 {
         last: __mmask16,
     ) {
         let w = run.w.as_ptr();
-        let g = run.g.as_ptr();
         let out = acc.as_mut_ptr();
         let mut masks = [0xffff as __mmask16; V];
         masks[V - 1] = last;
         let mut sum = [[_mm512_setzero_ps(); V]; R];
-        for &c in run.list {
+        for (i, &c) in run.list.iter().enumerate() {
             // SAFETY: the unmasked lanes lie below c stride + w_off + len <= w.len(), and
-            // (R - 1) g_stride + c hw + o < g.len() (checked by add_run).
+            // i R + r < vals.len() (checked by add_run).
             let base = unsafe { w.add(c as usize * run.stride + run.w_off + j) };
-            let gc = unsafe { g.add(c as usize * run.hw + run.o) };
             let mut wv = [_mm512_setzero_ps(); V];
             for v in 0..V {
                 wv[v] = unsafe { _mm512_maskz_loadu_ps(masks[v], base.add(16 * v)) };
             }
             for (r, s) in sum.iter_mut().enumerate() {
-                let b = _mm512_set1_ps(unsafe { *gc.add(r * run.g_stride) });
+                let b = _mm512_set1_ps(unsafe { *run.vals.get_unchecked(i * R + r) });
                 for v in 0..V {
                     s[v] = _mm512_fmadd_ps(b, wv[v], s[v]);
                 }
