@@ -253,14 +253,27 @@ fn time_steps(
     let (mut leaf_times, mut kernel_times) = (Vec::new(), Vec::new());
     let mut step_peak_bytes = 0;
     // Leaf and kernel steps alternate in one loop, so load from elsewhere on the machine hits both
-    // alike; the leaf walk reaches its target after about 500 steps, so measure well before.
+    // alike, and which goes first alternates too (a drift in the machine's speed within a pair
+    // would otherwise always land on the second); the leaf walk reaches its target after about
+    // 500 steps, so measure well before.
     for k in 0..runs.min(400) + warmup {
-        let t = Instant::now();
-        let (_, peak) = peak_bytes_of(|| std::hint::black_box(leaf.next()));
-        let leaf_ms = t.elapsed().as_secs_f64() * 1e3;
-        let t = Instant::now();
-        std::hint::black_box(kernel.next());
-        let kernel_ms = t.elapsed().as_secs_f64() * 1e3;
+        let mut leaf_step = || {
+            let t = Instant::now();
+            let (_, peak) = peak_bytes_of(|| std::hint::black_box(leaf.next()));
+            (t.elapsed().as_secs_f64() * 1e3, peak)
+        };
+        let mut kernel_step = || {
+            let t = Instant::now();
+            std::hint::black_box(kernel.next());
+            t.elapsed().as_secs_f64() * 1e3
+        };
+        let ((leaf_ms, peak), kernel_ms) = if k % 2 == 0 {
+            let leaf = leaf_step();
+            (leaf, kernel_step())
+        } else {
+            let kernel = kernel_step();
+            (leaf_step(), kernel)
+        };
         if k >= warmup {
             leaf_times.push(leaf_ms);
             kernel_times.push(kernel_ms);
@@ -312,9 +325,14 @@ fn scaling_row(
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     let start: Vec<f32> = (0..n).map(|_| rng.random::<f32>()).collect();
     let target: Vec<f32> = (0..n).map(|_| rng.random::<f32>()).collect();
-    // A few runs of the big ones: each step there takes seconds.
+    // A few runs of the big ones (each step there takes seconds): three, so that the medians
+    // hold on a machine whose speed drifts, and leaf and kernel steps take turns going first.
     let work = n * net.num_classes();
-    let runs = if work > 10_000_000 { 1 } else { runs.min(20) };
+    let runs = if work > 10_000_000 {
+        runs.min(3)
+    } else {
+        runs.min(20)
+    };
     let times = time_steps(&net, &start, &target, runs, top_k)?;
     let floor = Floor::of(&net, &start, rates, top_k);
     let i = net.input_shape();

@@ -84,21 +84,67 @@ pub fn pack_taps(geo: &ConvGeometry, weight: &[f32]) -> Vec<f32> {
     w
 }
 
-/// For each output position, the output channels whose gradient is nonzero in some row; and for
-/// each output entry whether it is one of those.
-fn live_channels(geo: &ConvGeometry, g: &[f32], rows: usize) -> (Vec<Vec<u32>>, Vec<bool>) {
-    let hw = geo.hout * geo.wout;
-    let out_len = geo.out_len();
-    let mut any = vec![false; out_len];
-    for row in g.chunks(out_len).take(rows) {
-        any.iter_mut().zip(row).for_each(|(a, &v)| *a |= v != 0.0);
-    }
-    let mut live = vec![Vec::new(); hw];
-    for (j, _) in any.iter().enumerate().filter(|(_, &a)| a) {
-        live[j % hw].push((j / hw) as u32);
-    }
-    (live, any)
+/// For each output position o, the output channels whose gradient is nonzero in some row, in
+/// channel order: `chans[starts[o] + o..starts[o + 1] + o]` (one list for all positions, no
+/// allocation each; each position's list is followed by one spare slot, see `of`).
+struct Live {
+    starts: Vec<u32>,
+    chans: Vec<u32>,
 }
+
+impl Live {
+    fn of(geo: &ConvGeometry, g: &[f32], rows: usize) -> Live {
+        let hw = geo.hout * geo.wout;
+        let out_len = geo.out_len();
+        // Bit patterns without the sign OR-ed over the rows: nonzero exactly where some row's value
+        // is (v != 0.0: -0.0 is zero, NaN is not); plain integer ORs, over threads when big.
+        let mut any = vec![0u32; out_len];
+        let fold = |k: usize, part: &mut [u32]| {
+            for row in g.chunks(out_len).take(rows) {
+                let row = &row[k * LIVE_PART..][..part.len()];
+                part.iter_mut()
+                    .zip(row)
+                    .for_each(|(a, &v)| *a |= v.to_bits() << 1);
+            }
+        };
+        if rows * out_len >= 1 << 18 {
+            super::team::for_each_chunk_mut(&mut any, LIVE_PART, fold);
+        } else {
+            any.chunks_mut(LIVE_PART)
+                .enumerate()
+                .for_each(|(k, part)| fold(k, part));
+        }
+        // Counts per position, then their prefix sums, then the channels in order.
+        let mut starts = vec![0u32; hw + 1];
+        for plane in any.chunks(hw.max(1)) {
+            for (n, &a) in starts[1..].iter_mut().zip(plane) {
+                *n += (a != 0) as u32;
+            }
+        }
+        for o in 0..hw {
+            starts[o + 1] += starts[o];
+        }
+        // Without a branch per entry (the pattern behind a ReLU is random): every entry writes its
+        // channel at its position's next slot and only a live one moves past it, so a dead entry
+        // of a full list lands in that list's spare slot.
+        let mut chans = vec![0u32; starts[hw] as usize + hw];
+        let mut next: Vec<u32> = (0..hw).map(|o| starts[o] + o as u32).collect();
+        for (co, plane) in any.chunks(hw.max(1)).enumerate() {
+            for (slot, &a) in next.iter_mut().zip(plane) {
+                chans[*slot as usize] = co as u32;
+                *slot += (a != 0) as u32;
+            }
+        }
+        Live { starts, chans }
+    }
+
+    fn at(&self, o: usize) -> &[u32] {
+        &self.chans[self.starts[o] as usize + o..self.starts[o + 1] as usize + o]
+    }
+}
+
+/// Entries per part of `Live::of`'s OR over the rows.
+const LIVE_PART: usize = 1 << 14;
 
 /// Fraction of live entries, over the first row.
 pub fn density(g: &[f32]) -> f64 {
@@ -127,7 +173,7 @@ fn conv_input_grad_with(
     );
     let in_len = geo.in_len();
     assert_eq!(dx.len(), rows * in_len, "input gradient size");
-    let (live, any) = live_channels(geo, g, rows);
+    let live = Live::of(geo, g, rows);
     if rows == 0 || in_len == 0 {
         return;
     }
@@ -136,7 +182,7 @@ fn conv_input_grad_with(
     let threads = if work < 1 << 18 { 1 } else { super::team::threads() };
     let blocks = rows.div_ceil(MAX_BLOCK).max(threads.min(rows));
     let per = rows.div_ceil(blocks);
-    let run = |(b, dxb): (usize, &mut [f32])| block(geo, packed, (&live, &any), g, b * per, dxb, simd);
+    let run = |(b, dxb): (usize, &mut [f32])| block(geo, packed, &live, g, b * per, dxb, simd);
     if blocks == 1 {
         run((0, dx));
     } else {
@@ -186,8 +232,8 @@ impl Simd {
 }
 
 /// One run: `len` contiguous weights of each listed channel (from `w_off` within its row of
-/// `stride`), weighted by that channel's value in each of the block's rows, added at `dst` of each
-/// row of `acc` (rows `row_len` apart).
+/// `stride`), weighted by that channel's value in each of the block's rows (`vals`, [channel][row]),
+/// added at `dst` of each row of `acc` (rows `row_len` apart).
 struct Run<'a> {
     list: &'a [u32],
     vals: &'a [f32],
@@ -200,50 +246,38 @@ struct Run<'a> {
 }
 
 /// The input gradients of rows r0.. (as many as `dxb` holds).
-fn block(
-    geo: &ConvGeometry,
-    packed: &[f32],
-    (live, any): (&[Vec<u32>], &[bool]),
-    g: &[f32],
-    r0: usize,
-    dxb: &mut [f32],
-    simd: Simd,
-) {
+fn block(geo: &ConvGeometry, packed: &[f32], live: &Live, g: &[f32], r0: usize, dxb: &mut [f32], simd: Simd) {
     let in_len = geo.in_len();
     let out_len = geo.out_len();
     let hw = geo.hout * geo.wout;
     let nr = dxb.len() / in_len;
     let stride = geo.kh * geo.kw * geo.cin;
-    let most = live.iter().map(Vec::len).max().unwrap_or(0);
     // Channels last, one register block of rows at a time, the rows inside each image row:
     // [ih][r][iw][ci], so the runs of one position for all rows lie within a few KB.
     let mut hwc = vec![0.0f32; MAX_BLOCK.min(nr) * in_len];
-    let plane = geo.hin * geo.win;
     // Channels in chunks whose weights stay in cache while every position uses them (at 2x2 each
     // of resnet18's layer3 weights would otherwise come from memory once per position).
     let chunk = (CHUNK_FLOATS / stride.max(1)).clamp(1, geo.cout.max(1));
-    // The block's gradient rows side by side, [co][o][r]: a position's values for all rows are
-    // one short run instead of one read per row a whole gradient row apart.
-    let mut gt = vec![0.0f32; MAX_BLOCK.min(nr) * out_len];
+    let chunks = geo.cout.div_ceil(chunk);
+    // A position's values, [channel][row]: gathered once from the rows where they lie, read by
+    // all of the position's runs (no transposed copy of the whole gradient).
+    let mut vals = vec![0.0f32; geo.cout.min(chunk) * MAX_BLOCK.min(nr)];
     for b0 in (0..nr).step_by(MAX_BLOCK) {
         let nb = MAX_BLOCK.min(nr - b0);
         let acc = &mut hwc[..nb * in_len];
         acc.fill(0.0);
-        let gt = &mut gt[..nb * out_len];
-        for r in 0..nb {
-            let row = &g[(r0 + b0 + r) * out_len..][..out_len];
-            // Only live entries are ever read back (behind a max-pool most are not).
-            for (j, (&v, _)) in row.iter().zip(any).enumerate().filter(|(_, (_, &a))| a) {
-                gt[j * nb + r] = v;
-            }
-        }
-        let mut vals = vec![0.0f32; most * nb];
-        for c0 in (0..geo.cout).step_by(chunk) {
-            let c1 = (c0 + chunk) as u32;
-            for (o, all) in live.iter().enumerate() {
+        let rows = &g[(r0 + b0) * out_len..(r0 + b0 + nb) * out_len];
+        for c0 in (0..chunks).map(|k| (k * chunk) as u32) {
+            let c1 = c0 + chunk as u32;
+            for o in 0..hw {
+                let all = live.at(o);
                 // The lists are sorted by channel.
-                let from = all.partition_point(|&c| c < c0 as u32);
-                let list = &all[from..from + all[from..].partition_point(|&c| c < c1)];
+                let list = if chunks == 1 {
+                    all
+                } else {
+                    let from = all.partition_point(|&c| c < c0);
+                    &all[from..from + all[from..].partition_point(|&c| c < c1)]
+                };
                 if list.is_empty() {
                     continue;
                 }
@@ -255,9 +289,11 @@ fn block(
                 if kj0 == kj1 || ki0 == ki1 {
                     continue;
                 }
-                for (i, &co) in list.iter().enumerate() {
-                    let at = (co as usize * hw + o) * nb;
-                    vals[i * nb..(i + 1) * nb].copy_from_slice(&gt[at..at + nb]);
+                for (v, &c) in vals.chunks_exact_mut(nb).zip(list) {
+                    let at = c as usize * hw + o;
+                    for (r, v) in v.iter_mut().enumerate() {
+                        *v = rows[r * out_len + at];
+                    }
                 }
                 // With dilation 1 a kernel row's taps meet adjacent pixels: one run; else one per tap.
                 let (runs, taps) = if geo.dilation[1] == 1 {
@@ -286,6 +322,7 @@ fn block(
         }
         // Back to channels first.
         let line = geo.win * geo.cin;
+        let plane = geo.hin * geo.win;
         for (r, dx_row) in dxb[b0 * in_len..(b0 + nb) * in_len]
             .chunks_mut(in_len)
             .enumerate()
@@ -293,20 +330,41 @@ fn block(
             for ih in 0..geo.hin {
                 // One image row: read from cache, written as cin sequential runs.
                 let src = &acc[(ih * nb + r) * line..][..line];
-                for ci in 0..geo.cin {
-                    let dst = &mut dx_row[ci * plane + ih * geo.win..][..geo.win];
-                    for (iw, d) in dst.iter_mut().enumerate() {
-                        *d = src[iw * geo.cin + ci];
-                    }
-                }
+                to_channels_first(src, geo.cin, geo.win, dx_row, plane, ih * geo.win, simd);
             }
         }
     }
 }
 
+/// dst[ci plane + off + iw] = src[iw cin + ci]: one image row from channels last to channels first.
+fn to_channels_first(
+    src: &[f32],
+    cin: usize,
+    win: usize,
+    dst: &mut [f32],
+    plane: usize,
+    off: usize,
+    simd: Simd,
+) {
+    assert!(src.len() >= win * cin && (cin == 0 || (cin - 1) * plane + off + win <= dst.len()));
+    #[cfg(target_arch = "x86_64")]
+    if simd == Simd::Avx512 && win * cin < 1 << 30 {
+        // SAFETY: AVX-512F was detected; the bounds were checked above.
+        unsafe { x86::to_channels_first(src, cin, win, dst, plane, off) };
+        return;
+    }
+    let _ = simd;
+    for ci in 0..cin {
+        let d = &mut dst[ci * plane + off..][..win];
+        for (d, &v) in d.iter_mut().zip(src[ci..].iter().step_by(cin)) {
+            *d = v;
+        }
+    }
+}
+
 fn add_run(run: &Run, nb: usize, acc: &mut [f32], simd: Simd) {
-    // The lists are sorted (live_channels builds them in channel order), so the last channel's
-    // row bounds them all: O(1) per run instead of a pass over the list.
+    // The lists are sorted (`Live::of` builds them in channel order), so the last channel bounds
+    // them all: O(1) per run instead of a pass over the list.
     debug_assert!(run.list.windows(2).all(|p| p[0] < p[1]));
     assert!(run.w_off + run.len <= run.stride);
     assert!(run
@@ -474,6 +532,42 @@ mod x86 {
                         _mm512_add_ps(_mm512_maskz_loadu_ps(masks[v], p), s[v]),
                     );
                 }
+            }
+        }
+    }
+
+    /// `super::to_channels_first` by gathers: 16 pixels of one channel per instruction.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn to_channels_first(
+        src: &[f32],
+        cin: usize,
+        win: usize,
+        dst: &mut [f32],
+        plane: usize,
+        off: usize,
+    ) {
+        // Bounds checked by the caller: src holds win cin values, dst (cin - 1) plane + off + win.
+        let index = _mm512_mullo_epi32(
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            _mm512_set1_epi32(cin as i32),
+        );
+        for ci in 0..cin {
+            let mut iw = 0;
+            while iw < win {
+                let left = win - iw;
+                let mask: __mmask16 = if left >= 16 { 0xffff } else { (1u16 << left) - 1 };
+                // SAFETY: the unmasked lanes read src[(iw + l) cin + ci] with iw + l < win and write
+                // dst[ci plane + off + iw + l], inside the bounds above.
+                unsafe {
+                    let v = _mm512_mask_i32gather_ps::<4>(
+                        _mm512_setzero_ps(),
+                        mask,
+                        index,
+                        src.as_ptr().add(iw * cin + ci),
+                    );
+                    _mm512_mask_storeu_ps(dst.as_mut_ptr().add(ci * plane + off + iw), mask, v);
+                }
+                iw += 16;
             }
         }
     }

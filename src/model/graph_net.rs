@@ -804,12 +804,11 @@ impl GraphNet {
                 Kernel::Relu => {
                     let mut d = std::mem::take(&mut g);
                     each_row(&mut d, in_len, &[], 0, |row, _| {
-                        // PyTorch's convention: the derivative of ReLU at 0 is 0.
-                        row.iter_mut().zip(x).for_each(|(v, &a)| {
-                            if a <= 0.0 {
-                                *v = 0.0
-                            }
-                        })
+                        // PyTorch's convention: the derivative of ReLU at 0 is 0. A select rather
+                        // than a conditional store, so it compiles to vector blends.
+                        row.iter_mut()
+                            .zip(x)
+                            .for_each(|(v, &a)| *v = if a <= 0.0 { 0.0 } else { *v })
                     });
                     give(&mut grads, step.inputs[0], d);
                 }
