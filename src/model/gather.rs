@@ -310,17 +310,39 @@ mod x86 {
             src_len,
             mask,
         };
-        // Blocks of rows, at least one per thread so every core works.
-        let blocks = rows
-            .div_ceil(kernel.max_rows())
-            .max(super::super::team::threads().min(rows))
-            .max(1);
+        // Blocks of as many rows as the registers hold. Where that leaves fewer blocks than
+        // threads, each block's pixels go to the threads in bands of whole input rows of equal
+        // work, rather than each thread taking a share of the rows: every weight vector loaded
+        // then serves all the block's rows (J's 10 rows: 20 multiply-adds a load, not 10).
+        let threads = super::super::team::threads();
+        let blocks = rows.div_ceil(kernel.max_rows()).max(1);
         let per_block = rows.div_ceil(blocks).max(1);
-        // The kernel writes every element (each pixel, row and channel block of every row block).
+        let bands = if blocks >= threads {
+            1
+        } else {
+            threads.div_ceil(blocks).min(s.hin).max(1)
+        };
+        let cuts = job.bands(bands);
+        // The kernel writes every element (each pixel, row and channel block of every part).
         let mut data = crate::model::scratch::take(rows * plane * cinp);
-        super::super::team::for_each_chunk_mut(&mut data, per_block * plane * cinp, |b, out| {
-            job.block(kernel, b * per_block, out)
+        let mut parts = Vec::with_capacity(blocks * bands);
+        for (b, block) in data.chunks_mut(per_block * plane * cinp).enumerate() {
+            let nr = block.len() / (plane * cinp);
+            let mut rest = block;
+            for band in cuts.windows(2) {
+                let pixels = band[0] * s.win..band[1] * s.win;
+                let (part, tail) = rest.split_at_mut(pixels.len() * nr * cinp);
+                rest = tail;
+                parts.push(std::sync::Mutex::new((b * per_block, pixels, part)));
+            }
+        }
+        super::super::team::run(parts.len(), &|k| {
+            // Each part is taken by exactly one thread: the lock is never contended.
+            let mut part = parts[k].lock().unwrap_or_else(|e| e.into_inner());
+            let (r0, ref pixels, ref mut out) = *part;
+            job.block(kernel, r0, pixels.clone(), out)
         });
+        drop(parts);
         Hwc {
             data,
             rows,
@@ -332,13 +354,61 @@ mod x86 {
     }
 
     impl Job<'_> {
-        /// The input gradients of rows r0.. (as many as `out` holds), [pixel][row][ci].
-        fn block(&self, kernel: Kernel, r0: usize, out: &mut [f32]) {
+        /// Cuts of the input rows into `n` bands of about equal work: a row's work is the live
+        /// entries its taps reach, plus one for the row itself.
+        fn bands(&self, n: usize) -> Vec<usize> {
             let s = self.s;
-            let nr = out.len() / (s.hin * s.win * self.cinp);
-            // vals[e][r]: the entries' values, row-minor, so one entry's rows are adjacent.
-            let mut vals = crate::model::scratch::take(self.live.len() * nr);
-            for (e, &at) in self.live.source.iter().enumerate() {
+            let entries_in =
+                |oy: usize| (self.live.start[(oy + 1) * s.wout] - self.live.start[oy * s.wout]) as usize;
+            let work: Vec<usize> = (0..s.hin)
+                .map(|iy| {
+                    let reached: usize = (0..s.k)
+                        .filter_map(|ki| {
+                            let ty = (iy + s.pad) as isize - ki as isize;
+                            (ty >= 0 && ty as usize % s.stride == 0 && (ty as usize / s.stride) < s.hout)
+                                .then(|| entries_in(ty as usize / s.stride))
+                        })
+                        .sum();
+                    reached + 1
+                })
+                .collect();
+            let total: usize = work.iter().sum();
+            let mut cuts = vec![0];
+            let mut done = 0;
+            for (iy, w) in work.iter().enumerate() {
+                done += w;
+                if cuts.len() < n && done * n >= total * cuts.len() && iy + 1 < s.hin {
+                    cuts.push(iy + 1);
+                }
+            }
+            cuts.push(s.hin);
+            cuts
+        }
+
+        /// The live entries input pixels `pixels` (whole input rows) can reach: those of the
+        /// output rows their taps meet.
+        fn entries_reaching(&self, pixels: &std::ops::Range<usize>) -> std::ops::Range<usize> {
+            let s = self.s;
+            if pixels.is_empty() {
+                return 0..0;
+            }
+            let (y0, y1) = (pixels.start / s.win, (pixels.end - 1) / s.win + 1);
+            let lo = ((y0 + s.pad).saturating_sub(s.k - 1) / s.stride).min(s.hout);
+            let hi = ((y1 - 1 + s.pad) / s.stride + 1).clamp(lo, s.hout);
+            self.live.start[lo * s.wout] as usize..self.live.start[hi * s.wout] as usize
+        }
+
+        /// The input gradients of rows r0.. at input pixels `pixels` (whole input rows), as many
+        /// rows as `out` holds, [pixel][row][ci].
+        fn block(&self, kernel: Kernel, r0: usize, pixels: std::ops::Range<usize>, out: &mut [f32]) {
+            let nr = out.len() / (pixels.len() * self.cinp).max(1);
+            if nr == 0 {
+                return;
+            }
+            let entries = self.entries_reaching(&pixels);
+            // vals[e - first][r]: the entries' values, row-minor, so one entry's rows are adjacent.
+            let mut vals = crate::model::scratch::take(entries.len() * nr);
+            for (e, &at) in self.live.source[entries.clone()].iter().enumerate() {
                 for r in 0..nr {
                     vals[e * nr + r] = self.src[(r0 + r) * self.src_len + at as usize];
                 }
@@ -347,7 +417,7 @@ mod x86 {
                 ($f:ident, $($n:literal)*) => {
                     match nr {
                         // SAFETY: the features were detected by the caller (`Kernel` choice).
-                        $($n => unsafe { $f::<$n>(self, &vals, out) },)*
+                        $($n => unsafe { $f::<$n>(self, &vals, entries.clone(), pixels.clone(), out) },)*
                         _ => unreachable!("blocks hold 1 to 12 rows"),
                     }
                 };
@@ -364,14 +434,23 @@ mod x86 {
     macro_rules! pixels {
         ($name:ident, $feature:literal, $lanes:literal, $zero:ident, $load:ident, $bcast:ident,
          $fma:ident, $and:ident, $store:ident) => {
-            /// hwc[p][r][ci] = sum over (tap, o) reaching p and live co at o of
-            /// vals[e][r] W[co][ci][tap], for blocks of two vectors of ci.
+            /// hwc[p - p0][r][ci] = sum over (tap, o) reaching p and live co at o of
+            /// vals[e - first][r] W[co][ci][tap], for the input pixels p in `pixels` (p0 the
+            /// first) and blocks of two vectors of ci; `entries` holds every entry they reach.
             #[target_feature(enable = $feature)]
-            unsafe fn $name<const R: usize>(job: &Job, vals: &[f32], hwc: &mut [f32]) {
+            unsafe fn $name<const R: usize>(
+                job: &Job,
+                vals: &[f32],
+                entries: std::ops::Range<usize>,
+                pixels: std::ops::Range<usize>,
+                hwc: &mut [f32],
+            ) {
                 let s = job.s;
                 let cinp = job.cinp;
                 let live = job.live;
-                assert!(vals.len() >= live.len() * R && hwc.len() >= s.hin * s.win * R * cinp);
+                let first = entries.start;
+                assert!(vals.len() >= entries.len() * R && hwc.len() >= pixels.len() * R * cinp);
+                assert!(pixels.end <= s.hin * s.win && entries.end <= live.len());
                 assert!(live.channel.iter().all(|&co| (co as usize) < s.cout));
                 assert!(job.wg.len() >= s.k * s.k * s.cout * cinp && live.start.len() == s.hout * s.wout + 1);
                 assert!(job
@@ -380,8 +459,9 @@ mod x86 {
                     .is_none_or(|m| m.len() >= s.hin * s.win * cinp));
                 let (w, v, out) = (job.wg.as_ptr(), vals.as_ptr(), hwc.as_mut_ptr());
                 for cb in (0..cinp).step_by(2 * $lanes) {
-                    for iy in 0..s.hin {
-                        for ix in 0..s.win {
+                    for p in pixels.clone() {
+                        let (iy, ix) = (p / s.win, p % s.win);
+                        {
                             let mut acc = [[$zero(); 2]; R];
                             // Every (tap, output position) that reaches input pixel (iy, ix).
                             for ki in 0..s.k {
@@ -400,21 +480,22 @@ mod x86 {
                                     let tap = ki * s.k + kj;
                                     let o = (ty as usize / s.stride) * s.wout + tx as usize / s.stride;
                                     let (e0, e1) = (live.start[o] as usize, live.start[o + 1] as usize);
+                                    // `entries` covers the output rows the pixels' taps meet.
+                                    assert!(e0 >= first && e1 <= entries.end);
                                     for e in e0..e1 {
                                         let co = live.channel[e] as usize;
                                         // SAFETY: tap < k^2, co < cout, cb + 2 lanes <= cinp (asserted above).
                                         let wp = unsafe { w.add((tap * s.cout + co) * cinp + cb) };
                                         let (w0, w1) = unsafe { ($load(wp), $load(wp.add($lanes))) };
                                         for (r, a) in acc.iter_mut().enumerate() {
-                                            // SAFETY: e < live.len(), r < R.
-                                            let x = unsafe { $bcast(&*v.add(e * R + r)) };
+                                            // SAFETY: first <= e < entries.end, r < R.
+                                            let x = unsafe { $bcast(&*v.add((e - first) * R + r)) };
                                             a[0] = $fma(x, w0, a[0]);
                                             a[1] = $fma(x, w1, a[1]);
                                         }
                                     }
                                 }
                             }
-                            let p = iy * s.win + ix;
                             if let Some(m) = &job.mask {
                                 // SAFETY: p cinp + cb + 2 lanes <= plane cinp = m.len().
                                 let mp = unsafe { m.as_ptr().add(p * cinp + cb) } as *const f32;
@@ -425,8 +506,8 @@ mod x86 {
                                 }
                             }
                             for (r, a) in acc.iter().enumerate() {
-                                // SAFETY: (p R + r) cinp + cb + 2 lanes <= plane R cinp.
-                                let at = unsafe { out.add((p * R + r) * cinp + cb) };
+                                // SAFETY: ((p - p0) R + r) cinp + cb + 2 lanes <= pixels R cinp.
+                                let at = unsafe { out.add(((p - pixels.start) * R + r) * cinp + cb) };
                                 unsafe {
                                     $store(at, a[0]);
                                     $store(at.add($lanes), a[1]);
