@@ -64,6 +64,55 @@ impl Live {
         Live::from_entries(hw, entries)
     }
 
+    /// The entries a max-pool after a ReLU passes gradient to: each window's maximum (`argmax`,
+    /// channel-major, `pooled` windows a channel, indices into the cout x positions input) unless
+    /// the maximum itself (`maxima`, the pool's output) is <= 0 (ReLU'(0) = 0; NaN passes). Entry
+    /// (co, k) reads its value at co pooled + k. Branch-free: which windows are live is
+    /// unpredictable.
+    pub fn of_pool_maxima(positions: usize, argmax: &[u32], pooled: usize, maxima: &[f32]) -> Live {
+        assert_eq!(argmax.len(), maxima.len(), "one maximum a window");
+        let mut start = vec![0u32; positions + 1];
+        let live = |k: usize| u32::from(!(maxima[k] <= 0.0));
+        // Each window lies in its channel's plane, so position = index - co positions.
+        for (co, windows) in argmax.chunks(pooled.max(1)).enumerate() {
+            let base = (co * positions) as u32;
+            for (k, &j) in windows.iter().enumerate() {
+                debug_assert!(
+                    j >= base && j - base < positions as u32,
+                    "a window outside its channel"
+                );
+                start[(j - base) as usize + 1] += live(co * pooled + k);
+            }
+        }
+        for o in 0..positions {
+            start[o + 1] += start[o];
+        }
+        let total = start[positions] as usize;
+        // One spare slot at the end takes the dead windows' writes.
+        let (mut channel, mut source) = (vec![0u32; total + 1], vec![0u32; total + 1]);
+        let mut next = start.clone();
+        for (co, windows) in argmax.chunks(pooled.max(1)).enumerate() {
+            let base = (co * positions) as u32;
+            for (k, &j) in windows.iter().enumerate() {
+                let o = (j - base) as usize;
+                let alive = live(co * pooled + k);
+                // next[o] when live, else the spare slot, as a mask (a branch would mispredict).
+                let keep = 0usize.wrapping_sub(alive as usize);
+                let at = (next[o] as usize & keep) | (total & !keep);
+                channel[at] = co as u32;
+                source[at] = (co * pooled + k) as u32;
+                next[o] += alive;
+            }
+        }
+        channel.truncate(total);
+        source.truncate(total);
+        Live {
+            start,
+            channel,
+            source,
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.channel.len()
     }

@@ -719,7 +719,7 @@ impl Network {
                                 &c.shape(),
                                 weight,
                                 idx,
-                                x,
+                                &trace.acts[i + 1],
                                 &g,
                                 rows,
                                 input_relu,

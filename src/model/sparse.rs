@@ -161,7 +161,8 @@ pub fn conv_input_grad_shared(
 /// rows that share the masks of one image: each pooled entry goes straight to the convolution
 /// output position its window's maximum came from (when the ReLU there is active), so neither the
 /// dense scatter nor the ReLU pass is materialised. `argmax` indexes the conv output (cout x
-/// positions), `relu_out` is the ReLU's output at the image, `g` is rows x pooled entries.
+/// positions), `maxima` is the pool's output at the image (the ReLU's output at each argmax), `g`
+/// is rows x pooled entries.
 /// `input_relu`, the conv's input when a ReLU made it, folds that ReLU's reverse pass in too, and
 /// the result is then left channels last (the convolution before reads it in place).
 /// None where the CPU lacks the vector kernels (the caller then takes the unfused path).
@@ -169,7 +170,7 @@ pub fn conv_relu_pool_input_grad(
     s: &ConvShape,
     weight: gather::ConvWeights,
     argmax: &[u32],
-    relu_out: &[f32],
+    maxima: &[f32],
     g: &[f32],
     rows: usize,
     input_relu: Option<&[f32]>,
@@ -178,22 +179,7 @@ pub fn conv_relu_pool_input_grad(
         return None;
     }
     let hw = s.hout * s.wout;
-    // Pooled entries are channel-major and each window lies in its channel's plane, so the channel
-    // and position come without a division per entry.
-    let pooled = argmax.len() / s.cout.max(1);
-    let mut entries = Vec::with_capacity(argmax.len());
-    for co in 0..s.cout {
-        let base = (co * hw) as u32;
-        for (k, &j) in argmax[co * pooled..(co + 1) * pooled].iter().enumerate() {
-            // ReLU'(0) = 0: a window whose maximum is 0 passes no gradient (NaN <= 0 is false).
-            if relu_out[j as usize] <= 0.0 {
-                continue;
-            }
-            debug_assert!(j >= base && j - base < hw as u32, "a window outside its channel");
-            entries.push((co as u32, j - base, (co * pooled + k) as u32));
-        }
-    }
-    let live = gather::Live::from_entries(hw, entries.iter().copied());
+    let live = gather::Live::of_pool_maxima(hw, argmax, argmax.len() / s.cout.max(1), maxima);
     let hwc = gather::conv_input_grad_hwc(s, weight, &live, g, argmax.len(), rows, input_relu);
     Some(match input_relu {
         Some(_) => Layout::ChannelsLast(hwc),
