@@ -72,7 +72,7 @@ impl Live {
     pub fn of_pool_maxima(positions: usize, argmax: &[u32], pooled: usize, maxima: &[f32]) -> Live {
         assert_eq!(argmax.len(), maxima.len(), "one maximum a window");
         let mut start = vec![0u32; positions + 1];
-        let live = |k: usize| u32::from(!(maxima[k] <= 0.0));
+        let live = |k: usize| if maxima[k] <= 0.0 { 0 } else { 1u32 };
         // Each window lies in its channel's plane, so position = index - co positions.
         for (co, windows) in argmax.chunks(pooled.max(1)).enumerate() {
             let base = (co * positions) as u32;
@@ -414,7 +414,9 @@ mod x86 {
                     let reached: usize = (0..s.k)
                         .filter_map(|ki| {
                             let ty = (iy + s.pad) as isize - ki as isize;
-                            (ty >= 0 && ty as usize % s.stride == 0 && (ty as usize / s.stride) < s.hout)
+                            (ty >= 0
+                                && (ty as usize).is_multiple_of(s.stride)
+                                && (ty as usize / s.stride) < s.hout)
                                 .then(|| entries_in(ty as usize / s.stride))
                         })
                         .sum();

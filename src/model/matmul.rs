@@ -156,6 +156,16 @@ impl<'a, T: Scalar> SharedColumns<'a, T> {
         }
     }
 
+    /// Where element (row, col) is, for a part that writes its own columns through the pointer.
+    pub fn at(&self, row: usize, col: usize) -> *mut T {
+        assert!(
+            row < self.rows.max(1) && col <= self.cols,
+            "outside the destination"
+        );
+        // SAFETY: inside the destination (asserted), so the offset stays in its allocation.
+        unsafe { self.ptr.add(row * self.cols + col) }
+    }
+
     /// Copies the first `width` columns of `block` (rows x `stride`, row-major) into columns
     /// `first .. first + width`.
     ///

@@ -4,6 +4,7 @@
 
 pub mod arch;
 pub mod classifier;
+pub mod conv_forward;
 pub mod files;
 pub mod gather;
 pub mod graph;

@@ -14,6 +14,7 @@ use rayon::prelude::*;
 use std::sync::Arc;
 
 use super::arch::{Architecture, InputShape, Layer, Shape};
+use super::conv_forward::ConvForwardWeights;
 use super::gather;
 use super::graph_net::{GraphNet, GraphTrace};
 use super::matmul::{matmul, SharedColumns, Threads, View};
@@ -48,6 +49,8 @@ struct Conv {
     wout: usize,
     /// W rearranged for the shared-mask reverse pass, when the CPU has its kernels.
     gathered: Option<gather::GatherWeights>,
+    /// W packed for the forward product at one image, when the CPU has its kernel.
+    forward: Option<ConvForwardWeights>,
 }
 
 #[derive(Debug, Clone)]
@@ -301,6 +304,7 @@ impl Network {
                         hout: (h + 2 * padding - kernel) / stride + 1,
                         wout: (w + 2 * padding - kernel) / stride + 1,
                         gathered: None,
+                        forward: None,
                     };
                     conv.pack();
                     Op::Conv(conv)
@@ -910,6 +914,7 @@ const SPARSE_LINEAR_ROWS: usize = 32;
 impl Conv {
     fn pack(&mut self) {
         self.gathered = gather::GatherWeights::new(&self.shape(), &self.weight);
+        self.forward = ConvForwardWeights::new(&self.weight, self.cout, self.cin * self.k * self.k);
     }
 
     fn shape(&self) -> sparse::ConvShape {
@@ -1032,12 +1037,15 @@ fn conv_forward(c: &Conv, x: &[f32], y: &mut [f32], batch: usize) {
             im2col_rows(c, x, &mut cols, rows.clone());
             // SAFETY: part k writes only the positions of its own band of output rows.
             unsafe {
-                out.product(
-                    rows.start * c.wout,
-                    View::rows(&c.weight, c.cout, ckk),
-                    View::rows(&cols, ckk, width),
-                    |co| c.bias[co],
-                )
+                match &c.forward {
+                    Some(w) => w.product(&cols, width, &c.bias, out.at(0, rows.start * c.wout), hw),
+                    None => out.product(
+                        rows.start * c.wout,
+                        View::rows(&c.weight, c.cout, ckk),
+                        View::rows(&cols, ckk, width),
+                        |co| c.bias[co],
+                    ),
+                }
             };
             scratch::give(cols);
         });
@@ -1047,16 +1055,22 @@ fn conv_forward(c: &Conv, x: &[f32], y: &mut [f32], batch: usize) {
         // im2col writes every column entry.
         let mut cols = scratch::take(ckk * hw);
         im2col(c, xb, &mut cols);
-        // y = W cols + b
-        matmul(
-            yb,
-            View::rows(&c.weight, c.cout, ckk),
-            View::rows(&cols, ckk, hw),
-            false,
-            threads,
-        );
-        for (row, b) in yb.chunks_mut(hw).zip(&c.bias) {
-            row.iter_mut().for_each(|v| *v += b);
+        // y = W cols + b; the packed kernel where the CPU has it, on one image at a time as the
+        // team's bands above, so that a batch's outputs are the single image's to the bit.
+        if let Some(w) = &c.forward {
+            // SAFETY: yb holds cout rows of hw floats, and only this call writes it.
+            unsafe { w.product(&cols, hw, &c.bias, yb.as_mut_ptr(), hw) };
+        } else {
+            matmul(
+                yb,
+                View::rows(&c.weight, c.cout, ckk),
+                View::rows(&cols, ckk, hw),
+                false,
+                threads,
+            );
+            for (row, b) in yb.chunks_mut(hw).zip(&c.bias) {
+                row.iter_mut().for_each(|v| *v += b);
+            }
         }
         scratch::give(cols);
     };
