@@ -254,6 +254,26 @@ impl Hwc {
     }
 }
 
+/// The input gradient of a convolution (shape `s`, PyTorch's `weight`) from its output gradient
+/// channels last, `g` as the kernels above leave it: rows x (cin hin win), channels first. Each
+/// input pixel's value is summed in registers over its taps, the output channels a vector at a
+/// time (they are contiguous in `g`), then reduced once: no unfolded columns and no scatter-add
+/// back onto the pixels. Rows over the team. None where the CPU lacks AVX-512 or `g`'s channels
+/// are not `s`'s outputs.
+pub fn input_grad_of_hwc(s: &ConvShape, weight: &[f32], g: &Hwc) -> Option<Vec<f32>> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && g.cin == s.cout
+        && g.plane == s.hout * s.wout
+        && g.cinp == 32
+        && weight.len() == s.cout * s.cin * s.k * s.k
+    {
+        return Some(x86::input_grad_of_hwc(s, weight, g));
+    }
+    let _ = (s, weight, g);
+    None
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kernel {
     Avx512,
@@ -594,6 +614,114 @@ mod x86 {
         _mm256_storeu_ps
     );
 
+    pub(super) fn input_grad_of_hwc(s: &ConvShape, weight: &[f32], g: &Hwc) -> Vec<f32> {
+        let taps = s.k * s.k;
+        // W as [ci][tap][co], co padded with zeros to g's 32 channels.
+        let mut wt = vec![0.0f32; s.cin * taps * 32];
+        for co in 0..s.cout {
+            for ci in 0..s.cin {
+                for t in 0..taps {
+                    wt[(ci * taps + t) * 32 + co] = weight[(co * s.cin + ci) * taps + t];
+                }
+            }
+        }
+        let in_len = s.cin * s.hin * s.win;
+        // Every entry is written below.
+        let mut dx = crate::model::scratch::take(g.rows * in_len);
+        let shared = crate::model::matmul::SharedColumns::new(&mut dx, g.rows, in_len);
+        // Bands of input rows, a few a thread so that a late helper leaves less to the caller.
+        let bands = (2 * super::super::team::threads()).min(s.hin).max(1);
+        let per = s.hin.div_ceil(bands);
+        super::super::team::run(bands, &|b| {
+            let ys = (b * per).min(s.hin)..((b + 1) * per).min(s.hin);
+            for r0 in (0..g.rows).step_by(g.per_block) {
+                let (offset, step) = g.row(r0);
+                let nr = step / g.cinp;
+                let dst: [*mut f32; 12] = std::array::from_fn(|r| shared.at((r0 + r).min(g.rows - 1), 0));
+                macro_rules! dispatch {
+                    ($($n:literal)*) => {
+                        match nr {
+                            // SAFETY: the caller checked for AVX-512F; band b writes only its own
+                            // input rows of each row of dx, inside dx (in_len a row).
+                            $($n => unsafe { hwc_pixels::<$n>(s, &wt, &g.data, offset, ys.clone(), &dst) },)*
+                            _ => unreachable!("blocks hold 1 to 12 rows"),
+                        }
+                    };
+                }
+                dispatch!(1 2 3 4 5 6 7 8 9 10 11 12);
+            }
+        });
+        dx
+    }
+
+    /// dst[r][(ci hin + iy) win + ix] for input rows iy in `ys`: the sum over taps reaching output
+    /// o and the 32 channels co of data[offset + (o R + r) 32 + co] wt[ci][tap][co], all R rows of
+    /// a block per weight load.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn hwc_pixels<const R: usize>(
+        s: &ConvShape,
+        wt: &[f32],
+        data: &[f32],
+        offset: usize,
+        ys: std::ops::Range<usize>,
+        dst: &[*mut f32; 12],
+    ) {
+        let taps = s.k * s.k;
+        let plane_out = s.hout * s.wout;
+        assert!(wt.len() >= s.cin * taps * 32 && ys.end <= s.hin);
+        assert!(plane_out == 0 || offset + plane_out * R * 32 <= data.len());
+        let (wp, dp) = (wt.as_ptr(), data.as_ptr());
+        for ci in 0..s.cin {
+            for iy in ys.clone() {
+                for ix in 0..s.win {
+                    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+                    for ki in 0..s.k {
+                        let ty = (iy + s.pad) as isize - ki as isize;
+                        if ty < 0
+                            || !(ty as usize).is_multiple_of(s.stride)
+                            || ty as usize / s.stride >= s.hout
+                        {
+                            continue;
+                        }
+                        for kj in 0..s.k {
+                            let tx = (ix + s.pad) as isize - kj as isize;
+                            if tx < 0
+                                || !(tx as usize).is_multiple_of(s.stride)
+                                || tx as usize / s.stride >= s.wout
+                            {
+                                continue;
+                            }
+                            let o = (ty as usize / s.stride) * s.wout + tx as usize / s.stride;
+                            // SAFETY: o < plane_out, so the block's R rows of 32 channels at o lie
+                            // in data (asserted); (ci taps + tap) 32 + 32 <= wt.len().
+                            let (gv, wv) = unsafe {
+                                (
+                                    dp.add(offset + o * R * 32),
+                                    wp.add((ci * taps + ki * s.k + kj) * 32),
+                                )
+                            };
+                            let (w0, w1) = unsafe { (_mm512_loadu_ps(wv), _mm512_loadu_ps(wv.add(16))) };
+                            for (r, a) in acc.iter_mut().enumerate() {
+                                unsafe {
+                                    a[0] = _mm512_fmadd_ps(_mm512_loadu_ps(gv.add(r * 32)), w0, a[0]);
+                                    a[1] = _mm512_fmadd_ps(_mm512_loadu_ps(gv.add(r * 32 + 16)), w1, a[1]);
+                                }
+                            }
+                        }
+                    }
+                    for (r, a) in acc.iter().enumerate() {
+                        // SAFETY: dst[r] is row r0 + r of dx (in_len floats); this pixel's index is
+                        // below in_len, and only this band writes it.
+                        unsafe {
+                            *dst[r].add((ci * s.hin + iy) * s.win + ix) =
+                                _mm512_reduce_add_ps(_mm512_add_ps(a[0], a[1]))
+                        };
+                    }
+                }
+            }
+        }
+    }
+
     /// Bitwise and of two float vectors (AVX-512F has it only for integers).
     #[inline]
     #[target_feature(enable = "avx512f")]
@@ -726,6 +854,31 @@ mod tests {
                             (a - b).abs() < 1e-5,
                             "cin {cin} stride {stride} pad {pad} k {k} rows {rows} at {i}: {a} vs {b}"
                         );
+                    }
+                    // The convolution before, read from these channels-last gradients in place:
+                    // 2 input channels, 3 x 3, pad 1 (its output is this one's input).
+                    if hwc.cinp == 32 {
+                        let s1 = ConvShape {
+                            cin: 2,
+                            cout: cin,
+                            k: 3,
+                            stride: 1,
+                            pad: 1,
+                            hin,
+                            win,
+                            hout: hin,
+                            wout: win,
+                        };
+                        let w1 = values(cin * 2 * 9, 4);
+                        if let Some(dx) = input_grad_of_hwc(&s1, &w1, &hwc) {
+                            let want1 = definition(&s1, &w1, &got, rows, None);
+                            for (i, (a, b)) in dx.iter().zip(&want1).enumerate() {
+                                assert!(
+                                    (a - b).abs() < 1e-4,
+                                    "conv before, cin {cin} rows {rows} at {i}: {a} vs {b}"
+                                );
+                            }
+                        }
                     }
                     // Channels last, read through `Hwc::row`.
                     let plane = hin * win;

@@ -732,7 +732,8 @@ impl Network {
                                     (Some(c1), sparse::Layout::ChannelsLast(hwc)) => {
                                         scratch::give(std::mem::replace(
                                             &mut g,
-                                            conv_input_grad_hwc(c1, &hwc),
+                                            gather::input_grad_of_hwc(&c1.shape(), &c1.weight, &hwc)
+                                                .unwrap_or_else(|| conv_input_grad_hwc(c1, &hwc)),
                                         ));
                                         scratch::give(hwc.data);
                                         fused = 4;
