@@ -1239,6 +1239,17 @@ fn maxpool_forward(p: &Pool, x: &[f32], y: &mut [f32], batch: usize) -> Vec<u32>
 
 /// The 2 x 2, stride 2 max-pool of channels `c0 ..` (as many as `y` holds) of one image.
 fn maxpool2_channels(p: &Pool, xb: &[f32], c0: usize, y: &mut [f32], idx: &mut [u32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F; the kernel asserts its bounds.
+        unsafe { pool_x86::maxpool2_channels(p, xb, c0, y, idx) };
+        return;
+    }
+    maxpool2_channels_scalar(p, xb, c0, y, idx)
+}
+
+/// `maxpool2_channels` one window at a time.
+fn maxpool2_channels_scalar(p: &Pool, xb: &[f32], c0: usize, y: &mut [f32], idx: &mut [u32]) {
     let better = |v: f32, best: f32| v > best || (v.is_nan() && !best.is_nan());
     let plane = p.hout * p.wout;
     for (k, (yc, ic)) in y.chunks_mut(plane).zip(idx.chunks_mut(plane)).enumerate() {
@@ -1264,6 +1275,79 @@ fn maxpool2_channels(p: &Pool, xb: &[f32], c0: usize, y: &mut [f32], idx: &mut [
                 }
                 *yo = best;
                 *io = at as u32;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod pool_x86 {
+    use std::arch::x86_64::*;
+
+    use super::Pool;
+
+    /// `maxpool2_channels` 16 windows at a time: the four candidates of each window as the even
+    /// and odd lanes of two rows, chosen by compare masks in the scalar path's order (the first
+    /// maximum wins; NaN beats a number and propagates), so the results are the same.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn maxpool2_channels(p: &Pool, xb: &[f32], c0: usize, y: &mut [f32], idx: &mut [u32]) {
+        let plane = p.hout * p.wout;
+        let channels = y.len() / plane.max(1);
+        assert!(idx.len() == y.len() && y.len() == channels * plane);
+        assert!((c0 + channels) * p.hin * p.win <= xb.len() && 2 * p.wout <= p.win && 2 * p.hout <= p.hin);
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+        let lane2 = _mm512_slli_epi32(
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            1,
+        );
+        let xp = xb.as_ptr();
+        for k in 0..channels {
+            let c = c0 + k;
+            for oh in 0..p.hout {
+                let top = (c * p.hin + 2 * oh) * p.win;
+                for ow0 in (0..p.wout).step_by(16) {
+                    let n = (p.wout - ow0).min(16);
+                    let m = ((1u32 << n) - 1) as __mmask16;
+                    // 2n inputs of each row: the first 16 and the rest.
+                    let (m_lo, m_hi) = (
+                        ((1u32 << (2 * n).min(16)) - 1) as __mmask16,
+                        ((1u32 << (2 * n).saturating_sub(16)) - 1) as __mmask16,
+                    );
+                    let row = |at: usize| {
+                        // SAFETY: at + 2n <= the channel's rows (2 wout <= win), inside xb.
+                        let (lo, hi) = unsafe {
+                            (
+                                _mm512_maskz_loadu_ps(m_lo, xp.add(at)),
+                                _mm512_maskz_loadu_ps(m_hi, xp.add(at + 16)),
+                            )
+                        };
+                        (
+                            _mm512_permutex2var_ps(lo, even, hi),
+                            _mm512_permutex2var_ps(lo, odd, hi),
+                        )
+                    };
+                    let first = top + 2 * ow0;
+                    let (a, b) = row(first);
+                    let (c_, d) = row(first + p.win);
+                    let base = _mm512_add_epi32(_mm512_set1_epi32(first as i32), lane2);
+                    let (mut best, mut at) = (a, base);
+                    for (v, off) in [(b, 1), (c_, p.win as i32), (d, p.win as i32 + 1)] {
+                        let greater = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, best);
+                        let nan_over_number = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v)
+                            & !_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(best, best);
+                        let take = greater | nan_over_number;
+                        best = _mm512_mask_blend_ps(take, best, v);
+                        at =
+                            _mm512_mask_blend_epi32(take, at, _mm512_add_epi32(base, _mm512_set1_epi32(off)));
+                    }
+                    let o = k * plane + oh * p.wout + ow0;
+                    // SAFETY: o + n <= y.len() = idx.len(); lanes past n are masked off.
+                    unsafe {
+                        _mm512_mask_storeu_ps(y.as_mut_ptr().add(o), m, best);
+                        _mm512_mask_storeu_epi32(idx.as_mut_ptr().add(o) as *mut i32, m, at);
+                    }
+                }
             }
         }
     }
@@ -1310,4 +1394,41 @@ fn avgpool_backward(p: &Pool, g: &[f32], rows: usize) -> Vec<f32> {
         }
     }
     dx
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    /// The vector max-pool picks the scalar path's windows and values: ties (the first wins),
+    /// NaN (beats numbers, the first NaN wins), odd widths and heights, rows of more than 16
+    /// windows.
+    #[test]
+    fn the_vector_max_pool_is_the_scalar_one() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        for (c, h, w) in [(3, 24, 24), (2, 7, 9), (1, 4, 70), (5, 2, 2)] {
+            let p = pool_of(c, h, w, 2, None);
+            let x: Vec<f32> = (0..c * h * w)
+                .map(|i| match i % 23 {
+                    0 | 7 => f32::NAN,
+                    k if k % 5 == 0 => 0.5,
+                    k => ((k * 7919) % 31) as f32 / 31.0 - 0.3,
+                })
+                .collect();
+            let out = c * p.hout * p.wout;
+            let (mut y, mut idx) = (vec![0.0f32; out], vec![0u32; out]);
+            let (mut ys, mut is) = (vec![0.0f32; out], vec![0u32; out]);
+            // SAFETY: AVX-512F is present (checked above).
+            unsafe { pool_x86::maxpool2_channels(&p, &x, 0, &mut y, &mut idx) };
+            maxpool2_channels_scalar(&p, &x, 0, &mut ys, &mut is);
+            assert_eq!(idx, is, "{c} x {h} x {w}: argmax");
+            assert!(
+                y.iter().zip(&ys).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{c} x {h} x {w}: values"
+            );
+            assert!(ys.iter().any(|v| v.is_nan()), "the test has NaN windows");
+        }
+    }
 }
