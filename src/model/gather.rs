@@ -325,6 +325,10 @@ mod x86 {
         src_len: usize,
         /// [pixel][ci] bit masks, all ones where the input ReLU passes gradient, or None.
         mask: Option<Vec<u32>>,
+        /// With stride 1, each entry's place in `wg` less its kernel row's and pixel's part:
+        /// co cinp - ox cout cinp (ox its output column), so that the taps of one kernel row,
+        /// which meet consecutive output positions, run as one loop over their entries.
+        row_taps: Option<Vec<isize>>,
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -370,6 +374,17 @@ mod x86 {
             });
             m
         });
+        let row_taps = (s.stride == 1).then(|| {
+            let mut offsets = vec![0isize; live.len()];
+            for o in 0..s.hout * s.wout {
+                let ox = (o % s.wout) as isize;
+                let entries = live.start[o] as usize..live.start[o + 1] as usize;
+                for (at, &co) in offsets[entries.clone()].iter_mut().zip(&live.channel[entries]) {
+                    *at = (co as usize * cinp) as isize - ox * (s.cout * cinp) as isize;
+                }
+            }
+            offsets
+        });
         let job = Job {
             s,
             wg: &weights.data,
@@ -378,6 +393,7 @@ mod x86 {
             src,
             src_len,
             mask,
+            row_taps,
         };
         // Blocks of as many rows as the registers hold. Where that leaves fewer blocks than
         // threads, each block's pixels go to the threads in bands of whole input rows of equal
@@ -534,35 +550,74 @@ mod x86 {
                         let (iy, ix) = (p / s.win, p % s.win);
                         {
                             let mut acc = [[$zero(); 2]; R];
-                            // Every (tap, output position) that reaches input pixel (iy, ix).
-                            for ki in 0..s.k {
-                                let ty = (iy + s.pad) as isize - ki as isize;
-                                if ty < 0 || ty as usize % s.stride != 0 || ty as usize / s.stride >= s.hout {
-                                    continue;
-                                }
-                                for kj in 0..s.k {
-                                    let tx = (ix + s.pad) as isize - kj as isize;
-                                    if tx < 0
-                                        || tx as usize % s.stride != 0
-                                        || tx as usize / s.stride >= s.wout
-                                    {
+                            if let Some(row_taps) = job.row_taps.as_deref() {
+                                // Stride 1: kernel row ki meets output row iy + pad - ki at the
+                                // consecutive columns ix + pad - kj, whose entries are adjacent.
+                                for ki in 0..s.k {
+                                    let oy = (iy + s.pad) as isize - ki as isize;
+                                    let right = ix + s.pad;
+                                    if oy < 0 || oy as usize >= s.hout {
                                         continue;
                                     }
-                                    let tap = ki * s.k + kj;
-                                    let o = (ty as usize / s.stride) * s.wout + tx as usize / s.stride;
-                                    let (e0, e1) = (live.start[o] as usize, live.start[o + 1] as usize);
-                                    // `entries` covers the output rows the pixels' taps meet.
-                                    assert!(e0 >= first && e1 <= entries.end);
+                                    let (ox0, ox1) = (right.saturating_sub(s.k - 1), right.min(s.wout - 1));
+                                    if ox0 > ox1 {
+                                        continue;
+                                    }
+                                    let row = oy as usize * s.wout;
+                                    let (e0, e1) = (
+                                        live.start[row + ox0] as usize,
+                                        live.start[row + ox1 + 1] as usize,
+                                    );
+                                    assert!(e0 >= first && e1 <= entries.end && row_taps.len() >= e1);
+                                    let base = ((ki * s.k + right) * s.cout * cinp + cb) as isize;
                                     for e in e0..e1 {
-                                        let co = live.channel[e] as usize;
-                                        // SAFETY: tap < k^2, co < cout, cb + 2 lanes <= cinp (asserted above).
-                                        let wp = unsafe { w.add((tap * s.cout + co) * cinp + cb) };
+                                        // SAFETY: entry e at column ox, channel co: kj = right - ox
+                                        // lies in 0..k (the range above), so the place
+                                        // ((ki k + kj) cout + co) cinp + cb is inside wg (asserted).
+                                        let wp = unsafe { w.offset(base + *row_taps.get_unchecked(e)) };
                                         let (w0, w1) = unsafe { ($load(wp), $load(wp.add($lanes))) };
                                         for (r, a) in acc.iter_mut().enumerate() {
                                             // SAFETY: first <= e < entries.end, r < R.
                                             let x = unsafe { $bcast(&*v.add((e - first) * R + r)) };
                                             a[0] = $fma(x, w0, a[0]);
                                             a[1] = $fma(x, w1, a[1]);
+                                        }
+                                    }
+                                }
+                            } else {
+                                // Every (tap, output position) that reaches input pixel (iy, ix).
+                                for ki in 0..s.k {
+                                    let ty = (iy + s.pad) as isize - ki as isize;
+                                    if ty < 0
+                                        || ty as usize % s.stride != 0
+                                        || ty as usize / s.stride >= s.hout
+                                    {
+                                        continue;
+                                    }
+                                    for kj in 0..s.k {
+                                        let tx = (ix + s.pad) as isize - kj as isize;
+                                        if tx < 0
+                                            || tx as usize % s.stride != 0
+                                            || tx as usize / s.stride >= s.wout
+                                        {
+                                            continue;
+                                        }
+                                        let tap = ki * s.k + kj;
+                                        let o = (ty as usize / s.stride) * s.wout + tx as usize / s.stride;
+                                        let (e0, e1) = (live.start[o] as usize, live.start[o + 1] as usize);
+                                        // `entries` covers the output rows the pixels' taps meet.
+                                        assert!(e0 >= first && e1 <= entries.end);
+                                        for e in e0..e1 {
+                                            let co = live.channel[e] as usize;
+                                            // SAFETY: tap < k^2, co < cout, cb + 2 lanes <= cinp (asserted above).
+                                            let wp = unsafe { w.add((tap * s.cout + co) * cinp + cb) };
+                                            let (w0, w1) = unsafe { ($load(wp), $load(wp.add($lanes))) };
+                                            for (r, a) in acc.iter_mut().enumerate() {
+                                                // SAFETY: first <= e < entries.end, r < R.
+                                                let x = unsafe { $bcast(&*v.add((e - first) * R + r)) };
+                                                a[0] = $fma(x, w0, a[0]);
+                                                a[1] = $fma(x, w1, a[1]);
+                                            }
                                         }
                                     }
                                 }
