@@ -323,8 +323,9 @@ mod x86 {
         live: &'a Live,
         src: &'a [f32],
         src_len: usize,
-        /// [pixel][ci] bit masks, all ones where the input ReLU passes gradient, or None.
-        mask: Option<Vec<u32>>,
+        /// The input ReLU's output (cin x plane, channels first), or None: where it is <= 0 the
+        /// gradient is 0 (ReLU'(0) = 0 as in PyTorch; NaN passes, as the unfused pass lets it).
+        relu: Option<&'a [f32]>,
         /// With stride 1, each entry's place in `wg` less its kernel row's and pixel's part:
         /// co cinp - ox cout cinp (ox its output column), so that the taps of one kernel row,
         /// which meet consecutive output positions, run as one loop over their entries.
@@ -357,23 +358,12 @@ mod x86 {
             0,
             "weights gathered for another kernel"
         );
-        // ReLU'(0) = 0 as in PyTorch; NaN passes, as the unfused reverse pass lets it. Pixel
-        // ranges over the team (a transpose of the ReLU's output).
-        let mask = relu_out.map(|x| {
-            let mut m = vec![0u32; plane * cinp];
-            let per = plane.div_ceil(super::super::team::threads());
-            super::super::team::for_each_chunk_mut(&mut m, per * cinp, |k, part| {
-                let p0 = k * per;
-                for ci in 0..s.cin {
-                    let xs = &x[ci * plane + p0..][..part.len() / cinp];
-                    for (p, &v) in xs.iter().enumerate() {
-                        // Not <= 0: true for positives and NaN.
-                        part[p * cinp + ci] = if v <= 0.0 { 0 } else { u32::MAX };
-                    }
-                }
-            });
-            m
-        });
+        if let Some(x) = relu_out {
+            assert!(
+                x.len() >= s.cin * plane,
+                "the ReLU's output is smaller than the input"
+            );
+        }
         let row_taps = (s.stride == 1).then(|| {
             let mut offsets = vec![0isize; live.len()];
             for o in 0..s.hout * s.wout {
@@ -392,7 +382,7 @@ mod x86 {
             live,
             src,
             src_len,
-            mask,
+            relu: relu_out,
             row_taps,
         };
         // Blocks of as many rows as the registers hold. Where that leaves fewer blocks than
@@ -520,7 +510,7 @@ mod x86 {
     /// The per-pixel kernel, one copy per instruction set.
     macro_rules! pixels {
         ($name:ident, $feature:literal, $lanes:literal, $zero:ident, $load:ident, $bcast:ident,
-         $fma:ident, $and:ident, $store:ident) => {
+         $fma:ident, $and:ident, $store:ident, $relu:ident) => {
             /// hwc[p - p0][r][ci] = sum over (tap, o) reaching p and live co at o of
             /// vals[e - first][r] W[co][ci][tap], for the input pixels p in `pixels` (p0 the
             /// first) and blocks of two vectors of ci; `entries` holds every entry they reach.
@@ -540,10 +530,9 @@ mod x86 {
                 assert!(pixels.end <= s.hin * s.win && entries.end <= live.len());
                 assert!(live.channel.iter().all(|&co| (co as usize) < s.cout));
                 assert!(job.wg.len() >= s.k * s.k * s.cout * cinp && live.start.len() == s.hout * s.wout + 1);
-                assert!(job
-                    .mask
-                    .as_ref()
-                    .is_none_or(|m| m.len() >= s.hin * s.win * cinp));
+                assert!(job.relu.is_none_or(|x| x.len() >= s.cin * s.hin * s.win));
+                // The gathers' offsets, ci plane for the channels ci of each block (i32: checked).
+                assert!(s.cin * s.hin * s.win <= i32::MAX as usize);
                 let (w, v, out) = (job.wg.as_ptr(), vals.as_ptr(), hwc.as_mut_ptr());
                 for cb in (0..cinp).step_by(2 * $lanes) {
                     for p in pixels.clone() {
@@ -622,10 +611,10 @@ mod x86 {
                                     }
                                 }
                             }
-                            if let Some(m) = &job.mask {
-                                // SAFETY: p cinp + cb + 2 lanes <= plane cinp = m.len().
-                                let mp = unsafe { m.as_ptr().add(p * cinp + cb) } as *const f32;
-                                let (m0, m1) = unsafe { ($load(mp), $load(mp.add($lanes))) };
+                            if let Some(x) = job.relu {
+                                // SAFETY: the lanes read are channels ci < cin of pixel p, inside x
+                                // (asserted above).
+                                let (m0, m1) = unsafe { $relu(x.as_ptr().add(p), s.hin * s.win, cb, s.cin) };
                                 for a in acc.iter_mut() {
                                     a[0] = $and(a[0], m0);
                                     a[1] = $and(a[1], m1);
@@ -655,7 +644,8 @@ mod x86 {
         _mm512_set1_ps_ref,
         _mm512_fmadd_ps,
         and512,
-        _mm512_storeu_ps
+        _mm512_storeu_ps,
+        relu_pass_avx512
     );
     pixels!(
         pixels_avx2,
@@ -666,8 +656,61 @@ mod x86 {
         _mm256_broadcast_ss,
         _mm256_fmadd_ps,
         _mm256_and_ps,
-        _mm256_storeu_ps
+        _mm256_storeu_ps,
+        relu_pass_avx2
     );
+
+    /// All-ones lanes where the ReLU passes gradient at channels cb .. cb + 32 of the pixel whose
+    /// channel 0 value `x` points at (values `plane` apart), zero lanes elsewhere and past `cin`.
+    ///
+    /// # Safety
+    /// x + ci plane is readable for every ci < cin.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn relu_pass_avx512(x: *const f32, plane: usize, cb: usize, cin: usize) -> (__m512, __m512) {
+        let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let ones = _mm512_castsi512_ps(_mm512_set1_epi32(-1));
+        let pass = |c0: usize| {
+            let valid = ((1u32 << cin.saturating_sub(c0).min(16)) - 1) as __mmask16;
+            let at = _mm512_mullo_epi32(
+                _mm512_add_epi32(lanes, _mm512_set1_epi32(c0 as i32)),
+                _mm512_set1_epi32(plane as i32),
+            );
+            // SAFETY: only the valid lanes (ci < cin) are read.
+            let v = unsafe { _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), valid, at, x) };
+            // Not <= 0: true for positives and NaN.
+            let live = _mm512_mask_cmp_ps_mask::<_CMP_NLE_UQ>(valid, v, _mm512_setzero_ps());
+            _mm512_maskz_mov_ps(live, ones)
+        };
+        (pass(cb), pass(cb + 16))
+    }
+
+    /// As `relu_pass_avx512`, 16 channels in two AVX2 vectors.
+    ///
+    /// # Safety
+    /// x + ci plane is readable for every ci < cin.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn relu_pass_avx2(x: *const f32, plane: usize, cb: usize, cin: usize) -> (__m256, __m256) {
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let pass = |c0: usize| {
+            let valid = _mm256_cmpgt_epi32(_mm256_set1_epi32(cin as i32 - c0 as i32), lanes);
+            let at = _mm256_mullo_epi32(
+                _mm256_add_epi32(lanes, _mm256_set1_epi32(c0 as i32)),
+                _mm256_set1_epi32(plane as i32),
+            );
+            // SAFETY: only the valid lanes (ci < cin) are read.
+            let v = unsafe {
+                _mm256_mask_i32gather_ps::<4>(_mm256_setzero_ps(), x, at, _mm256_castsi256_ps(valid))
+            };
+            // Not <= 0: true for positives and NaN.
+            _mm256_and_ps(
+                _mm256_cmp_ps::<_CMP_NLE_UQ>(v, _mm256_setzero_ps()),
+                _mm256_castsi256_ps(valid),
+            )
+        };
+        (pass(cb), pass(cb + 8))
+    }
 
     pub(super) fn input_grad_of_hwc(s: &ConvShape, weight: &[f32], g: &Hwc) -> Vec<f32> {
         let taps = s.k * s.k;
