@@ -111,10 +111,23 @@ fn the_reach_toggle_runs_the_strict_search_in_the_leaf_lane() {
     // Through accessibility, not the pointer: the lines above the toggle change from frame to frame
     // (a pointer click at last frame's place missed it now and then).
     h.get_by_label("strict reach search").click_accesskit();
-    // Under load the frame that handles the click may come a few steps later.
-    wait(&mut h, "the reach toggle to be on", |app| {
-        app.settings().params.reach
-    });
+    // Under load the frame that handles the click may come a few steps later; and a preset applied
+    // late (its model still loading) resets the walk's parameters, the toggle with them: then,
+    // seconds after a click that did not hold, click again.
+    let began = Instant::now();
+    let mut clicked = Instant::now();
+    while !h.state().settings().params.reach {
+        assert!(
+            began.elapsed() < TIMEOUT,
+            "timed out waiting for the reach toggle to be on"
+        );
+        if clicked.elapsed() > Duration::from_secs(3) {
+            h.get_by_label("strict reach search").click_accesskit();
+            clicked = Instant::now();
+        }
+        h.step();
+        std::thread::sleep(Duration::from_millis(5));
+    }
     // Reset restarts the walks with the new setting.
     h.key_press(egui::Key::R);
     h.run_steps(2);
