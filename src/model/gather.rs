@@ -438,13 +438,7 @@ mod x86 {
             let work: Vec<usize> = (0..s.hin)
                 .map(|iy| {
                     let reached: usize = (0..s.k)
-                        .filter_map(|ki| {
-                            let ty = (iy + s.pad) as isize - ki as isize;
-                            (ty >= 0
-                                && (ty as usize).is_multiple_of(s.stride)
-                                && (ty as usize / s.stride) < s.hout)
-                                .then(|| entries_in(ty as usize / s.stride))
-                        })
+                        .filter_map(|ki| s.tap_output(iy, ki, s.hout).map(entries_in))
                         .sum();
                     reached + 1
                 })
@@ -543,16 +537,15 @@ mod x86 {
                                 // Stride 1: kernel row ki meets output row iy + pad - ki at the
                                 // consecutive columns ix + pad - kj, whose entries are adjacent.
                                 for ki in 0..s.k {
-                                    let oy = (iy + s.pad) as isize - ki as isize;
-                                    let right = ix + s.pad;
-                                    if oy < 0 || oy as usize >= s.hout {
+                                    let Some(oy) = s.tap_output(iy, ki, s.hout) else {
                                         continue;
-                                    }
+                                    };
+                                    let right = ix + s.pad;
                                     let (ox0, ox1) = (right.saturating_sub(s.k - 1), right.min(s.wout - 1));
                                     if ox0 > ox1 {
                                         continue;
                                     }
-                                    let row = oy as usize * s.wout;
+                                    let row = oy * s.wout;
                                     let (e0, e1) = (
                                         live.start[row + ox0] as usize,
                                         live.start[row + ox1 + 1] as usize,
@@ -576,23 +569,15 @@ mod x86 {
                             } else {
                                 // Every (tap, output position) that reaches input pixel (iy, ix).
                                 for ki in 0..s.k {
-                                    let ty = (iy + s.pad) as isize - ki as isize;
-                                    if ty < 0
-                                        || ty as usize % s.stride != 0
-                                        || ty as usize / s.stride >= s.hout
-                                    {
+                                    let Some(oy) = s.tap_output(iy, ki, s.hout) else {
                                         continue;
-                                    }
+                                    };
                                     for kj in 0..s.k {
-                                        let tx = (ix + s.pad) as isize - kj as isize;
-                                        if tx < 0
-                                            || tx as usize % s.stride != 0
-                                            || tx as usize / s.stride >= s.wout
-                                        {
+                                        let Some(ox) = s.tap_output(ix, kj, s.wout) else {
                                             continue;
-                                        }
+                                        };
                                         let tap = ki * s.k + kj;
-                                        let o = (ty as usize / s.stride) * s.wout + tx as usize / s.stride;
+                                        let o = oy * s.wout + ox;
                                         let (e0, e1) = (live.start[o] as usize, live.start[o + 1] as usize);
                                         // `entries` covers the output rows the pixels' taps meet.
                                         assert!(e0 >= first && e1 <= entries.end);
@@ -774,22 +759,14 @@ mod x86 {
                 for ix in 0..s.win {
                     let mut acc = [[_mm512_setzero_ps(); 2]; R];
                     for ki in 0..s.k {
-                        let ty = (iy + s.pad) as isize - ki as isize;
-                        if ty < 0
-                            || !(ty as usize).is_multiple_of(s.stride)
-                            || ty as usize / s.stride >= s.hout
-                        {
+                        let Some(oy) = s.tap_output(iy, ki, s.hout) else {
                             continue;
-                        }
+                        };
                         for kj in 0..s.k {
-                            let tx = (ix + s.pad) as isize - kj as isize;
-                            if tx < 0
-                                || !(tx as usize).is_multiple_of(s.stride)
-                                || tx as usize / s.stride >= s.wout
-                            {
+                            let Some(ox) = s.tap_output(ix, kj, s.wout) else {
                                 continue;
-                            }
-                            let o = (ty as usize / s.stride) * s.wout + tx as usize / s.stride;
+                            };
+                            let o = oy * s.wout + ox;
                             // SAFETY: o < plane_out, so the block's R rows of 32 channels at o lie
                             // in data (asserted); (ci taps + tap) 32 + 32 <= wt.len().
                             let (gv, wv) = unsafe {

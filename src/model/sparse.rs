@@ -34,6 +34,14 @@ pub struct ConvShape {
 }
 
 impl ConvShape {
+    /// The output index (row or column, of `outputs`) that kernel tap `t` meets from input index
+    /// `i` along one axis, or None where it falls outside the output or between strides.
+    #[inline(always)]
+    pub fn tap_output(&self, i: usize, t: usize, outputs: usize) -> Option<usize> {
+        let at = (i + self.pad).checked_sub(t)?;
+        (at.is_multiple_of(self.stride) && at / self.stride < outputs).then_some(at / self.stride)
+    }
+
     /// Where the k x k x cin input patch of output position o lies, as contiguous runs: for each
     /// kernel row inside the image, (start in a channels-last input, start in a (ki, kj, ci)
     /// patch, length), clipped to the columns inside the image.
