@@ -51,7 +51,9 @@ processes on the machine hits all alike. Reported per tool: the median over roun
 medians ("median") and the best round median ("best"), plus each round's figures. Ratios: peer step
 over dataleaf's leaf step of the medians, of the best rounds, and within each round (the pair measured
 seconds apart); dataleaf's steps over the lowest floor of the rounds (the floor divides the counted
-arithmetic by gemm rates measured in the same run, which load only lowers). --json prints one JSON
+arithmetic by gemm rates measured in the same run, which load only lowers), and the median of the rounds'
+own step / floor ratios (`dataleaf bench` samples those rates between its timed steps, so a round's step
+and floor come from the same minutes of a VM whose speed drifts). --json prints one JSON
 object instead.
 """
 import argparse
@@ -490,7 +492,12 @@ def bench_model(m, workers, args):
     floor = best["dataleaf_floor_ms"]
     ratios = {"leaf_over_floor": med["dataleaf_leaf_step_ms"] / floor,
               "kernel_over_floor": med["dataleaf_kernel_step_ms"] / floor,
-              "leaf_over_floor_per_round": [r["dataleaf"]["leaf_step_ms"] / r["dataleaf"]["floor_ms"] for r in rounds]}
+              "leaf_over_floor_per_round": [r["dataleaf"]["leaf_step_ms"] / r["dataleaf"]["floor_ms"] for r in rounds],
+              "kernel_over_floor_per_round": [r["dataleaf"]["kernel_step_ms"] / r["dataleaf"]["floor_ms"] for r in rounds]}
+    # Each round's floor divides by gemm rates sampled between that round's own steps: the median of
+    # the rounds' ratios compares step and floor measured in the same minutes.
+    ratios["leaf_over_floor_median_of_rounds"] = statistics.median(ratios["leaf_over_floor_per_round"])
+    ratios["kernel_over_floor_median_of_rounds"] = statistics.median(ratios["kernel_over_floor_per_round"])
     for tool in tools[1:]:
         ratios[tool + "_over_leaf"] = med[tool + "_step_ms"] / med["dataleaf_leaf_step_ms"]
         ratios[tool + "_over_leaf_best"] = best[tool + "_step_ms"] / best["dataleaf_leaf_step_ms"]
@@ -541,6 +548,11 @@ def print_report(rep):
         print("dataleaf leaf step / floor %.2fx, kernel step / floor %.2fx (median step over the lowest floor;"
               " leaf / floor per round %s)" % (ra["leaf_over_floor"], ra["kernel_over_floor"],
                                               ", ".join("%.2f" % v for v in ra["leaf_over_floor_per_round"])))
+        if "leaf_over_floor_median_of_rounds" in ra:
+            print("dataleaf leaf step / floor %.2fx, kernel step / floor %.2fx (median of the rounds' own ratios;"
+                  " kernel / floor per round %s)" % (ra["leaf_over_floor_median_of_rounds"],
+                                                     ra["kernel_over_floor_median_of_rounds"],
+                                                     ", ".join("%.2f" % v for v in ra["kernel_over_floor_per_round"])))
         for t in tools:
             print("%s step / dataleaf leaf step: %.2fx (best rounds %.2fx; per round %s)"
                   % (t, ra[t + "_over_leaf"], ra[t + "_over_leaf_best"],

@@ -1429,6 +1429,25 @@ fn bench_json_reports_the_step_costs_their_floor_and_the_whole_walk() {
     // far fewer than dense reverse passes would take (10 x 120 M).
     let flops = out["floor"]["jacobian_mflop"].as_f64().unwrap();
     assert!(flops > 2.0 * 12.0 && flops < 2.0 * 1200.0, "{}", out["floor"]);
+    // The rates it divides by were sampled between the timed steps (at least once), and the floor
+    // used their median.
+    let mut samples: Vec<f64> = out["gemm_f32_gflops_samples"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no rate samples: {out}"))
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert!(
+        !samples.is_empty() && samples.iter().all(|&g| g > 0.0 && g.is_finite()),
+        "{samples:?}"
+    );
+    samples.sort_by(f64::total_cmp);
+    assert_eq!(
+        out["floor"]["gemm_f32_gflops"].as_f64().unwrap(),
+        samples[samples.len() / 2],
+        "{}",
+        out["floor"]
+    );
     let walk = &out["walk_4185_5874"];
     assert_eq!(walk["reached"], true, "{walk}");
     let steps = walk["steps"].as_u64().unwrap();

@@ -85,16 +85,84 @@ fn median(mut times: Vec<f64>) -> f64 {
     times[times.len() / 2]
 }
 
+/// The side of the square products that measure the machine's rates.
+const RATE_SIZE: usize = 512;
+
 /// The machine's matrix-product rate in GFLOP/s: a 512^3 product on all threads.
 fn gemm_gflops<T: Scalar + From<f32>>() -> f64 {
-    let size = 512;
-    let a: Vec<T> = (0..size * size).map(|i| T::from((i % 17) as f32 * 0.1)).collect();
-    let mut c = vec![T::default(); size * size];
-    let ms = median_ms(15, 3, || {
-        let v = View::rows(&a, size, size);
-        matmul(&mut c, v, v, false, Threads::All);
-    });
-    2.0 * (size * size * size) as f64 / (ms * 1e6)
+    let mut probe = RateProbe::<T>::new();
+    let ms = median_ms(15, 3, || probe.product());
+    probe.gflops(ms)
+}
+
+/// A 512^3 product's buffers, kept to measure the rate again and again.
+struct RateProbe<T> {
+    a: Vec<T>,
+    c: Vec<T>,
+}
+
+impl<T: Scalar + From<f32>> RateProbe<T> {
+    fn new() -> Self {
+        let n = RATE_SIZE * RATE_SIZE;
+        RateProbe {
+            a: (0..n).map(|i| T::from((i % 17) as f32 * 0.1)).collect(),
+            c: vec![T::default(); n],
+        }
+    }
+    fn product(&mut self) {
+        let v = View::rows(&self.a, RATE_SIZE, RATE_SIZE);
+        matmul(&mut self.c, v, v, false, Threads::All);
+    }
+    fn gflops(&self, ms: f64) -> f64 {
+        2.0 * (RATE_SIZE as f64).powi(3) / (ms * 1e6)
+    }
+    /// The rate now: the fastest of three products (the first may find its buffers cold and the
+    /// pool's threads asleep).
+    fn sample(&mut self) -> f64 {
+        let ms = (0..3)
+            .map(|_| {
+                let t = Instant::now();
+                self.product();
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .fold(f64::INFINITY, f64::min);
+        self.gflops(ms)
+    }
+}
+
+/// The machine's f32 and f64 product rates sampled between the timed steps: on a machine whose
+/// speed drifts (a shared VM: 2x within a minute), the floor then divides by the rates of the
+/// same minutes the steps ran in, not of a moment before or after them.
+struct RateSamples {
+    every: usize,
+    f32_probe: RateProbe<f32>,
+    f64_probe: RateProbe<f64>,
+    f32_gflops: Vec<f64>,
+    f64_gflops: Vec<f64>,
+}
+
+impl RateSamples {
+    /// A sample after every `every` timed pairs of steps.
+    fn new(every: usize) -> Self {
+        RateSamples {
+            every: every.max(1),
+            f32_probe: RateProbe::new(),
+            f64_probe: RateProbe::new(),
+            f32_gflops: Vec::new(),
+            f64_gflops: Vec::new(),
+        }
+    }
+    fn sample(&mut self) {
+        // After a step the team's helpers spin for a while (model::team): a product run then would
+        // share its cores with them and measure half the machine.
+        std::thread::sleep(dataleaf::model::team::SPIN * 2);
+        self.f32_gflops.push(self.f32_probe.sample());
+        self.f64_gflops.push(self.f64_probe.sample());
+    }
+    /// The median rates (f32, f64).
+    fn rates(&self) -> (f64, f64) {
+        (median(self.f32_gflops.clone()), median(self.f64_gflops.clone()))
+    }
 }
 
 /// What one step's arithmetic costs and how fast this machine can do it.
@@ -193,6 +261,7 @@ fn time_steps(
     target: &[f32],
     runs: usize,
     top_k: Option<usize>,
+    mut rates: Option<&mut RateSamples>,
 ) -> Result<StepTimes> {
     let warmup = if runs > 5 { 3 } else { 0 };
     let classes = net.num_classes();
@@ -278,6 +347,16 @@ fn time_steps(
             leaf_times.push(leaf_ms);
             kernel_times.push(kernel_ms);
             step_peak_bytes = step_peak_bytes.max(peak);
+            if let Some(rates) = rates.as_deref_mut() {
+                if leaf_times.len() % rates.every == 0 {
+                    rates.sample();
+                }
+            }
+        }
+    }
+    if let Some(rates) = rates {
+        if rates.f32_gflops.is_empty() {
+            rates.sample();
         }
     }
     Ok(StepTimes {
@@ -333,7 +412,7 @@ fn scaling_row(
     } else {
         runs.min(20)
     };
-    let times = time_steps(&net, &start, &target, runs, top_k)?;
+    let times = time_steps(&net, &start, &target, runs, top_k, None)?;
     let floor = Floor::of(&net, &start, rates, top_k);
     let i = net.input_shape();
     let mut row = json!({
@@ -364,13 +443,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let shape = (data.channels, data.height, data.width);
 
     let top_k = args.geometry.top_k;
-    let times = time_steps(net, &start, &target, runs, top_k)?;
+    // The rates for this model's floor are sampled between its timed steps, every 8 pairs.
+    let mut samples = RateSamples::new(8);
+    let times = time_steps(net, &start, &target, runs, top_k, Some(&mut samples))?;
+    let floor = Floor::of(net, &start, samples.rates(), top_k);
     let autograd_ms = median_ms(runs.min(10), 1, || {
         std::hint::black_box(jacobian::jacobian_autograd(&model.classifier, &start, shape).ok());
     });
-    // The machine's f32 and f64 product rates, measured once for every floor below.
-    let rates = (gemm_gflops::<f32>(), gemm_gflops::<f64>());
-    let floor = Floor::of(net, &start, rates, top_k);
     let walk = if args.walk {
         Some(whole_walk(net, &start, &target)?)
     } else {
@@ -399,6 +478,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
             .map(|&(name, input, classes)| zoo::scaling_resnet(name, input, classes, 0));
         let wanted = |arch: &Architecture| args.only.as_ref().is_none_or(|t| arch.name.contains(t.as_str()));
         let k = args.sizes_top_k as usize;
+        // Steps of seconds leave no room between them: the rates are measured once, here.
+        let rates = (gemm_gflops::<f32>(), gemm_gflops::<f64>());
         for (arch, weights) in vggs.chain(resnets).filter(|(a, _)| wanted(a)) {
             // The exact row, then a top-k row where K < C.
             let classes = arch.classes.len();
@@ -424,6 +505,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "threads": rayon::current_num_threads(),
             "runs": runs,
             "floor": floor.to_json(),
+            // The f32 rates sampled between the timed steps (the floor divides by their median).
+            "gemm_f32_gflops_samples": samples.f32_gflops,
             "autograd_jacobian_ms": autograd_ms,
             "walk_4185_5874": walk,
             "sizes": sizes,
@@ -464,6 +547,14 @@ fn print_text(
         floor.gemm_f32_gflops,
         (floor.spectrum_flops - floor.gram_f32_flops) / 1e6,
         floor.gemm_f64_gflops
+    );
+    println!(
+        "                              (the rates: medians of 512^3 products run between the timed steps)"
+    );
+    println!(
+        "  leaf / floor     {:8.2}x,  kernel / floor {:.2}x",
+        t.leaf_step_ms / floor.ms(),
+        t.kernel_step_ms / floor.ms()
     );
     println!("  step peak heap   {:8.3} MB", t.step_peak_bytes as f64 / 1e6);
     if let Some(w) = walk {

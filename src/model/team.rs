@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 /// How long an idle helper spins before it parks: longer than the gaps between the pieces of one
 /// step (the geometry between two steps' passes takes ~0.1 ms), short enough to cost nothing
 /// measurable when no walk runs.
-const SPIN: Duration = Duration::from_micros(1000);
+pub const SPIN: Duration = Duration::from_micros(1000);
 
 /// Products of at least this many multiply-adds are worth splitting here: a job costs the caller
 /// ~1 µs when the helper is awake (rayon's threshold, 4x this, allows for its wake-ups).
