@@ -92,7 +92,7 @@ const RATE_SIZE: usize = 512;
 fn gemm_gflops<T: Scalar + From<f32>>() -> f64 {
     let mut probe = RateProbe::<T>::new();
     let ms = median_ms(15, 3, || probe.product());
-    probe.gflops(ms)
+    RateProbe::<T>::gflops(ms)
 }
 
 /// A 512^3 product's buffers, kept to measure the rate again and again.
@@ -113,7 +113,8 @@ impl<T: Scalar + From<f32>> RateProbe<T> {
         let v = View::rows(&self.a, RATE_SIZE, RATE_SIZE);
         matmul(&mut self.c, v, v, false, Threads::All);
     }
-    fn gflops(&self, ms: f64) -> f64 {
+    /// The rate of one product that took `ms`.
+    fn gflops(ms: f64) -> f64 {
         2.0 * (RATE_SIZE as f64).powi(3) / (ms * 1e6)
     }
     /// The rate now: the fastest of three products (the first may find its buffers cold and the
@@ -126,7 +127,7 @@ impl<T: Scalar + From<f32>> RateProbe<T> {
                 t.elapsed().as_secs_f64() * 1e3
             })
             .fold(f64::INFINITY, f64::min);
-        self.gflops(ms)
+        Self::gflops(ms)
     }
 }
 
